@@ -1,0 +1,68 @@
+// Checkpoint folders as Hugging Face publishes them, read natively and zero-copy (mmap):
+//   model.safetensors | model.safetensors.index.json + shards
+//   pytorch_model.bin | pytorch_model.bin.index.json + shards   (torch.save zip archives)
+// Every tensor is a view into a mapped file; nothing is copied or converted at load time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/mmap_file.h"
+#include "xc2/dtype.h"
+
+namespace xc2::io {
+
+struct TensorView {
+  std::string name;            // verbatim checkpoint name, e.g. "model.layers.0.attention.wqkv.weight"
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;  // row-major, contiguous
+  const void* data = nullptr;  // into a MappedFile owned by the Checkpoint
+  size_t nbytes = 0;           // numel() * dtype_size(dtype)
+  std::string file;            // base name of the file holding it (for messages)
+
+  int64_t numel() const;
+  std::string shape_str() const;  // "[6144, 4096]"
+};
+
+enum class CheckpointFormat { Safetensors, TorchBin };
+
+class Checkpoint {
+ public:
+  // Opens a model folder. Prefers safetensors (index, else model.safetensors, else the only
+  // *.safetensors file) over PyTorch (.bin index, else pytorch_model.bin). Errors name the folder
+  // and list what was looked for.
+  static Checkpoint open_dir(const std::string& dir);
+  // Opens one file of either format (detected from its bytes, not its name).
+  static Checkpoint open_file(const std::string& path);
+
+  CheckpointFormat format() const { return format_; }
+  const std::vector<TensorView>& tensors() const { return tensors_; }
+  const TensorView* find(const std::string& name) const;  // nullptr if absent
+  const std::vector<std::string>& files() const { return files_; }  // paths of the data files
+  size_t total_bytes() const;
+
+ private:
+  CheckpointFormat format_ = CheckpointFormat::Safetensors;
+  std::vector<std::shared_ptr<MappedFile>> maps_;
+  std::vector<std::string> files_;
+  std::vector<TensorView> tensors_;
+  std::unordered_map<std::string, size_t> index_;
+
+  friend struct CheckpointBuilder;
+};
+
+// Writes tensors as safetensors shards (model-0000k-of-0000n.safetensors, each at most
+// max_shard_bytes unless one tensor is larger) plus model.safetensors.index.json when n > 1, or a
+// single model.safetensors when everything fits in one shard. Names and bytes are kept verbatim.
+void write_safetensors_shards(const std::vector<TensorView>& tensors, const std::string& out_dir,
+                              size_t max_shard_bytes);
+
+// `xc2 convert`: reads a model folder in either format and writes it as safetensors into out_dir,
+// copying the non-weight files (config.json, tokenizer.model, *.json, *.py, ...) alongside.
+void convert_checkpoint(const std::string& model_dir, const std::string& out_dir, size_t max_shard_bytes);
+
+}  // namespace xc2::io

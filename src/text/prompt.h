@@ -1,0 +1,63 @@
+// Prompt assembly (model-spec §10, §12): the chat template, the default system texts, image
+// markers and the BOS rules of each upstream code path.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "text/tokenizer.h"
+
+namespace xc2::text {
+
+// One piece of a prompt: either a run of token ids, or one image (index into the request's images).
+struct PromptSegment {
+  std::vector<int32_t> ids;
+  int image = -1;  // >= 0: this segment is image `image`; ids is empty
+};
+
+struct Prompt {
+  std::vector<PromptSegment> segments;
+  int n_images() const;
+  // Positions the prompt occupies when each image takes `visual_tokens` rows.
+  int64_t n_positions(int64_t visual_tokens) const;
+};
+
+struct ChatTurn {
+  std::string user;
+  std::string assistant;
+};
+
+extern const char* const kImageMarker;    // "<ImageHere>" (chat)
+extern const char* const kComposeMarker;  // "<image>" (composition demo)
+
+// The default `meta_instruction` of upstream chat() (four lines, no trailing newline).
+const std::string& default_system_prompt();
+// The composition demo's text-only meta (three lines, trailing newline).
+const std::string& compose_system_prompt();
+
+// "[UNUSED_TOKEN_146]system\n{system}[UNUSED_TOKEN_145]\n" (omitted when system is empty), each history
+// turn, then "[UNUSED_TOKEN_146]user\n{query}[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n".
+std::string render_chat(const std::string& system, const std::vector<ChatTurn>& history, const std::string& query);
+
+// Number of non-overlapping occurrences of `marker` in text.
+int count_markers(const std::string& text, const std::string& marker);
+
+// The xc2 placement rule (model-spec §10.3): with no marker in the query, one marker per image at the
+// start of the query joined by single spaces ("<ImageHere>q", "<ImageHere> <ImageHere>q"); with
+// markers, their count must equal n_images (Error{InvalidArgument} otherwise).
+std::string place_image_markers(const std::string& query, int n_images, const std::string& marker = kImageMarker);
+
+// chat() with images: split `text` on the marker; every non-empty text part gets its own BOS
+// (`bos_every_part`), image k follows part k. With bos_every_part = false only the first part gets a
+// BOS (the composition demo's interleav_wrap, and the training code).
+Prompt build_image_prompt(const Tokenizer& tok, const std::string& text, int n_images,
+                          const std::string& marker = kImageMarker, bool bos_every_part = true);
+
+// chat() without images: "<s>" + text through the tokenizer with its own BOS -> [1, 1, ...].
+Prompt build_text_prompt(const Tokenizer& tok, const std::string& text);
+
+// Plain encoding (one BOS, no template), e.g. `xc2 logits --raw` and the composition demo's text-only steps.
+Prompt build_raw_prompt(const Tokenizer& tok, const std::string& text, bool add_bos = true);
+
+}  // namespace xc2::text

@@ -1,0 +1,90 @@
+#include "support/test_util.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace xc2::test {
+
+std::string data_path(const std::string& rel) { return std::string(XC2_TEST_DATA_DIR) + "/" + rel; }
+
+TempDir::TempDir() {
+  namespace fs = std::filesystem;
+  const fs::path base = fs::path(XC2_BINARY_DIR) / "test_tmp";
+  fs::create_directories(base);
+  std::random_device rd;
+  for (int attempt = 0;; ++attempt) {
+    const fs::path p = base / ("t" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
+    if (fs::create_directory(p)) {
+      path_ = p.string();
+      return;
+    }
+  }
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+CompareReport compare_rel_l2(const float* got, const float* ref, int64_t n, double max_rel_l2) {
+  CompareReport r;
+  double num = 0, den = 0;
+  std::ostringstream first;
+  int shown = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = got[i], e = ref[i];
+    if (std::isnan(g) != std::isnan(e) || (std::isinf(g) && g != e)) {
+      ++r.n_nan;
+      if (shown++ < 5) first << " [" << i << "] got " << g << " want " << e;
+      continue;
+    }
+    if (std::isnan(g) || std::isinf(g)) continue;
+    const double d = g - e;
+    num += d * d;
+    den += e * e;
+    if (std::fabs(d) > r.max_abs) r.max_abs = std::fabs(d);
+  }
+  r.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  r.ok = r.n_nan == 0 && r.rel_l2 <= max_rel_l2;
+  std::ostringstream os;
+  os << "rel_l2=" << r.rel_l2 << " (max " << max_rel_l2 << ") max_abs=" << r.max_abs << " nan/inf mismatches="
+     << r.n_nan << first.str();
+  r.detail = os.str();
+  return r;
+}
+
+CompareReport compare_close(const float* got, const float* ref, int64_t n, double atol, double rtol) {
+  CompareReport r;
+  std::ostringstream first;
+  int shown = 0;
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = got[i], e = ref[i];
+    const bool same_special = (std::isnan(g) && std::isnan(e)) || (std::isinf(g) && g == e);
+    const double d = std::fabs(g - e);
+    if (!same_special && !(d <= atol + rtol * std::fabs(e))) {
+      ++bad;
+      if (shown++ < 5) first << " [" << i << "] got " << g << " want " << e;
+    }
+    if (std::isfinite(d) && d > r.max_abs) r.max_abs = d;
+  }
+  r.ok = bad == 0;
+  std::ostringstream os;
+  os << bad << " of " << n << " elements differ (atol " << atol << ", rtol " << rtol << "), max_abs=" << r.max_abs
+     << first.str();
+  r.detail = os.str();
+  return r;
+}
+
+}  // namespace xc2::test

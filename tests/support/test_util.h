@@ -1,0 +1,41 @@
+// Shared test helpers: data paths, temporary folders, tensor comparison with a report.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace xc2::test {
+
+// Absolute path of a file under tests/data.
+std::string data_path(const std::string& rel);
+
+// A fresh empty folder under the build tree, removed with the object.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_bytes(const std::string& path, const std::string& bytes);
+
+struct CompareReport {
+  bool ok = true;
+  double max_abs = 0, rel_l2 = 0;  // rel_l2 = ||got - ref|| / ||ref||
+  int64_t n_nan = 0;
+  std::string detail;              // first mismatches, for failure messages
+};
+
+// Relative L2 error over the whole tensor, plus NaN/inf checks; ok when rel_l2 <= max_rel_l2.
+CompareReport compare_rel_l2(const float* got, const float* ref, int64_t n, double max_rel_l2);
+// Per-element |got - ref| <= atol + rtol * |ref|.
+CompareReport compare_close(const float* got, const float* ref, int64_t n, double atol, double rtol);
+
+}  // namespace xc2::test

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages xc2 needs (idempotent: only missing packages are installed).
+#   tools/install_deps.sh              build and test dependencies
+#   tools/install_deps.sh --reference  also the Python packages of tools/reference (PyTorch reference)
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config git libstb-dev nlohmann-json3-dev libsentencepiece-dev
+      libcli11-dev googletest libgtest-dev libwebp-dev)
+if [[ "${1:-}" == "--reference" ]]; then
+  pkgs+=(python3 python3-torch python3-numpy python3-pil python3-sentencepiece sentencepiece)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "xc2: installing ${missing[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
