@@ -1,0 +1,178 @@
+// The public xc2 API: load an InternLM-XComposer2 folder, encode images, generate text, read logits.
+//
+//   auto engine = xc2::Engine::load({"models/xc2-shapes"});
+//   auto chat = engine->new_chat();                       // default system prompt, as upstream chat()
+//   auto r = chat->ask("Describe the picture.", {"examples/shapes-1.png"}, {}, [](const std::string& s) {
+//     std::cout << s << std::flush;                       // streamed, always complete UTF-8
+//     return true;                                        // false stops generation
+//   });
+//
+// Everything throws xc2::Error (include/xc2/error.h) on bad input.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "xc2/dtype.h"
+#include "xc2/error.h"
+
+namespace xc2 {
+
+struct EngineOptions {
+  std::string model_dir;
+  std::string device = "auto";  // "auto" (CUDA when built and a GPU is present, else CPU), "cpu", "cuda"
+  int threads = 0;              // CPU threads; 0 = all cores
+};
+
+// Generation settings. The defaults are those of upstream chat() (model-spec §11.2).
+struct GenerationOptions {
+  int max_new_tokens = 1024;
+  bool do_sample = true;
+  float temperature = 1.0f;
+  int top_k = 50;
+  float top_p = 0.8f;
+  float repetition_penalty = 1.005f;
+  std::optional<uint64_t> seed;     // unset: a random seed (reported in the result)
+  bool ignore_eos = false;          // keep going past </s> and [UNUSED_TOKEN_145]
+  std::vector<int32_t> stop_ids;    // extra stop tokens (besides </s> and [UNUSED_TOKEN_145])
+};
+
+// How a request's text becomes tokens (model-spec §10, §12). Each mirrors one upstream code path.
+enum class PromptStyle {
+  ChatImage,   // chat() with images: split on <ImageHere>; every non-empty text part gets a BOS
+  ChatText,    // chat() without images: "<s>" + text through the tokenizer -> [BOS, BOS, ...]
+  Interleave,  // the composition demo: split on <image>; only the first part gets a BOS
+  Raw,         // the text as is, one BOS
+};
+
+// A preprocessed, encoded image (the projector output), reusable across requests.
+class EncodedImage;
+using ImageHandle = std::shared_ptr<const EncodedImage>;
+
+struct Request {
+  std::string text;                 // full prompt text (template already applied, markers in place)
+  std::vector<ImageHandle> images;  // image k fills marker k
+  PromptStyle style = PromptStyle::ChatImage;
+  // Whether the repetition penalty also covers the prompt tokens: true on upstream's input_ids path
+  // (text-only chat), false on its inputs_embeds path (images; the penalty sees generated tokens only).
+  bool penalize_prompt = false;
+  // A prompt longer than config max_length is an error unless truncate is set (then it is cut to
+  // max_length positions, as upstream does silently).
+  bool truncate = false;
+};
+
+struct Timings {
+  double load_ms = 0;      // image decoding and preprocessing
+  double vision_ms = 0;    // ViT + projector
+  double prefill_ms = 0;   // the prompt through the decoder
+  double decode_ms = 0;    // all decode steps
+  double first_token_ms = 0;  // from the call to the first generated token
+};
+
+struct GenerationResult {
+  std::string text;              // decoded answer (special tokens skipped, cut at [UNUSED_TOKEN_145])
+  std::vector<int32_t> tokens;   // generated ids, the stop token excluded
+  int64_t prompt_positions = 0;  // prompt length including image rows
+  int64_t prompt_tokens = 0;     // text tokens of the prompt
+  std::string stop_reason;       // "eos", "im_end", "stop_id", "max_new_tokens", "cancelled", "context_full"
+  uint64_t seed = 0;
+  Timings timings;
+};
+
+// Called with each newly decoded piece of text; return false to stop generating.
+using StreamCallback = std::function<bool(const std::string& piece)>;
+
+struct LogitsResult {
+  int64_t n_positions = 0;
+  int64_t vocab_size = 0;
+  std::vector<float> logits;     // [n_positions, vocab_size]
+  std::vector<int32_t> tokens;   // per position the token id, or -1 where the row is an image embedding
+};
+
+struct ModelInfo {
+  std::string model_dir;
+  std::string variant;           // "XC2-VL-7B", "XC2-7B" or "custom (<img_size> px)"
+  std::string format;            // "safetensors" or "pytorch"
+  std::string dtype;             // storage dtype(s) of the weights, e.g. "BF16"
+  int64_t n_tensors = 0;
+  int64_t n_bytes = 0;
+  int64_t n_files = 0;
+  int hidden_size = 0, intermediate_size = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0;
+  int max_length = 0, max_position_embeddings = 0;
+  double rope_theta = 0;
+  int img_size = 0, patch_size = 0, visual_tokens = 0;
+  int vision_hidden = 0, vision_layers = 0, vision_heads = 0;
+  int lora_rank = 0;
+  double plora_scale = 1.0;
+  std::string device;            // the backend, when loaded through an Engine
+};
+
+// Reads config.json and the checkpoint index of `model_dir` without building the model.
+// check = true also verifies every expected tensor name and shape (strict, like Engine::load).
+ModelInfo inspect_model(const std::string& model_dir, bool check);
+
+class ChatSession;
+
+class Engine {
+ public:
+  static std::unique_ptr<Engine> load(const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const ModelInfo& info() const;
+
+  // Decodes, preprocesses and encodes images (ViT + projector, several at once).
+  ImageHandle encode_image(const std::string& path);
+  std::vector<ImageHandle> encode_images(const std::vector<std::string>& paths);
+
+  GenerationResult generate(const Request& request, const GenerationOptions& options,
+                            const StreamCallback& on_text = {});
+  LogitsResult logits(const Request& request);
+
+  // Tokens of a request, as the model sees them (-1 for image rows).
+  std::vector<int32_t> prompt_tokens(const Request& request);
+  std::vector<int32_t> tokenize(const std::string& text, bool add_bos) const;
+  std::string detokenize(const std::vector<int32_t>& ids) const;
+  int32_t token_id(const std::string& piece) const;  // -1 if absent
+
+  // A multi-turn conversation that keeps its KV cache between turns.
+  std::unique_ptr<ChatSession> new_chat(std::optional<std::string> system = std::nullopt);
+
+  struct Impl;
+
+ private:
+  Engine();
+  std::unique_ptr<Impl> impl_;
+  friend class ChatSession;
+};
+
+// Upstream chat() semantics turn by turn (model-spec §10-11), with the history kept in the KV cache
+// instead of being re-encoded. Images: `<ImageHere>` markers in the query are filled in order;
+// without markers, one marker per image goes at the start of the query.
+class ChatSession {
+ public:
+  ~ChatSession();
+  GenerationResult ask(const std::string& query, const std::vector<std::string>& image_paths,
+                       const GenerationOptions& options, const StreamCallback& on_text = {});
+  void reset();                    // forget the history (keeps the system prompt)
+  int64_t n_positions() const;     // positions in the KV cache
+  int turns() const;
+
+  struct State;
+
+ private:
+  friend class Engine;
+  ChatSession(Engine& engine, std::string system);
+  std::unique_ptr<State> state_;
+};
+
+// Version and build description: "xc2 0.1.0 (abc1234), CUDA on (sm 90,80)".
+std::string version_string();
+bool built_with_cuda();
+
+}  // namespace xc2

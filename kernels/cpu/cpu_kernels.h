@@ -1,0 +1,81 @@
+// CPU kernels other than the GEMM (kernels/cpu/gemm.h). Raw pointers, sizes and strides only; they
+// allocate nothing but small per-call scratch, never throw from worker threads, and compute in f32.
+// Weight-like operands (norm weights, biases, embedding tables) may be f32, f16 or bf16 and are
+// widened on the fly. Loops are written for auto-vectorisation and compiled for AVX-512, AVX2 and
+// baseline x86-64 with runtime selection (XC2_MULTIVERSION).
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "xc2/dtype.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(XC2_NO_MULTIVERSION)
+#define XC2_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define XC2_MULTIVERSION
+#endif
+
+namespace xc2::kernels::cpu {
+
+// dst[i] = src[i] widened to f32.
+void to_f32(const void* src, DType src_dtype, float* dst, int64_t n);
+// Element i of a weight-like array as f32.
+float load_f32(const void* src, DType dtype, int64_t i);
+
+// RMSNorm (InternLM2): y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w[:]
+// x, y: [n_rows, dim] f32 (y may alias x); w: [dim] in w_dtype.
+void rms_norm(const float* x, const void* w, DType w_dtype, float* y, int64_t n_rows, int64_t dim, float eps,
+              ThreadPool& pool);
+
+// LayerNorm (CLIP): y = (x - mean) / sqrt(var + eps) * w + b, biased variance.
+// x, y: [n_rows, dim] f32 (y may alias x); w, b: [dim] in w_dtype.
+void layer_norm(const float* x, const void* w, const void* b, DType w_dtype, float* y, int64_t n_rows, int64_t dim,
+                float eps, ThreadPool& pool);
+
+// y[i] = a[i] + b[i]   (y may alias a or b)
+void add(const float* a, const float* b, float* y, int64_t n, ThreadPool& pool);
+// x[i] *= s
+void scale(float* x, float s, int64_t n, ThreadPool& pool);
+// y[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g))   (y may alias gate or up)
+void silu_mul(const float* gate, const float* up, float* y, int64_t n, ThreadPool& pool);
+// x[i] = 0.5 x (1 + erf(x / sqrt(2)))   (exact GELU, the projector's nn.GELU())
+void gelu_erf(float* x, int64_t n, ThreadPool& pool);
+// x[i] = x * sigmoid(1.702 x)           (CLIP quick_gelu)
+void quick_gelu(float* x, int64_t n, ThreadPool& pool);
+
+// y[t, :] = table[ids[t], :] widened to f32. table: [vocab, dim] in table_dtype; ids must be in range.
+void embedding_gather(const void* table, DType table_dtype, int64_t dim, const int32_t* ids, int64_t n_ids,
+                      float* y, ThreadPool& pool);
+
+// Rotary embedding, NeoX "rotate_half" layout, in place on n_heads vectors of head_dim per token:
+//   x'[i] = x[i] cos[t, i] - x[i + h] sin[t, i],  x'[i + h] = x[i + h] cos[t, i] + x[i] sin[t, i],  h = head_dim/2
+// x: token t, head j starts at x + t * token_stride + j * head_dim; cos, sin: [n_tokens, head_dim / 2].
+void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t token_stride, const float* cos,
+          const float* sin, ThreadPool& pool);
+
+// Multi-head attention with grouped KV heads (query head j uses KV head j / (n_heads / n_kv_heads)).
+//   scores = (q . k) * scale; causal: query i (absolute position q_pos0 + i) sees keys 0 .. q_pos0 + i;
+//   softmax in f32; out = softmax . v, heads concatenated.
+struct AttentionArgs {
+  const float* q = nullptr;  // q: [n_q, n_heads, head_dim], row stride q_stride (elements)
+  int64_t q_stride = 0;
+  const float* k = nullptr;  // k, v: [n_kv, n_kv_heads, head_dim], row stride kv_stride
+  const float* v = nullptr;
+  int64_t kv_stride = 0;
+  float* out = nullptr;      // out: [n_q, n_heads * head_dim], row stride out_stride
+  int64_t out_stride = 0;
+  int64_t n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  int64_t q_pos0 = 0;
+  bool causal = true;
+  float scale = 1.0f;
+};
+void attention(const AttentionArgs& args, ThreadPool& pool);
+
+// Patch extraction for a Conv2d with kernel = stride = p and no padding (the CLIP patch embedding):
+// pixels: [n_images, 3, S, S] f32 -> cols: [n_images * g * g, 3 * p * p], g = S / p, patches in
+// row-major order, each patch flattened as (channel, ky, kx) to match the conv weight [D, 3, p, p].
+void im2col_patches(const float* pixels, int64_t n_images, int64_t size, int64_t patch, float* cols,
+                    ThreadPool& pool);
+
+}  // namespace xc2::kernels::cpu

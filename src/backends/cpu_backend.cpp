@@ -1,0 +1,177 @@
+// CpuBackend: f32 activations, weights viewed in place from the mapped checkpoint (f32/f16/bf16),
+// every op forwarded to kernels/cpu with the backend's thread pool.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/check.h"
+#include "core/thread_pool.h"
+#include "cpu/cpu_kernels.h"
+#include "cpu/gemm.h"
+
+namespace xc2 {
+
+void rope_tables(int64_t pos0, int64_t n_tokens, int64_t head_dim, double theta, float* cos, float* sin) {
+  const int64_t half = head_dim / 2;
+  const float base = static_cast<float>(theta);
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const float e = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    const float p = static_cast<float>(std::pow(static_cast<double>(base), static_cast<double>(e)));
+    inv_freq[static_cast<size_t>(i)] = 1.0f / p;
+  }
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float pos = static_cast<float>(pos0 + t);
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = pos * inv_freq[static_cast<size_t>(i)];
+      cos[t * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin[t * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+}
+
+namespace {
+
+namespace kc = kernels::cpu;
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+
+  Device device() const override { return Device::Cpu; }
+  std::string name() const override {
+    return std::string("cpu (") + kc::gemm_isa() + ", " + std::to_string(pool_.size()) + " threads)";
+  }
+  DType act_dtype() const override { return DType::F32; }
+
+  Tensor empty(const std::vector<int64_t>& shape, DType dtype) override { return Tensor::empty_cpu(shape, dtype); }
+
+  Tensor weight(const io::TensorView& w) override {
+    return Tensor::view(const_cast<void*>(w.data), w.shape, w.dtype, Device::Cpu);
+  }
+
+  Tensor from_host_f32(const float* data, const std::vector<int64_t>& shape) override {
+    Tensor t = Tensor::empty_cpu(shape, DType::F32);
+    std::memcpy(t.data, data, t.nbytes());
+    return t;
+  }
+
+  void to_host_f32(const Tensor& t, float* dst) override { kc::to_f32(t.data, t.dtype, dst, t.numel()); }
+
+  void copy(const Tensor& src, Tensor& dst) override {
+    XC2_ASSERT(src.nbytes() == dst.nbytes());
+    std::memmove(dst.data, src.data, src.nbytes());
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) override {
+    kc::GemmArgs a;
+    a.x = x.ptr<float>();
+    a.m = x.rows();
+    a.k = x.row_numel();
+    a.ldx = a.k;
+    a.w = w.data;
+    a.w_dtype = w.dtype;
+    a.n = w.rows();
+    a.ldw = a.k;
+    if (bias) {
+      a.bias = bias->data;
+      a.bias_dtype = bias->dtype;
+    }
+    a.y = y.ptr<float>();
+    a.ldy = a.n;
+    a.accumulate = accumulate;
+    kc::gemm(a, pool_);
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+    kc::rms_norm(x.ptr<float>(), w.data, w.dtype, y.ptr<float>(), x.rows(), x.row_numel(), eps, pool_);
+  }
+
+  void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override {
+    XC2_ASSERT(w.dtype == b.dtype);
+    kc::layer_norm(x.ptr<float>(), w.data, b.data, w.dtype, y.ptr<float>(), x.rows(), x.row_numel(), eps, pool_);
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& y) override {
+    kc::add(a.ptr<float>(), b.ptr<float>(), y.ptr<float>(), y.numel(), pool_);
+  }
+
+  void scale(Tensor& x, float s) override { kc::scale(x.ptr<float>(), s, x.numel(), pool_); }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) override {
+    kc::silu_mul(gate.ptr<float>(), up.ptr<float>(), y.ptr<float>(), y.numel(), pool_);
+  }
+
+  void gelu_erf(Tensor& x) override { kc::gelu_erf(x.ptr<float>(), x.numel(), pool_); }
+  void quick_gelu(Tensor& x) override { kc::quick_gelu(x.ptr<float>(), x.numel(), pool_); }
+
+  void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& y) override {
+    kc::embedding_gather(table.data, table.dtype, table.row_numel(), ids.data(), static_cast<int64_t>(ids.size()),
+                         y.ptr<float>(), pool_);
+  }
+
+  void split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q, Tensor& k,
+                 Tensor& v) override {
+    const int64_t group = n_heads / n_kv_heads;
+    const int64_t row = (n_heads + 2 * n_kv_heads) * head_dim;
+    const size_t hb = static_cast<size_t>(head_dim) * 4;
+    const float* src = qkv.ptr<float>();
+    float* qd = q.ptr<float>();
+    float* kd = k.ptr<float>();
+    float* vd = v.ptr<float>();
+    pool_.parallel_for(qkv.rows(), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* r = src + t * row;
+        for (int64_t g = 0; g < n_kv_heads; ++g) {
+          const float* grp = r + g * (group + 2) * head_dim;
+          std::memcpy(qd + (t * n_heads + g * group) * head_dim, grp, hb * static_cast<size_t>(group));
+          std::memcpy(kd + (t * n_kv_heads + g) * head_dim, grp + group * head_dim, hb);
+          std::memcpy(vd + (t * n_kv_heads + g) * head_dim, grp + (group + 1) * head_dim, hb);
+        }
+      }
+    });
+  }
+
+  void rope(Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, double theta) override {
+    const int64_t n_tokens = x.rows();
+    std::vector<float> cos(static_cast<size_t>(n_tokens * head_dim / 2)), sin(cos.size());
+    rope_tables(pos0, n_tokens, head_dim, theta, cos.data(), sin.data());
+    kc::rope(x.ptr<float>(), n_tokens, n_heads, head_dim, n_heads * head_dim, cos.data(), sin.data(), pool_);
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t n_heads,
+                 int64_t n_kv_heads, int64_t head_dim, int64_t q_pos0, bool causal, float scale,
+                 Tensor& out) override {
+    kc::AttentionArgs a;
+    a.q = q.ptr<float>();
+    a.q_stride = n_heads * head_dim;
+    a.k = k.ptr<float>();
+    a.v = v.ptr<float>();
+    a.kv_stride = n_kv_heads * head_dim;
+    a.out = out.ptr<float>();
+    a.out_stride = n_heads * head_dim;
+    a.n_q = q.rows();
+    a.n_kv = n_kv;
+    a.n_heads = n_heads;
+    a.n_kv_heads = n_kv_heads;
+    a.head_dim = head_dim;
+    a.q_pos0 = q_pos0;
+    a.causal = causal;
+    a.scale = scale;
+    kc::attention(a, pool_);
+  }
+
+  void im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) override {
+    kc::im2col_patches(pixels.ptr<float>(), pixels.dim(0), pixels.dim(2), patch, cols.ptr<float>(), pool_);
+  }
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+
+}  // namespace xc2

@@ -1,0 +1,429 @@
+// InternLM-XComposer2 forward pass on a Backend (model-spec §5-§8).
+#include "model/xcomposer2.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/check.h"
+#include "core/half.h"
+#include "core/log.h"
+#include "io/weight_store.h"
+#include "model/weight_names.h"
+
+namespace xc2::model {
+
+// ---------------------------------------------------------------------------------------------
+// KV cache
+// ---------------------------------------------------------------------------------------------
+
+KvCache::KvCache(Backend& backend, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim)
+    : be_(backend), n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {
+  k_.resize(static_cast<size_t>(n_layers));
+  v_.resize(static_cast<size_t>(n_layers));
+}
+
+void KvCache::reserve(int64_t n_positions) {
+  if (n_positions <= capacity_) return;
+  const int64_t new_cap = std::max<int64_t>(n_positions, std::max<int64_t>(256, capacity_ * 3 / 2));
+  for (int64_t l = 0; l < n_layers_; ++l) {
+    for (auto* vec : {&k_, &v_}) {
+      Tensor t = be_.empty({new_cap, n_kv_heads_, head_dim_}, be_.act_dtype());
+      Tensor& old = (*vec)[static_cast<size_t>(l)];
+      if (length_ > 0) {
+        Tensor dst = t.rows(0, length_);
+        be_.copy(old.rows(0, length_), dst);
+      }
+      old = t;
+    }
+  }
+  capacity_ = new_cap;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Position-table resize (model-spec §8.3): PyTorch upsample_bicubic2d, align_corners=False, A=-0.75
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+float cubic_conv1(float x, float a) { return ((a + 2) * x - (a + 3)) * x * x + 1; }
+float cubic_conv2(float x, float a) { return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a; }
+
+void cubic_coeffs(float t, float c[4]) {
+  const float a = -0.75f;
+  c[0] = cubic_conv2(t + 1.0f, a);
+  c[1] = cubic_conv1(t, a);
+  c[2] = cubic_conv1(1.0f - t, a);
+  c[3] = cubic_conv2(2.0f - t, a);
+}
+
+float round_through(float v, DType dtype) {
+  switch (dtype) {
+    case DType::F16: return f16_to_f32(f32_to_f16(v));
+    case DType::BF16: return bf16_to_f32(f32_to_bf16(v));
+    case DType::F32: return v;
+  }
+  return v;
+}
+
+}  // namespace
+
+std::vector<float> resize_position_table(const std::vector<float>& table, int64_t old_g, int64_t new_g, int64_t dim,
+                                         DType storage) {
+  std::vector<float> out(static_cast<size_t>((new_g * new_g + 1) * dim));
+  std::copy(table.begin(), table.begin() + dim, out.begin());  // CLS row kept as is
+  const float scale = static_cast<float>(old_g) / static_cast<float>(new_g);
+  auto at = [&](int64_t y, int64_t x, int64_t c) {
+    y = std::clamp<int64_t>(y, 0, old_g - 1);
+    x = std::clamp<int64_t>(x, 0, old_g - 1);
+    return table[static_cast<size_t>((1 + y * old_g + x) * dim + c)];
+  };
+  for (int64_t oy = 0; oy < new_g; ++oy) {
+    const float ry = scale * (static_cast<float>(oy) + 0.5f) - 0.5f;
+    const int64_t iy = static_cast<int64_t>(std::floor(ry));
+    float cy[4];
+    cubic_coeffs(ry - static_cast<float>(iy), cy);
+    for (int64_t ox = 0; ox < new_g; ++ox) {
+      const float rx = scale * (static_cast<float>(ox) + 0.5f) - 0.5f;
+      const int64_t ix = static_cast<int64_t>(std::floor(rx));
+      float cx[4];
+      cubic_coeffs(rx - static_cast<float>(ix), cx);
+      for (int64_t c = 0; c < dim; ++c) {
+        float rowv[4];
+        for (int k = 0; k < 4; ++k) {
+          const int64_t yy = iy - 1 + k;
+          rowv[k] = at(yy, ix - 1, c) * cx[0] + at(yy, ix, c) * cx[1] + at(yy, ix + 1, c) * cx[2] +
+                    at(yy, ix + 2, c) * cx[3];
+        }
+        const float v = rowv[0] * cy[0] + rowv[1] * cy[1] + rowv[2] * cy[2] + rowv[3] * cy[3];
+        out[static_cast<size_t>((1 + oy * new_g + ox) * dim + c)] = round_through(round_through(v, DType::F16), storage);
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& backend) {
+  std::unique_ptr<XComposer2> m(new XComposer2(backend));
+  m->cfg_ = io::ModelConfig::load(path_join(dir, "config.json"));
+  const io::ModelConfig& c = m->cfg_;
+  m->checkpoint_ = std::make_unique<io::Checkpoint>(io::Checkpoint::open_dir(dir));
+  io::WeightStore ws(*m->checkpoint_, dir);
+  Backend& be = backend;
+
+  const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
+  const int64_t qkv_out = (H + 2 * Hk) * d;
+
+  // LoRA rank: rows of any Plora_A (model-spec §3, derived, never configured).
+  const io::TensorView* a0 = m->checkpoint_->find(names::plora_base(0, "attention.wqkv") + ".Plora_A.weight");
+  XC2_CHECK(a0 != nullptr && a0->shape.size() == 2, NotFound, "tensor '",
+            names::plora_base(0, "attention.wqkv"), ".Plora_A.weight' not found in '", dir,
+            "': not an InternLM-XComposer2 checkpoint (Partial LoRA weights missing)");
+  const int64_t rank = a0->shape[0];
+
+  auto w = [&](const std::string& name, std::vector<int64_t> shape) { return be.weight(ws.get(name, shape)); };
+  auto plora = [&](int i, const char* lin, int64_t out, int64_t in) {
+    const std::string base = names::plora_base(i, lin);
+    PloraLinear p;
+    p.weight = w(base + ".weight", {out, in});
+    p.lora_a = w(base + ".Plora_A.weight", {rank, in});
+    p.lora_b = w(base + ".Plora_B.weight", {out, rank});
+    p.scale = static_cast<float>(c.plora_scale);
+    return p;
+  };
+
+  m->tok_embeddings_ = w(names::tok_embeddings(), {V, D});
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    DecoderLayer L;
+    L.attention_norm = w(names::layer(i) + "attention_norm.weight", {D});
+    L.ffn_norm = w(names::layer(i) + "ffn_norm.weight", {D});
+    L.wqkv = plora(i, "attention.wqkv", qkv_out, D);
+    L.wo = plora(i, "attention.wo", D, H * d);
+    L.w1 = plora(i, "feed_forward.w1", I, D);
+    L.w3 = plora(i, "feed_forward.w3", I, D);
+    L.w2 = plora(i, "feed_forward.w2", D, I);
+    m->layers_.push_back(std::move(L));
+  }
+  m->norm_w_ = w(names::final_norm(), {D});
+  m->output_w_ = w(names::output(), {V, D});
+
+  // Vision tower.
+  const io::VisionConfig& vc = c.vision;
+  const int64_t Dv = vc.hidden_size, Iv = vc.intermediate_size, p = vc.patch_size, g = c.grid();
+  m->patch_w = w(names::vit("embeddings.patch_embedding.weight"), {Dv, 3, p, p}).reshape({Dv, 3 * p * p});
+  {
+    const io::TensorView& cls = ws.get(names::vit("embeddings.class_embedding"), {Dv});
+    const std::string pos_name = names::vit("embeddings.position_embedding.weight");
+    const io::TensorView* pos_view = m->checkpoint_->find(pos_name);
+    XC2_CHECK(pos_view != nullptr, NotFound, "tensor '", pos_name, "' not found in '", dir, "'");
+    const int64_t rows = pos_view->shape.empty() ? 0 : pos_view->shape[0];
+    const int64_t native = vc.native_grid();
+    int64_t stored_g = -1;
+    if (rows == g * g + 1) stored_g = g;
+    else if (rows == native * native + 1) stored_g = native;
+    XC2_CHECK(stored_g > 0, ShapeMismatch, "tensor '", pos_name, "' in ", pos_view->file, " has shape ",
+              pos_view->shape_str(), ", expected [", g * g + 1, ", ", Dv, "] (img_size ", c.img_size, ") or [",
+              native * native + 1, ", ", Dv, "] (the native ", vc.image_size, " px table)");
+    const io::TensorView& pos = ws.get(pos_name, {rows, Dv});
+    std::vector<float> table(static_cast<size_t>(rows * Dv));
+    Tensor pos_t = Tensor::view(const_cast<void*>(pos.data), pos.shape, pos.dtype);
+    std::vector<float> cls_f(static_cast<size_t>(Dv));
+    for (int64_t i = 0; i < rows * Dv; ++i) table[static_cast<size_t>(i)] = 0;
+    {
+      // widen on the host (weights are host views at this point)
+      const Tensor cls_t = Tensor::view(const_cast<void*>(cls.data), cls.shape, cls.dtype);
+      auto widen = [](const Tensor& t, float* dst) {
+        for (int64_t i = 0; i < t.numel(); ++i) {
+          switch (t.dtype) {
+            case DType::F32: dst[i] = t.ptr<float>()[i]; break;
+            case DType::F16: dst[i] = f16_to_f32(t.ptr<uint16_t>()[i]); break;
+            case DType::BF16: dst[i] = bf16_to_f32(t.ptr<uint16_t>()[i]); break;
+          }
+        }
+      };
+      widen(pos_t, table.data());
+      widen(cls_t, cls_f.data());
+    }
+    if (stored_g != g) {
+      XC2_LOG_INFO("resizing the ViT position table from " << stored_g << "x" << stored_g << " to " << g << "x" << g);
+      table = resize_position_table(table, stored_g, g, Dv, pos.dtype);
+    }
+    std::vector<float> cls_pos(static_cast<size_t>(Dv));
+    for (int64_t i = 0; i < Dv; ++i) cls_pos[static_cast<size_t>(i)] = cls_f[static_cast<size_t>(i)] + table[static_cast<size_t>(i)];
+    m->cls_pos = be.from_host_f32(cls_pos.data(), {1, Dv});
+    m->patch_pos = be.from_host_f32(table.data() + Dv, {g * g, Dv});
+  }
+  m->pre_ln_w = w(names::vit("pre_layrnorm.weight"), {Dv});
+  m->pre_ln_b = w(names::vit("pre_layrnorm.bias"), {Dv});
+  for (int l = 0; l < vc.num_hidden_layers; ++l) {
+    VitLayer L;
+    auto lw = [&](const std::string& rest, std::vector<int64_t> shape) { return w(names::vit_layer(l, rest), shape); };
+    L.ln1_w = lw("layer_norm1.weight", {Dv});
+    L.ln1_b = lw("layer_norm1.bias", {Dv});
+    L.ln2_w = lw("layer_norm2.weight", {Dv});
+    L.ln2_b = lw("layer_norm2.bias", {Dv});
+    L.q_w = lw("self_attn.q_proj.weight", {Dv, Dv});
+    L.q_b = lw("self_attn.q_proj.bias", {Dv});
+    L.k_w = lw("self_attn.k_proj.weight", {Dv, Dv});
+    L.k_b = lw("self_attn.k_proj.bias", {Dv});
+    L.v_w = lw("self_attn.v_proj.weight", {Dv, Dv});
+    L.v_b = lw("self_attn.v_proj.bias", {Dv});
+    L.o_w = lw("self_attn.out_proj.weight", {Dv, Dv});
+    L.o_b = lw("self_attn.out_proj.bias", {Dv});
+    L.fc1_w = lw("mlp.fc1.weight", {Iv, Dv});
+    L.fc1_b = lw("mlp.fc1.bias", {Iv});
+    L.fc2_w = lw("mlp.fc2.weight", {Dv, Iv});
+    L.fc2_b = lw("mlp.fc2.bias", {Dv});
+    m->vit_layers_.push_back(std::move(L));
+  }
+  ws.ignore(names::vit("post_layernorm.weight"));
+  ws.ignore(names::vit("post_layernorm.bias"));
+  ws.ignore(names::vit("embeddings.position_ids"));
+
+  // Projector: Linear(Dv -> P), GELU, Linear(P -> D); P from the checkpoint.
+  const io::TensorView* pj = m->checkpoint_->find(names::vision_proj(0, "weight"));
+  XC2_CHECK(pj != nullptr && pj->shape.size() == 2, NotFound, "tensor '", names::vision_proj(0, "weight"),
+            "' not found in '", dir, "'");
+  const int64_t P = pj->shape[0];
+  m->proj0_w = w(names::vision_proj(0, "weight"), {P, Dv});
+  m->proj0_b = w(names::vision_proj(0, "bias"), {P});
+  m->proj2_w = w(names::vision_proj(2, "weight"), {D, P});
+  m->proj2_b = w(names::vision_proj(2, "bias"), {D});
+
+  ws.check_all_used();
+  return m;
+}
+
+std::unique_ptr<KvCache> XComposer2::new_cache() {
+  return std::make_unique<KvCache>(be_, cfg_.num_hidden_layers, cfg_.num_key_value_heads, cfg_.head_dim());
+}
+
+double XComposer2::rope_theta_for(int64_t seq_len) const {
+  const double base = cfg_.rope_theta;
+  if (cfg_.rope_scaling_type != "dynamic" || seq_len <= cfg_.max_position_embeddings) return base;
+  const double f = cfg_.rope_scaling_factor;
+  const double d = cfg_.head_dim();
+  return base * std::pow(f * static_cast<double>(seq_len) / cfg_.max_position_embeddings - (f - 1.0), d / (d - 2.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vision
+// ---------------------------------------------------------------------------------------------
+
+Tensor XComposer2::vit_forward(const Tensor& pixels, int64_t n_images) {
+  const io::VisionConfig& vc = cfg_.vision;
+  const int64_t Dv = vc.hidden_size, p = vc.patch_size, g = cfg_.grid(), g2 = g * g, n = g2 + 1;
+  const int64_t Hv = vc.num_attention_heads, dv = vc.head_dim();
+  const float eps = static_cast<float>(vc.layer_norm_eps);
+
+  Tensor cols = be_.empty({n_images * g2, 3 * p * p});
+  be_.im2col_patches(pixels, p, cols);
+  Tensor patches = be_.empty({n_images * g2, Dv});
+  be_.linear(cols, patch_w, nullptr, patches, false);
+  cols = Tensor();
+
+  Tensor x = be_.empty({n_images * n, Dv});
+  for (int64_t i = 0; i < n_images; ++i) {
+    Tensor cls_row = x.rows(i * n, 1);
+    be_.copy(cls_pos, cls_row);
+    Tensor rows = x.rows(i * n + 1, g2);
+    be_.add(patches.rows(i * g2, g2), patch_pos, rows);
+  }
+  patches = Tensor();
+  be_.layer_norm(x, pre_ln_w, pre_ln_b, eps, x);
+
+  const int64_t T = n_images * n;
+  Tensor r = be_.empty({T, Dv}), q = be_.empty({T, Dv}), k = be_.empty({T, Dv}), v = be_.empty({T, Dv});
+  Tensor att = be_.empty({T, Dv}), o = be_.empty({T, Dv}), f = be_.empty({T, vc.intermediate_size});
+  const float q_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dv)));
+  for (const VitLayer& L : vit_layers_) {
+    be_.layer_norm(x, L.ln1_w, L.ln1_b, eps, r);
+    be_.linear(r, L.q_w, &L.q_b, q, false);
+    be_.linear(r, L.k_w, &L.k_b, k, false);
+    be_.linear(r, L.v_w, &L.v_b, v, false);
+    be_.scale(q, q_scale);
+    for (int64_t i = 0; i < n_images; ++i) {
+      Tensor out = att.rows(i * n, n);
+      be_.attention(q.rows(i * n, n), k.rows(i * n, n), v.rows(i * n, n), n, Hv, Hv, dv, 0, false, 1.0f, out);
+    }
+    be_.linear(att, L.o_w, &L.o_b, o, false);
+    be_.add(x, o, x);
+    be_.layer_norm(x, L.ln2_w, L.ln2_b, eps, r);
+    be_.linear(r, L.fc1_w, &L.fc1_b, f, false);
+    if (vc.hidden_act == "gelu") be_.gelu_erf(f);
+    else be_.quick_gelu(f);
+    be_.linear(f, L.fc2_w, &L.fc2_b, o, false);
+    be_.add(x, o, x);
+  }
+  // hidden_states[-1] without post_layernorm, CLS dropped.
+  Tensor out = be_.empty({n_images * g2, Dv});
+  for (int64_t i = 0; i < n_images; ++i) {
+    Tensor dst = out.rows(i * g2, g2);
+    be_.copy(x.rows(i * n + 1, g2), dst);
+  }
+  return out;
+}
+
+Tensor XComposer2::encode_images(const std::vector<std::vector<float>>& pixels, std::vector<float>* vit_out,
+                                 std::vector<float>* proj_out) {
+  const int64_t S = cfg_.img_size, N = static_cast<int64_t>(pixels.size());
+  XC2_CHECK(N > 0, Internal, "encode_images: no images");
+  std::vector<float> all;
+  all.reserve(static_cast<size_t>(N * 3 * S * S));
+  for (const auto& px : pixels) {
+    XC2_CHECK(static_cast<int64_t>(px.size()) == 3 * S * S, Internal, "encode_images: pixel tensor has ",
+              px.size(), " values, expected 3 x ", S, " x ", S);
+    all.insert(all.end(), px.begin(), px.end());
+  }
+  Tensor pix = be_.from_host_f32(all.data(), {N, 3, S, S});
+  Tensor feats = vit_forward(pix, N);
+  if (vit_out) {
+    vit_out->resize(static_cast<size_t>(feats.numel()));
+    be_.to_host_f32(feats, vit_out->data());
+  }
+  const int64_t rows = feats.rows();
+  Tensor h = be_.empty({rows, proj0_w.rows()});
+  be_.linear(feats, proj0_w, &proj0_b, h, false);
+  be_.gelu_erf(h);
+  Tensor out = be_.empty({rows, cfg_.hidden_size});
+  be_.linear(h, proj2_w, &proj2_b, out, false);
+  if (proj_out) {
+    proj_out->resize(static_cast<size_t>(out.numel()));
+    be_.to_host_f32(out, proj_out->data());
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder
+// ---------------------------------------------------------------------------------------------
+
+Tensor XComposer2::embed_tokens(const std::vector<int32_t>& ids) {
+  for (int32_t id : ids)
+    XC2_CHECK(id >= 0 && id < cfg_.vocab_size, InvalidArgument, "token id ", id, " is outside the vocabulary (",
+              cfg_.vocab_size, " entries)");
+  Tensor y = be_.empty({static_cast<int64_t>(ids.size()), cfg_.hidden_size});
+  be_.embedding(tok_embeddings_, ids, y);
+  return y;
+}
+
+void XComposer2::plora_linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y) {
+  be_.linear(x, w.weight, nullptr, y, false);
+  for (const RowSpan& s : spans) {
+    if (s.count == 0) continue;
+    Tensor t = be_.empty({s.count, w.lora_a.rows()});
+    be_.linear(x.rows(s.begin, s.count), w.lora_a, nullptr, t, false);
+    if (w.scale != 1.0f) be_.scale(t, w.scale);
+    Tensor ys = y.rows(s.begin, s.count);
+    be_.linear(t, w.lora_b, nullptr, ys, true);
+  }
+}
+
+std::vector<float> XComposer2::forward(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
+                                       int64_t n_out, ForwardTrace* trace) {
+  const io::ModelConfig& c = cfg_;
+  const int64_t T = rows.rows(), D = c.hidden_size, I = c.intermediate_size;
+  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
+  const int64_t pos0 = cache.length(), L = pos0 + T;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  XC2_CHECK(T > 0, Internal, "forward: empty input");
+  XC2_CHECK(n_out >= 0 && n_out <= T, Internal, "forward: n_out out of range");
+  for (const RowSpan& s : image_spans)
+    XC2_CHECK(s.begin >= 0 && s.count >= 0 && s.begin + s.count <= T, Internal, "forward: image span out of range");
+  cache.reserve(L);
+
+  auto record = [&](const Tensor& t) {
+    if (trace && trace->want_hidden) {
+      trace->hidden.emplace_back(static_cast<size_t>(t.numel()));
+      be_.to_host_f32(t, trace->hidden.back().data());
+    }
+  };
+
+  Tensor h = be_.empty({T, D});
+  be_.copy(rows, h);
+  record(h);
+  Tensor a = be_.empty({T, D}), qkv = be_.empty({T, (H + 2 * Hk) * d}), q = be_.empty({T, H, d});
+  Tensor att = be_.empty({T, H * d}), o = be_.empty({T, D});
+  Tensor gate = be_.empty({T, I}), up = be_.empty({T, I});
+  const double theta = rope_theta_for(L);
+  const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const DecoderLayer& W = layers_[static_cast<size_t>(l)];
+    be_.rms_norm(h, W.attention_norm, eps, a);
+    plora_linear(a, W.wqkv, image_spans, qkv);
+    Tensor kc = cache.k(l).rows(pos0, T), vc = cache.v(l).rows(pos0, T);
+    be_.split_qkv(qkv, H, Hk, d, q, kc, vc);
+    be_.rope(q, H, d, pos0, theta);
+    be_.rope(kc, Hk, d, pos0, theta);
+    be_.attention(q, cache.k(l), cache.v(l), L, H, Hk, d, pos0, true, attn_scale, att);
+    plora_linear(att, W.wo, image_spans, o);
+    be_.add(h, o, h);
+    be_.rms_norm(h, W.ffn_norm, eps, a);
+    plora_linear(a, W.w1, image_spans, gate);
+    plora_linear(a, W.w3, image_spans, up);
+    be_.silu_mul(gate, up, gate);
+    plora_linear(gate, W.w2, image_spans, o);
+    be_.add(h, o, h);
+    record(h);
+  }
+  cache.set_length(L);
+
+  std::vector<float> logits;
+  if (n_out > 0) {
+    Tensor last = h.rows(T - n_out, n_out);
+    Tensor fin = be_.empty({n_out, D});
+    be_.rms_norm(last, norm_w_, eps, fin);
+    Tensor lg = be_.empty({n_out, c.vocab_size});
+    be_.linear(fin, output_w_, nullptr, lg, false);
+    logits.resize(static_cast<size_t>(lg.numel()));
+    be_.to_host_f32(lg, logits.data());
+  }
+  return logits;
+}
+
+}  // namespace xc2::model
