@@ -1,6 +1,17 @@
 // CPU GEMM for linear layers: y[m, n] (+)= sum_k x[m, k] * w[n, k] (+ bias[n]), f32 accumulation.
 // Weights stay in their checkpoint layout [n, k] and dtype (f32, f16 or bf16), read straight from the
 // mapped file and widened to f32 on the fly. Activations x and outputs y are f32.
+//
+// Two paths, both exact in the sense that every product is an f32 product of the f32 activation and
+// the exactly widened weight, summed in f32 (no bf16 rounding of activations, no vdpbf16ps):
+//   rows    (m <= kGemmRowsMaxM): streams each weight row once for all m rows of x (decode, memory-bound);
+//           16-lane vector partial sums over k per output, then a fixed horizontal reduction.
+//   packed  (larger m): cache-blocked GEMM; W blocks are widened + transposed once into f32 panels and
+//           reused for all rows of x; register-blocked FMA micro-kernel (AVX-512: 12x32, AVX2: 6x16).
+// Results do not depend on the thread count (each output is summed by one thread, in an order fixed
+// by k and the path), nor on how rows of x are grouped within a path.
+// Instruction set: chosen at run time (AVX-512 > AVX2+FMA+F16C > scalar); XC2_GEMM_ISA=scalar|avx2|avx512
+// forces one (falls back, with a warning, when the CPU lacks it).
 #pragma once
 
 #include <cstdint>
@@ -28,5 +39,26 @@ void gemm(const GemmArgs& args, ThreadPool& pool);
 
 // Which instruction set gemm() dispatches to on this CPU: "avx512", "avx2", or "scalar".
 const char* gemm_isa();
+
+// ---- Tuning and testing hooks (defaults are what gemm(args, pool) uses) -----------------------------
+
+enum class GemmIsa : uint8_t { Auto, Scalar, Avx2, Avx512 };
+enum class GemmPath : uint8_t { Auto, Rows, Packed };
+
+// m at or below which the rows (streaming) path is used; measured with tools/bench/gemm_bench --sweep-m.
+constexpr int64_t kGemmRowsMaxM = 4;
+
+struct GemmOptions {
+  GemmIsa isa = GemmIsa::Auto;     // Auto: XC2_GEMM_ISA if set, else the best the CPU supports
+  GemmPath path = GemmPath::Auto;  // Auto: rows for m <= kGemmRowsMaxM, packed otherwise
+  int64_t kc = 0, mc = 0, nc = 0;  // packed-path block sizes (k, n, m); 0 = the ISA's default
+  int max_threads = 0;             // 0 = pool.size()
+};
+
+void gemm(const GemmArgs& args, ThreadPool& pool, const GemmOptions& opts);
+
+bool gemm_isa_supported(GemmIsa isa);  // compiled in and supported by this CPU (Auto: true)
+GemmIsa gemm_resolve_isa(GemmIsa isa);  // Auto -> XC2_GEMM_ISA or the best; unsupported -> best below it
+const char* gemm_isa_name(GemmIsa isa);
 
 }  // namespace xc2::kernels::cpu
