@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "xc2/dtype.h"
@@ -39,6 +40,9 @@ struct GenerationOptions {
   std::optional<uint64_t> seed;     // unset: a random seed (reported in the result)
   bool ignore_eos = false;          // keep going past </s> and [UNUSED_TOKEN_145]
   std::vector<int32_t> stop_ids;    // extra stop tokens (besides </s> and [UNUSED_TOKEN_145])
+  // A prompt longer than config max_length is an error unless this is set (then it is cut to
+  // max_length positions, as upstream does silently).
+  bool truncate_prompt = false;
 };
 
 // How a request's text becomes tokens (model-spec §10, §12). Each mirrors one upstream code path.
@@ -60,9 +64,6 @@ struct Request {
   // Whether the repetition penalty also covers the prompt tokens: true on upstream's input_ids path
   // (text-only chat), false on its inputs_embeds path (images; the penalty sees generated tokens only).
   bool penalize_prompt = false;
-  // A prompt longer than config max_length is an error unless truncate is set (then it is cut to
-  // max_length positions, as upstream does silently).
-  bool truncate = false;
 };
 
 struct Timings {
@@ -132,7 +133,7 @@ class Engine {
 
   GenerationResult generate(const Request& request, const GenerationOptions& options,
                             const StreamCallback& on_text = {});
-  LogitsResult logits(const Request& request);
+  LogitsResult logits(const Request& request, bool truncate_prompt = false);
 
   // Tokens of a request, as the model sees them (-1 for image rows).
   std::vector<int32_t> prompt_tokens(const Request& request);
@@ -170,6 +171,26 @@ class ChatSession {
   ChatSession(Engine& engine, std::string system);
   std::unique_ptr<State> state_;
 };
+
+// ---- prompt text helpers (model-spec §10) ----
+// The default `meta_instruction` of upstream chat(), and the composition demo's text-only meta.
+const std::string& default_system_prompt();
+const std::string& compose_system_prompt();
+// The chat template: optional system turn, history turns, then the open assistant turn.
+std::string chat_prompt_text(const std::string& system,
+                             const std::vector<std::pair<std::string, std::string>>& history,
+                             const std::string& query);
+// xc2's image placement rule: without markers, one "<ImageHere>" per image at the start of the query
+// (joined by spaces); with markers, their number must equal n_images (Error{InvalidArgument}).
+std::string place_image_markers(const std::string& query, int n_images);
+int count_markers(const std::string& text, const std::string& marker);
+
+// `xc2 convert`: rewrites a model folder (safetensors or PyTorch .bin) as sharded safetensors with the
+// same tensor names, copying config and tokenizer files.
+void convert_model(const std::string& model_dir, const std::string& out_dir, uint64_t max_shard_bytes);
+
+// Messages on stderr: 0 errors only, 1 warnings (default), 2 info, 3 debug.
+void set_verbosity(int level);
 
 // Version and build description: "xc2 0.1.0 (abc1234), CUDA on (sm 90,80)".
 std::string version_string();

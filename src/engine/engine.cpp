@@ -107,6 +107,32 @@ std::string version_string() {
 
 bool built_with_cuda() { return XC2_WITH_CUDA != 0; }
 
+const std::string& default_system_prompt() { return text::default_system_prompt(); }
+const std::string& compose_system_prompt() { return text::compose_system_prompt(); }
+
+std::string chat_prompt_text(const std::string& system, const std::vector<std::pair<std::string, std::string>>& history,
+                             const std::string& query) {
+  std::vector<text::ChatTurn> turns;
+  for (const auto& [u, a] : history) turns.push_back({u, a});
+  return text::render_chat(system, turns, query);
+}
+
+std::string place_image_markers(const std::string& query, int n_images) {
+  return text::place_image_markers(query, n_images, text::kImageMarker);
+}
+
+int count_markers(const std::string& text, const std::string& marker) { return text::count_markers(text, marker); }
+
+void convert_model(const std::string& model_dir, const std::string& out_dir, uint64_t max_shard_bytes) {
+  check_model_dir(model_dir);
+  io::convert_checkpoint(model_dir, out_dir, static_cast<size_t>(max_shard_bytes));
+}
+
+void set_verbosity(int level) {
+  static const LogLevel levels[] = {LogLevel::Error, LogLevel::Warn, LogLevel::Info, LogLevel::Debug};
+  set_log_level(levels[std::clamp(level, 0, 3)]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Engine::Impl
 // ---------------------------------------------------------------------------------------------
@@ -342,7 +368,7 @@ GenerationResult Engine::generate(const Request& request, const GenerationOption
   Impl& m = *impl_;
   const auto t_start = Clock::now();
   text::Prompt prompt = m.tokenize_request(request);
-  Impl::Assembled a = m.assemble(prompt, request.images, request.truncate, 0);
+  Impl::Assembled a = m.assemble(prompt, request.images, options.truncate_prompt, 0);
   std::vector<int32_t> history;
   if (request.penalize_prompt)
     for (int32_t id : a.tokens)
@@ -351,10 +377,10 @@ GenerationResult Engine::generate(const Request& request, const GenerationOption
   return m.run(a, *cache, std::move(history), options, on_text, t_start);
 }
 
-LogitsResult Engine::logits(const Request& request) {
+LogitsResult Engine::logits(const Request& request, bool truncate_prompt) {
   Impl& m = *impl_;
   text::Prompt prompt = m.tokenize_request(request);
-  Impl::Assembled a = m.assemble(prompt, request.images, request.truncate, 0);
+  Impl::Assembled a = m.assemble(prompt, request.images, truncate_prompt, 0);
   auto cache = m.model->new_cache();
   LogitsResult r;
   r.n_positions = a.rows.rows();
@@ -450,7 +476,7 @@ GenerationResult ChatSession::ask(const std::string& query, const std::vector<st
     prompt = std::move(parts);
   }
   s.any_image = s.any_image || n_img > 0;
-  Engine::Impl::Assembled a = m.assemble(prompt, images, false, s.cache->length());
+  Engine::Impl::Assembled a = m.assemble(prompt, images, options.truncate_prompt, s.cache->length());
   for (int32_t id : a.tokens)
     if (id >= 0) s.text_ids.push_back(id);
   std::vector<int32_t> history = s.any_image ? std::vector<int32_t>{} : s.text_ids;

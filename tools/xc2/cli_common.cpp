@@ -1,0 +1,214 @@
+// Shared flags and helpers of the xc2 subcommands.
+#include "cli_common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "xc2/build_config.h"
+
+namespace xc2::cli {
+namespace {
+
+bool is_dir(const std::string& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  std::string p(buf, static_cast<size_t>(n));
+  const size_t slash = p.find_last_of('/');
+  return slash == std::string::npos ? "" : p.substr(0, slash);
+}
+
+}  // namespace
+
+void add_common_options(CLI::App* app, CommonOptions& o) {
+  app->add_option("-m,--model", o.model,
+                  "Model folder (Hugging Face layout). Default: $XC2_MODEL, else the bundled demo model")
+      ->type_name("DIR");
+  app->add_option("--device", o.device, "Where to run: auto (CUDA if available), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  app->add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  app->add_flag("-v,--verbose", o.verbose, "More messages on stderr (the model folder used, timings)");
+  app->add_flag("-q,--quiet", o.quiet, "Only errors on stderr");
+}
+
+void apply_log_level(const CommonOptions& o) { set_verbosity(o.quiet ? 0 : o.verbose ? 2 : 1); }
+
+std::string resolve_model_dir(const CommonOptions& o) {
+  if (!o.model.empty()) return o.model;
+  if (const char* env = std::getenv("XC2_MODEL"); env != nullptr && *env) return env;
+  const std::string dir = exe_dir();
+  for (const std::string& cand : {dir + "/../models/xc2-shapes", dir + "/models/xc2-shapes",
+                                  dir + "/../share/xc2/models/xc2-shapes",
+                                  std::string(XC2_SOURCE_DIR) + "/models/xc2-shapes"}) {
+    if (is_dir(cand)) return cand;
+  }
+  throw UsageError("no model given: pass --model DIR or set XC2_MODEL (the bundled demo model was not found)");
+}
+
+std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
+  apply_log_level(o);
+  EngineOptions eo;
+  eo.model_dir = resolve_model_dir(o);
+  eo.device = o.device;
+  eo.threads = o.threads;
+  if (o.verbose) std::cerr << "xc2: model folder: " << eo.model_dir << "\n";
+  try {
+    auto engine = Engine::load(eo);
+    if (o.verbose) std::cerr << "xc2: " << engine->info().variant << " on " << engine->info().device << "\n";
+    return engine;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::InvalidArgument && o.device != "auto" && o.device != "cpu") throw;
+    throw ModelLoadError(e.what());
+  }
+}
+
+GenerationOptions GenerationFlags::resolve() const {
+  GenerationOptions o = opts;
+  if (greedy) o.do_sample = false;
+  o.seed = seed;
+  return o;
+}
+
+void add_generation_options(CLI::App* app, GenerationFlags& g) {
+  auto* grp = app;
+  grp->add_option("-n,--max-new-tokens", g.opts.max_new_tokens, "Maximum number of tokens to generate")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  grp->add_flag("--greedy", g.greedy, "Greedy decoding (argmax after the repetition penalty), as the upstream README");
+  grp->add_option("--temperature", g.opts.temperature, "Sampling temperature")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  grp->add_option("--top-p", g.opts.top_p, "Nucleus sampling: keep the smallest set with this probability mass")
+      ->check(CLI::Range(0.0f, 1.0f))
+      ->capture_default_str();
+  grp->add_option("--top-k", g.opts.top_k, "Keep the k most likely tokens (0 = off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  grp->add_option("--repetition-penalty", g.opts.repetition_penalty, "Repetition penalty (1 = off)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  grp->add_option("--seed", g.seed, "Random seed for sampling (default: random; printed with -v)");
+  grp->add_flag("--ignore-eos", g.opts.ignore_eos, "Do not stop at </s> or [UNUSED_TOKEN_145]");
+}
+
+void add_prompt_options(CLI::App* app, PromptFlags& p) {
+  app->add_option("-i,--image", p.images, "Image file (PNG, JPEG, BMP, GIF, WebP); repeat for several")
+      ->type_name("PATH");
+  app->add_option("--system", p.system, "System prompt (default: the upstream chat() meta instruction)")
+      ->type_name("TEXT")
+      ->each([&p](const std::string&) { p.system_set = true; });
+  app->add_flag("--no-system", p.no_system, "No system prompt");
+  app->add_flag("--truncate", p.truncate,
+                "Cut a prompt longer than the model's max_length (upstream behaviour) instead of failing");
+}
+
+std::string system_text(const PromptFlags& p) {
+  if (p.no_system) return "";
+  if (p.system_set) return p.system;
+  return std::string();  // the caller substitutes the default (Engine::new_chat does)
+}
+
+bool stdout_is_tty() { return ::isatty(STDOUT_FILENO) == 1; }
+bool stderr_is_tty() { return ::isatty(STDERR_FILENO) == 1; }
+bool stdin_is_tty() { return ::isatty(STDIN_FILENO) == 1; }
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    // Validate one UTF-8 sequence.
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = len > 0 && i + static_cast<size_t>(len) <= s.size();
+    for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) >> 6) == 2;
+    if (ok && len > 1) {
+      uint32_t cp = c & (0x7f >> len);
+      for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0x3f);
+      const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
+      ok = cp >= min_cp[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+    }
+    if (!ok) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (len == 1) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+          if (c < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+            out += buf;
+          } else {
+            out += static_cast<char>(c);
+          }
+      }
+    } else {
+      out.append(s, i, static_cast<size_t>(len));
+    }
+    i += static_cast<size_t>(len);
+  }
+  out += '"';
+  return out;
+}
+
+std::string format_ms(double ms) {
+  char buf[64];
+  if (ms < 1000) std::snprintf(buf, sizeof(buf), "%.0f ms", ms);
+  else std::snprintf(buf, sizeof(buf), "%.2f s", ms / 1000);
+  return buf;
+}
+
+std::string stats_line(const GenerationResult& r) {
+  std::ostringstream os;
+  char buf[64];
+  os << "prompt " << r.prompt_positions << " positions (" << r.prompt_tokens << " text tokens)";
+  if (r.timings.vision_ms > 0) os << " | images " << format_ms(r.timings.load_ms + r.timings.vision_ms);
+  std::snprintf(buf, sizeof(buf), "%.1f", r.timings.prefill_ms > 0 ? r.prompt_positions * 1000.0 / r.timings.prefill_ms : 0.0);
+  os << " | prefill " << format_ms(r.timings.prefill_ms);
+  if (r.timings.prefill_ms > 0) os << " (" << buf << " tok/s)";
+  os << " | first token " << format_ms(r.timings.first_token_ms);
+  const size_t n = r.tokens.size();
+  os << " | " << n << " tokens in " << format_ms(r.timings.decode_ms);
+  if (r.timings.decode_ms > 0 && n > 0) {
+    std::snprintf(buf, sizeof(buf), "%.2f", n * 1000.0 / r.timings.decode_ms);
+    os << " (" << buf << " tok/s)";
+  }
+  os << " | stop: " << r.stop_reason;
+  return os.str();
+}
+
+std::string read_text_file(const std::string& path, const char* what) {
+  if (path == "-") {
+    std::ostringstream ss;
+    ss << std::cin.rdbuf();
+    return ss.str();
+  }
+  if (is_dir(path)) throw UsageError(std::string(what) + " '" + path + "' is a folder, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError(std::string("cannot read ") + what + " '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace xc2::cli
