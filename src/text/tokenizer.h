@@ -39,6 +39,7 @@ class Tokenizer {
   bool adds_dummy_prefix() const;  // the model's normalizer adds a leading "▁" to each chunk
 
  private:
+  friend class StreamDecoder;
   Tokenizer();
   struct Impl;
   std::unique_ptr<Impl> impl_;
