@@ -1,0 +1,46 @@
+// `xc2 bench`: throughput of the engine on this machine, next to the machine's own limits.
+//   - a synthetic checkpoint with the real XC2-VL-7B dimensions but few layers (generated on the fly,
+//     cached under work_dir, never committed), or a real model folder;
+//   - ViT images/s, prefill positions/s (one image + text), decode tokens/s, peak RSS;
+//   - the measured streaming-read bandwidth and f32 FMA peak, and the roofline percentages;
+//   - optionally the PyTorch reference (tools/reference/bench_ref.py) on the same machine and threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace xc2 {
+
+struct BenchOptions {
+  std::string model_dir;           // empty: synthetic checkpoint
+  std::string work_dir = "/tmp/xc2-bench";
+  int decoder_layers = 2;          // synthetic only
+  int vision_layers = 2;           // synthetic only
+  int img_size = 490;              // synthetic only (490: XC2-VL-7B)
+  int threads = 0;                 // 0 = all cores
+  int text_tokens = 64;            // text positions after the image in the prefill prompt
+  int decode_steps = 32;
+  int repeats = 3;                 // best of
+  bool reference = true;           // also run the PyTorch reference
+  std::string python = "/usr/bin/python3";
+  std::string reference_script;    // default: <source>/tools/reference/bench_ref.py
+};
+
+struct BenchRow {
+  std::string name;     // e.g. "decode"
+  double value = 0;     // in `unit`
+  std::string unit;     // "tok/s", "img/s", "GB/s", ...
+  std::string note;     // e.g. "91% of the read-bandwidth roofline"
+};
+
+struct BenchReport {
+  std::string machine;  // CPU model, threads, ISA
+  std::string model;    // what was benchmarked
+  std::vector<BenchRow> rows;
+};
+
+// Runs the benchmark; progress on stderr. Throws xc2::Error on failure.
+BenchReport run_bench(const BenchOptions& options);
+
+}  // namespace xc2

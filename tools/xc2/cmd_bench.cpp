@@ -1,0 +1,55 @@
+// xc2 bench: engine throughput next to the machine's limits (include/xc2/bench.h).
+#include <cstdio>
+#include <iostream>
+
+#include "cli_common.h"
+#include "xc2/bench.h"
+
+namespace xc2::cli {
+
+Handler register_bench(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  auto common = std::make_shared<CommonOptions>();
+  auto no_ref = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand("bench", "Measure ViT, prefill and decode speed against the machine's limits");
+  cmd->footer(R"(Examples:
+  xc2 bench                      # synthetic XC2-VL-7B-sized checkpoint (2+2 layers), PyTorch reference too
+  xc2 bench --threads 2 --no-reference
+  xc2 bench --model internlm-xcomposer2-vl-7b --decode-steps 64
+
+The synthetic checkpoint (about 2.6 GB for 2 decoder layers) is written once under --work-dir and reused.
+Decode is reported against the streaming-read roofline (weight + KV bytes per token / measured read
+bandwidth), prefill and ViT against the measured f32 FMA peak of the GEMM's instructions.)");
+  cmd->add_option("-m,--model", o->model_dir, "Benchmark this model folder instead of a synthetic one")->type_name("DIR");
+  cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--work-dir", o->work_dir, "Where the synthetic checkpoint is cached")->capture_default_str();
+  cmd->add_option("--layers", o->decoder_layers, "Synthetic decoder layers")->check(CLI::Range(1, 32))->capture_default_str();
+  cmd->add_option("--vit-layers", o->vision_layers, "Synthetic ViT layers")->check(CLI::Range(1, 24))->capture_default_str();
+  cmd->add_option("--img-size", o->img_size, "Synthetic image size (490: XC2-VL, 224: XC2-7B)")
+      ->check(CLI::IsMember({224, 490}))
+      ->capture_default_str();
+  cmd->add_option("--text-tokens", o->text_tokens, "Text positions after the image in the prefill")
+      ->check(CLI::Range(1, 2048))->capture_default_str();
+  cmd->add_option("--decode-steps", o->decode_steps, "Decode steps timed")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--repeats", o->repeats, "Runs; the best is reported")->check(CLI::Range(1, 100))->capture_default_str();
+  cmd->add_flag("--no-reference", *no_ref, "Skip the PyTorch reference");
+  cmd->add_option("--python", o->python, "Python with PyTorch for the reference")->capture_default_str();
+  cmd->add_flag("-v,--verbose", common->verbose, "More messages");
+  cmd->add_flag("-q,--quiet", common->quiet, "Only errors on stderr");
+  return [o, common, no_ref]() -> int {
+    apply_log_level(*common);
+    o->reference = !*no_ref;
+    const BenchReport r = run_bench(*o);
+    std::cout << "machine  " << r.machine << "\nmodel    " << r.model << "\n\n";
+    for (const BenchRow& row : r.rows) {
+      char val[64];
+      std::snprintf(val, sizeof(val), "%10.2f %-8s", row.value, row.unit.c_str());
+      std::cout << std::left;
+      std::cout.width(28);
+      std::cout << row.name << (row.unit.empty() ? std::string(20, ' ') : std::string(val)) << "  " << row.note << "\n";
+    }
+    return kExitOk;
+  };
+}
+
+}  // namespace xc2::cli
