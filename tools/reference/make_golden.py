@@ -282,6 +282,9 @@ def make_prompts_golden(model):
         toks, spans = p.positions(n_visual)
         e = collections.OrderedDict([("name", name), ("path", path)])
         if path == "compose":
+            e["system"] = xc2_ref.COMPOSE_META if kw.get("with_meta", False) else ""
+            e["history"] = []
+            e["query"] = kw["instruction"]
             e["instruction"] = kw["instruction"]
             e["with_meta"] = kw.get("with_meta", False)
             e["assistant_prefix"] = kw.get("assistant_prefix", "")
