@@ -128,9 +128,11 @@ Checkpoint open_sharded(const std::string& dir, const std::string& index_name, C
 CheckpointFormat detect_format(const MappedFile& f) {
   const uint8_t* d = f.data();
   const size_t n = f.size();
+  // safetensors first: its 8-byte little-endian header length can itself start with 0x80 0x02
+  // (a 640-byte header), which would look like a legacy pickle.
+  if (n >= 9 && d[8] == '{') return CheckpointFormat::Safetensors;
   if (n >= 2 && d[0] == 'P' && d[1] == 'K') return CheckpointFormat::TorchBin;
   if (n >= 2 && d[0] == 0x80 && d[1] <= 5) return CheckpointFormat::TorchBin;  // legacy torch.save (rejected there)
-  if (n >= 9 && d[8] == '{') return CheckpointFormat::Safetensors;
   const std::string& p = f.path();
   if (ends_with(p, ".safetensors")) return CheckpointFormat::Safetensors;  // for a precise error message
   if (ends_with(p, ".bin") || ends_with(p, ".pt") || ends_with(p, ".pth")) return CheckpointFormat::TorchBin;
