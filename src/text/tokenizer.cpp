@@ -107,6 +107,13 @@ int utf8_lead_length(uint8_t b) {
   return 0;
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
 }  // namespace
 
 struct Tokenizer::Impl {
@@ -179,9 +186,10 @@ std::shared_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   for (int id = 0; id < m.vocab; ++id) {
     if (!m.sp.IsByte(id)) continue;
     const std::string p = m.sp.IdToPiece(id);  // "<0xNN>"
-    if (p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p[5] == '>') {
-      m.byte_value[id] = static_cast<int16_t>(std::stoi(p.substr(3, 2), nullptr, 16));
-    }
+    const int hi = p.size() == 6 ? hex_digit(p[3]) : -1, lo = p.size() == 6 ? hex_digit(p[4]) : -1;
+    XC2_CHECK(p.compare(0, 3, "<0x") == 0 && hi >= 0 && lo >= 0 && p[5] == '>', Io, "'", path,
+              "': byte piece ", id, " is not of the form <0xNN>: '", p, "'");
+    m.byte_value[id] = static_cast<int16_t>(hi * 16 + lo);
   }
   // add_dummy_prefix is not exposed without the protobuf headers: a lone "a" encodes to pieces that start
   // with "▁" exactly when the normalizer adds the dummy prefix.

@@ -35,6 +35,7 @@
 // float32 divisions (not multiplications by reciprocals), CHW output.
 #include "vision/image.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -467,18 +468,20 @@ Image resize_bicubic(const Image& src, int out_w, int out_h) {
   out.width = cur->width;
   out.height = out_h;
   out.rgb.resize(static_cast<size_t>(out.width) * out_h * 3);
+  // Row-wise accumulation (integer sums, so the order does not change the result).
   const size_t stride = static_cast<size_t>(cur->width) * 3;
+  std::vector<int32_t> acc(stride);
   for (int yy = 0; yy < out_h; ++yy) {
     const int32_t* k = &vert.k[static_cast<size_t>(yy) * vert.ksize];
     const int ymin = vert.xmin[yy] - row_offset;
-    const int ycount = vert.count[yy];
-    uint8_t* out_row = &out.rgb[static_cast<size_t>(yy) * stride];
-    for (size_t i = 0; i < stride; ++i) {
-      int32_t s = 1 << (kPrecisionBits - 1);
-      const uint8_t* p = &cur->rgb[static_cast<size_t>(ymin) * stride + i];
-      for (int y = 0; y < ycount; ++y) s += p[static_cast<size_t>(y) * stride] * k[y];
-      out_row[i] = clip8(s);
+    std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
+    for (int y = 0; y < vert.count[yy]; ++y) {
+      const uint8_t* in_row = &cur->rgb[static_cast<size_t>(ymin + y) * stride];
+      const int32_t ky = k[y];
+      for (size_t i = 0; i < stride; ++i) acc[i] += in_row[i] * ky;
     }
+    uint8_t* out_row = &out.rgb[static_cast<size_t>(yy) * stride];
+    for (size_t i = 0; i < stride; ++i) out_row[i] = clip8(acc[i]);
   }
   return out;
 }
