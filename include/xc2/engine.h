@@ -163,6 +163,8 @@ class ChatSession {
   void reset();                    // forget the history (keeps the system prompt)
   int64_t n_positions() const;     // positions in the KV cache
   int turns() const;
+  // The sequence in the KV cache: a token id per position, -1 for image rows.
+  const std::vector<int32_t>& tokens() const;
 
   struct State;
 

@@ -418,6 +418,7 @@ struct ChatSession::State {
   std::string system;
   std::unique_ptr<model::KvCache> cache;
   std::vector<int32_t> text_ids;  // every text id in the cache (the text path's penalty history)
+  std::vector<int32_t> sequence;  // every position in the cache: id, or -1 for image rows
   bool any_image = false;
   int turns = 0;
 };
@@ -437,12 +438,14 @@ std::unique_ptr<ChatSession> Engine::new_chat(std::optional<std::string> system)
 void ChatSession::reset() {
   state_->cache->clear();
   state_->text_ids.clear();
+  state_->sequence.clear();
   state_->any_image = false;
   state_->turns = 0;
 }
 
 int64_t ChatSession::n_positions() const { return state_->cache->length(); }
 int ChatSession::turns() const { return state_->turns; }
+const std::vector<int32_t>& ChatSession::tokens() const { return state_->sequence; }
 
 GenerationResult ChatSession::ask(const std::string& query, const std::vector<std::string>& image_paths,
                                   const GenerationOptions& options, const StreamCallback& on_text) {
@@ -479,17 +482,20 @@ GenerationResult ChatSession::ask(const std::string& query, const std::vector<st
   Engine::Impl::Assembled a = m.assemble(prompt, images, options.truncate_prompt, s.cache->length());
   for (int32_t id : a.tokens)
     if (id >= 0) s.text_ids.push_back(id);
+  s.sequence.insert(s.sequence.end(), a.tokens.begin(), a.tokens.end());
   std::vector<int32_t> history = s.any_image ? std::vector<int32_t>{} : s.text_ids;
   GenerationResult r = m.run(a, *s.cache, std::move(history), options, on_text, t_start);
   // The answer's tokens are in the cache except the last sampled one (never fed back); feed it now
   // unless it was a stop token: the next turn starts with "[UNUSED_TOKEN_145]\n", which closes the
   // answer as upstream's re-rendered history does.
   s.text_ids.insert(s.text_ids.end(), r.tokens.begin(), r.tokens.end());
+  s.sequence.insert(s.sequence.end(), r.tokens.begin(), r.tokens.end());
   if (!r.tokens.empty() && (r.stop_reason == "max_new_tokens" || r.stop_reason == "cancelled" ||
                             r.stop_reason == "context_full")) {
     Tensor row = m.model->embed_tokens({r.tokens.back()});
     m.model->forward(row, {}, *s.cache, 0);
   }
+  XC2_ASSERT(static_cast<int64_t>(s.sequence.size()) == s.cache->length());
   ++s.turns;
   return r;
 }
