@@ -15,7 +15,8 @@
 //     the frame declares one, else palette[0].
 //   - JPEG: stb_image's IDCT and chroma upsampling differ from libjpeg-turbo's, so JPEG pixels match
 //     Pillow only approximately (tests/vision allow a small tolerance).
-//   - Animated WebP is rejected (Unsupported); the frame would need libwebpdemux compositing.
+//   - Animated WebP is rejected (Unsupported); the frame would need libwebpdemux compositing. So are
+//     RLE-compressed BMPs, 12-bit JPEGs and other variants stb_image does not decode (Pillow reads them).
 //   - Truncated files are errors (Io). stb_image reads zeros past the end of some formats, so before
 //     decoding: a PNG must reach a complete IEND chunk (stricter than Pillow, which accepts a PNG cut
 //     after its last IDAT), an uncompressed BMP must hold every pixel byte (Pillow's rule: the last row's
@@ -96,6 +97,24 @@ void check_dimensions(const std::string& name, int w, int h) {
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
   return r != nullptr ? r : "unknown error";
+}
+
+// stb_image failures that mean "valid file, feature not supported" rather than corruption.
+[[noreturn]] void throw_stb_failure(const std::string& name, Format fmt) {
+  static const char* const kUnsupported[][2] = {
+      {"BMP RLE", "RLE-compressed BMP is not supported"},
+      {"BMP JPEG/PNG", "BMP with JPEG/PNG compression is not supported"},
+      {"unknown BMP", "this BMP variant is not supported"},
+      {"only 8-bit", "only 8-bit JPEG is supported"},
+      {"no header height", "JPEG with a delayed height (DNL) is not supported"},
+      {"1/2/4/8/16-bit only", "PNG bit depth not supported"},
+      {"bad bits_per_channel", "PNG bit depth not supported"},
+  };
+  const std::string reason = stb_reason();
+  for (const auto& u : kUnsupported) {
+    if (reason == u[0]) XC2_THROW(Unsupported, "'", name, "': ", u[1]);
+  }
+  XC2_THROW(Io, "'", name, "': corrupt or truncated ", format_name(fmt), " (stb_image: ", reason, ")");
 }
 
 // --- GIF first-frame helpers -----------------------------------------------------------------------
@@ -249,19 +268,23 @@ Image decode_with_stb(const uint8_t* data, size_t size, const std::string& name,
     }
   }
 
-  int w = 0, h = 0, comp = 0;
-  if (!stbi_info_from_memory(src, len, &w, &h, &comp)) {
-    XC2_THROW(Io, "'", name, "': corrupt or truncated ", format_name(fmt), " (stb_image: ", stb_reason(), ")");
+  // stb_image decodes uncompressed and bitfield BMPs only; say so instead of "unknown image type".
+  if (fmt == Format::Bmp && size >= 34 && le32(data + 14) >= 40) {
+    const uint32_t compression = le32(data + 30);
+    XC2_CHECK(compression != 1 && compression != 2, Unsupported, "'", name, "': RLE-compressed BMP is not supported");
+    XC2_CHECK(compression == 0 || compression == 3, Unsupported, "'", name, "': BMP compression type ", compression,
+              " is not supported");
   }
+
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(src, len, &w, &h, &comp)) throw_stb_failure(name, fmt);
   check_dimensions(name, w, h);
   const std::string truncated = truncation_reason(data, size, fmt);
   if (!truncated.empty()) XC2_THROW(Io, "'", name, "': truncated ", format_name(fmt), " (", truncated, ")");
 
   int w2 = 0, h2 = 0, comp2 = 0;
   stbi_uc* px = stbi_load_from_memory(src, len, &w2, &h2, &comp2, 3);
-  if (px == nullptr) {
-    XC2_THROW(Io, "'", name, "': corrupt or truncated ", format_name(fmt), " (stb_image: ", stb_reason(), ")");
-  }
+  if (px == nullptr) throw_stb_failure(name, fmt);
   Image img;
   img.width = w2;
   img.height = h2;

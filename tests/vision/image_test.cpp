@@ -443,6 +443,24 @@ TEST(ImageErrors, OtherFormatsAreUnsupported) {
   }
 }
 
+TEST(ImageErrors, UnsupportedVariantsAreUnsupported) {
+  // RLE8 BMP, 4x2 (Pillow reads it; stb_image does not).
+  std::string bmp = std::string("BM\x3e\x04\0\0\0\0\0\0\x36\x04\0\0", 14);
+  const int32_t info[] = {40, 4, 2};
+  for (const int32_t v : info) bmp += std::string(reinterpret_cast<const char*>(&v), 4);
+  bmp += std::string("\x01\0\x08\0\x01\0\0\0\x08\0\0\0", 12);  // planes, bpp 8, BI_RLE8, data size
+  bmp += std::string(16, '\0') + std::string(1024, '\0') + std::string("\x04\x01\0\0\x04\0\0\x01", 8);
+  Error e = catch_error([&] { decode_image(reinterpret_cast<const uint8_t*>(bmp.data()), bmp.size(), "rle.bmp"); });
+  EXPECT_EQ(e.code(), ErrorCode::Unsupported) << e.what();
+  EXPECT_EQ(std::string(e.what()), "'rle.bmp': RLE-compressed BMP is not supported");
+  // Animated WebP: a VP8X header with the animation flag.
+  std::string webp = std::string("RIFF\x16\0\0\0WEBPVP8X\x0a\0\0\0\x02\0\0\0\x07\0\0\x07\0\0", 30);
+  webp += std::string("ANIM\x06\0\0\0\0\0\0\0\0\0", 14);
+  e = catch_error([&] { decode_image(reinterpret_cast<const uint8_t*>(webp.data()), webp.size(), "anim.webp"); });
+  EXPECT_EQ(e.code(), ErrorCode::Unsupported) << e.what();
+  EXPECT_EQ(std::string(e.what()), "'anim.webp': animated WebP is not supported");
+}
+
 TEST(ImageErrors, EmptyFileIsIo) {
   test::TempDir dir;
   test::write_bytes(dir.file("empty.png"), "");
