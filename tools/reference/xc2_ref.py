@@ -559,10 +559,11 @@ class Model:
     def embed_tokens(self, ids):
         return self.w["model.tok_embeddings.weight"][torch.tensor(ids, dtype=torch.long)]
 
-    def decoder(self, h, im_mask=None, cache=None, collect=False):
+    def decoder(self, h, im_mask=None, cache=None, collect=False, last_only=False):
         """h: [T, D] new rows in compute dtype at positions [past, past+T), past = cached length.
         cache: None (no cache) or a dict {"k": [per layer], "v": [...], "len": int}, updated in place.
-        Returns (logits [T,V] in stat dtype, list of hidden states after each layer if collect)."""
+        Returns (logits [T,V] in stat dtype, list of hidden states after each layer if collect);
+        last_only: logits of the last row only ([1,V]), as a generation loop needs."""
         cfg = self.cfg
         w = self.w
         t = h.shape[0]
@@ -607,7 +608,7 @@ class Model:
                 hs.append(h)
         if cache is not None:
             cache["len"] = kv_len
-        x = self.rms_norm(h, w["model.norm.weight"])
+        x = self.rms_norm(h[-1:] if last_only else h, w["model.norm.weight"])
         logits = F.linear(x, w["output.weight"]).to(self.stat_dtype)
         return logits, hs
 
