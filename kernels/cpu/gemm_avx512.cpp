@@ -129,13 +129,22 @@ XC2_AVX512 void pack_w(const void* w, DType dtype, int64_t ldw, int64_t rows, in
   }
 }
 
+// x rows [0, rows) x k [0, klen) -> micro-panels [klen][kMr], via 16x16 transposes (rows past the end are
+// zero; the 12 valid lanes of each transposed vector are stored with a mask).
 XC2_AVX512 void pack_x(const float* x, int64_t ldx, int64_t rows, int64_t klen, float* dst) {
+  static_assert(kMr <= 16, "pack_x transposes up to 16 rows");
+  const __mmask16 store_mask = prefix_mask(kMr);
   for (int64_t r0 = 0; r0 < rows; r0 += kMr) {
     float* d = dst + (r0 / kMr) * klen * kMr;
-    const int64_t nr = rows - r0 < kMr ? rows - r0 : kMr;
-    for (int64_t i = 0; i < nr; ++i) {
-      const float* s = x + (r0 + i) * ldx;
-      for (int64_t kk = 0; kk < klen; ++kk) d[kk * kMr + i] = s[kk];
+    const int64_t valid = rows - r0 < kMr ? rows - r0 : kMr;
+    for (int64_t kk = 0; kk < klen; kk += 16) {
+      const int64_t kv = klen - kk < 16 ? klen - kk : 16;
+      const __mmask16 mk = prefix_mask(kv);
+      __m512 v[16];
+      for (int i = 0; i < 16; ++i)
+        v[i] = i < valid ? _mm512_maskz_loadu_ps(mk, x + (r0 + i) * ldx + kk) : _mm512_setzero_ps();
+      transpose16(v);
+      for (int j = 0; j < kv; ++j) _mm512_mask_storeu_ps(d + (kk + j) * kMr, store_mask, v[j]);
     }
   }
 }
@@ -143,6 +152,13 @@ XC2_AVX512 void pack_x(const float* x, int64_t ldx, int64_t rows, int64_t klen, 
 template <int R>
 XC2_AVX512 void tile_r(int64_t klen, const float* xp, const float* wp, float* y, int64_t ldy, int cols, bool load_c,
                        const float* bias) {
+  if (load_c) {  // the y tile is read back after the k loop: start fetching it now
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(y + i * ldy), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(y + i * ldy + kNr - 1), _MM_HINT_T0);
+    }
+  }
   __m512 acc[R][kNv];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)

@@ -1,0 +1,252 @@
+// Machine-limit microbenchmarks: streaming read and copy bandwidth, peak f32 FMA rate.
+//   read:  each thread sums its share with 4 (zmm/ymm) add chains, 256 bytes per iteration.
+//   copy:  memcpy of each thread's share.
+//   fma:   acc[i] = acc[i] * a + b on independent chains (fixed point 1.0: no overflow, no denormals).
+// Threads: pool.run over pool.size() tasks; wall time of the whole run, best of reps.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12 avx512fintrin.h, see gemm_avx512.cpp
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "cpu/microbench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define XC2_MB_X86 1
+#define XC2_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define XC2_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+#include "core/check.h"
+
+namespace xc2::kernels::cpu {
+namespace {
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// ---- read ----
+
+double read_scalar(const float* p, size_t n) {
+  float acc[16] = {};
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += p[i + l];
+  float s = 0;
+  for (int l = 0; l < 16; ++l) s += acc[l];
+  return s;
+}
+
+#ifdef XC2_MB_X86
+XC2_AVX512 double read_avx512(const float* p, size_t n) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
+    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
+    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
+    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+XC2_AVX2 double read_avx2(const float* p, size_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+  }
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+  alignas(32) float buf[8];
+  _mm256_store_ps(buf, s);
+  double t = 0;
+  for (float v : buf) t += v;
+  return t;
+}
+
+// ---- fma ----
+
+XC2_AVX512 double fma_avx512(int64_t iters) {
+  constexpr int kChains = 24;
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(0.5f + 0.01f * static_cast<float>(c));
+  const __m512 a = _mm512_set1_ps(1.0f - 1.0f / 1048576.0f), b = _mm512_set1_ps(1.0f / 1048576.0f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+  }
+  __m512 s = _mm512_setzero_ps();
+  for (int c = 0; c < kChains; ++c) s = _mm512_add_ps(s, acc[c]);
+  return _mm512_reduce_add_ps(s);
+}
+
+XC2_AVX2 double fma_avx2(int64_t iters) {
+  constexpr int kChains = 12;
+  __m256 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(0.5f + 0.01f * static_cast<float>(c));
+  const __m256 a = _mm256_set1_ps(1.0f - 1.0f / 1048576.0f), b = _mm256_set1_ps(1.0f / 1048576.0f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+  }
+  __m256 s = _mm256_setzero_ps();
+  for (int c = 0; c < kChains; ++c) s = _mm256_add_ps(s, acc[c]);
+  alignas(32) float buf[8];
+  _mm256_store_ps(buf, s);
+  double t = 0;
+  for (float v : buf) t += v;
+  return t;
+}
+#endif
+
+double fma_scalar(int64_t iters) {
+  constexpr int kChains = 16;
+  float acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = 0.5f + 0.01f * static_cast<float>(c);
+  const float a = 1.0f - 1.0f / 1048576.0f, b = 1.0f / 1048576.0f;
+  for (int64_t it = 0; it < iters; ++it)
+    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * a + b;
+  double s = 0;
+  for (float v : acc) s += v;
+  return s;
+}
+
+volatile double g_sink = 0;  // keeps results alive
+
+}  // namespace
+
+double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
+  const int nt = pool.size();
+  const size_t n = std::max<size_t>(bytes / sizeof(float) / 64 * 64, 64);
+  std::unique_ptr<float, FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(4096, (n * 4 + 4095) / 4096 * 4096)));
+  XC2_CHECK(buf != nullptr, Internal, "microbench: cannot allocate ", bytes, " bytes");
+  float* p = buf.get();
+  // Shares of whole 64-float blocks; each thread touches (first-touch) the share it later reads.
+  auto share = [&](int t, size_t* b, size_t* e) {
+    const size_t blocks = n / 64;
+    *b = blocks * t / nt * 64;
+    *e = blocks * (t + 1) / nt * 64;
+  };
+  pool.run(nt, [&](int t, int) {
+    size_t b, e;
+    share(t, &b, &e);
+    for (size_t i = b; i < e; ++i) p[i] = static_cast<float>(i & 7);
+  });
+  const GemmIsa isa = gemm_resolve_isa(GemmIsa::Auto);
+  std::vector<double> sums(static_cast<size_t>(nt));
+  double best = 0;
+  for (int r = 0; r < std::max(1, reps); ++r) {
+    const auto t0 = Clock::now();
+    pool.run(nt, [&](int t, int) {
+      size_t b, e;
+      share(t, &b, &e);
+      double s;
+#ifdef XC2_MB_X86
+      if (isa == GemmIsa::Avx512) s = read_avx512(p + b, e - b);
+      else if (isa == GemmIsa::Avx2) s = read_avx2(p + b, e - b);
+      else
+#endif
+        s = read_scalar(p + b, e - b);
+      sums[static_cast<size_t>(t)] = s;
+    });
+    const double sec = seconds_since(t0);
+    for (double s : sums) g_sink = g_sink + s;
+    best = std::max(best, static_cast<double>(n * sizeof(float)) / sec / 1e9);
+  }
+  return best;
+}
+
+double measure_copy_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
+  const int nt = pool.size();
+  const size_t alloc = (std::max<size_t>(bytes, 4096) + 4095) / 4096 * 4096;
+  std::unique_ptr<char, FreeDeleter> src(static_cast<char*>(std::aligned_alloc(4096, alloc)));
+  std::unique_ptr<char, FreeDeleter> dst(static_cast<char*>(std::aligned_alloc(4096, alloc)));
+  XC2_CHECK(src && dst, Internal, "microbench: cannot allocate 2 x ", alloc, " bytes");
+  auto share = [&](int t, size_t* b, size_t* e) {
+    const size_t lines = alloc / 64;
+    *b = lines * t / nt * 64;
+    *e = lines * (t + 1) / nt * 64;
+  };
+  pool.run(nt, [&](int t, int) {
+    size_t b, e;
+    share(t, &b, &e);
+    std::memset(src.get() + b, 1, e - b);
+    std::memset(dst.get() + b, 0, e - b);
+  });
+  double best = 0;
+  for (int r = 0; r < std::max(1, reps); ++r) {
+    const auto t0 = Clock::now();
+    pool.run(nt, [&](int t, int) {
+      size_t b, e;
+      share(t, &b, &e);
+      std::memcpy(dst.get() + b, src.get() + b, e - b);
+    });
+    const double sec = seconds_since(t0);
+    g_sink = g_sink + dst.get()[alloc / 2];
+    best = std::max(best, 2.0 * static_cast<double>(alloc) / sec / 1e9);
+  }
+  return best;
+}
+
+double measure_fma_peak_gflops(ThreadPool& pool, GemmIsa isa, int reps) {
+  isa = gemm_resolve_isa(isa);
+  const int nt = pool.size();
+  int lanes = 16, chains = 16;
+  int64_t iters = int64_t{1} << 20;
+#ifdef XC2_MB_X86
+  if (isa == GemmIsa::Avx512) {
+    lanes = 16;
+    chains = 24;
+    iters = int64_t{1} << 22;  // ~50 ms per rep at 2 FMA/cycle, 4 GHz
+  } else if (isa == GemmIsa::Avx2) {
+    lanes = 8;
+    chains = 12;
+    iters = int64_t{1} << 23;
+  } else
+#endif
+  {
+    lanes = 1;
+    chains = 16;
+    iters = int64_t{1} << 22;
+  }
+  std::vector<double> sums(static_cast<size_t>(nt));
+  auto body = [&](int t, int) {
+    double s;
+#ifdef XC2_MB_X86
+    if (isa == GemmIsa::Avx512) s = fma_avx512(iters);
+    else if (isa == GemmIsa::Avx2) s = fma_avx2(iters);
+    else
+#endif
+      s = fma_scalar(iters);
+    sums[static_cast<size_t>(t)] = s;
+  };
+  pool.run(nt, body);  // warm-up (clocks, page faults)
+  double best = 0;
+  for (int r = 0; r < std::max(1, reps); ++r) {
+    const auto t0 = Clock::now();
+    pool.run(nt, body);
+    const double sec = seconds_since(t0);
+    for (double s : sums) g_sink = g_sink + s;
+    const double flops = 2.0 * static_cast<double>(lanes) * chains * static_cast<double>(iters) * nt;
+    best = std::max(best, flops / sec / 1e9);
+  }
+  return best;
+}
+
+}  // namespace xc2::kernels::cpu

@@ -1,0 +1,332 @@
+// xc2_gemm_bench: CPU GEMM throughput against this machine's measured limits.
+//   limits:  streaming read / copy bandwidth and peak f32 FMA rate (kernels/cpu/microbench.h), per thread count
+//   prefill: m = 1225 (image prompt) x the model's linears -> ms, GFLOP/s, % of FMA peak
+//   decode:  m = 1 x the model's linears and the LM head -> ms, weight GB/s, % of read bandwidth
+//            (weights rotate over enough copies that each call streams from DRAM, not the LLC)
+//   sweep:   rows vs packed path over m, to place the threshold kGemmRowsMaxM
+// Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
+// best and median wall time. Run on an idle machine for honest numbers.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/half.h"
+#include "core/thread_pool.h"
+#include "cpu/gemm.h"
+#include "cpu/microbench.h"
+
+namespace {
+
+using namespace xc2;
+using namespace xc2::kernels::cpu;
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  const char* name;
+  int64_t m, n, k;
+};
+
+struct Options {
+  std::vector<int> threads;
+  std::vector<DType> dtypes = {DType::BF16, DType::F16, DType::F32};
+  std::vector<std::string> suites = {"limits", "prefill", "decode"};
+  int reps = 3;
+  int64_t prefill_m = 1225;
+  size_t bw_bytes = size_t{1} << 30;
+  size_t decode_rotate_bytes = size_t{768} << 20;
+  GemmOptions gemm;
+  std::vector<Shape> custom;
+  std::vector<std::string> custom_names;
+  bool lm_head_all_dtypes = false;
+};
+
+void usage() {
+  std::printf(
+      "usage: xc2_gemm_bench [options]\n"
+      "  --suite LIST     limits,prefill,decode,sweep (default limits,prefill,decode)\n"
+      "  --threads LIST   thread counts (default 1,<all>)\n"
+      "  --dtype LIST     bf16,f16,f32 (default all three)\n"
+      "  --reps N         timed calls per case (default 3)\n"
+      "  --m M            prefill rows (default 1225)\n"
+      "  --shape M,N,K    add a custom case (suite 'custom'; repeatable)\n"
+      "  --isa X          auto|scalar|avx2|avx512\n"
+      "  --path X         auto|rows|packed\n"
+      "  --kc/--mc/--nc N packed-path block sizes\n"
+      "  --bw-mib N       buffer for the bandwidth measurement (default 1024)\n"
+      "  --lm-head-all    decode the LM head in every dtype (default bf16 only; f32 is 1.5 GB)\n");
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (b <= s.size()) {
+    const size_t e = s.find(',', b);
+    out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  return out;
+}
+
+DType parse_dtype(const std::string& s) {
+  if (s == "bf16") return DType::BF16;
+  if (s == "f16") return DType::F16;
+  if (s == "f32") return DType::F32;
+  std::fprintf(stderr, "unknown dtype '%s'\n", s.c_str());
+  std::exit(2);
+}
+
+const char* dtype_short(DType d) { return d == DType::BF16 ? "bf16" : d == DType::F16 ? "f16" : "f32"; }
+
+bool parse(int argc, char** argv, Options* o) {
+  o->threads = {1};
+  if (hardware_threads() > 1) o->threads.push_back(hardware_threads());
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--suite") {
+      o->suites = split_list(next());
+    } else if (a == "--threads") {
+      o->threads.clear();
+      for (const auto& t : split_list(next())) o->threads.push_back(std::atoi(t.c_str()));
+    } else if (a == "--dtype") {
+      o->dtypes.clear();
+      for (const auto& t : split_list(next())) o->dtypes.push_back(parse_dtype(t));
+    } else if (a == "--reps") {
+      o->reps = std::max(1, std::atoi(next().c_str()));
+    } else if (a == "--m") {
+      o->prefill_m = std::atoll(next().c_str());
+    } else if (a == "--shape") {
+      const auto v = split_list(next());
+      if (v.size() != 3) return false;
+      o->custom_names.push_back("custom");
+      o->custom.push_back({"custom", std::atoll(v[0].c_str()), std::atoll(v[1].c_str()), std::atoll(v[2].c_str())});
+      if (std::find(o->suites.begin(), o->suites.end(), "custom") == o->suites.end()) o->suites.push_back("custom");
+    } else if (a == "--isa") {
+      const std::string v = next();
+      o->gemm.isa = v == "scalar" ? GemmIsa::Scalar : v == "avx2" ? GemmIsa::Avx2 : v == "avx512" ? GemmIsa::Avx512
+                                                                                                  : GemmIsa::Auto;
+    } else if (a == "--path") {
+      const std::string v = next();
+      o->gemm.path = v == "rows" ? GemmPath::Rows : v == "packed" ? GemmPath::Packed : GemmPath::Auto;
+    } else if (a == "--kc") {
+      o->gemm.kc = std::atoll(next().c_str());
+    } else if (a == "--mc") {
+      o->gemm.mc = std::atoll(next().c_str());
+    } else if (a == "--nc") {
+      o->gemm.nc = std::atoll(next().c_str());
+    } else if (a == "--bw-mib") {
+      o->bw_bytes = static_cast<size_t>(std::atoll(next().c_str())) << 20;
+    } else if (a == "--lm-head-all") {
+      o->lm_head_all_dtypes = true;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Weights [n, k] in a dtype, `copies` independent buffers (decode rotates over them).
+struct Weights {
+  DType dtype;
+  int64_t n, k;
+  std::vector<std::vector<uint16_t>> h;
+  std::vector<std::vector<float>> f;
+  const void* copy(size_t i) const {
+    return dtype == DType::F32 ? static_cast<const void*>(f[i % f.size()].data()) : h[i % h.size()].data();
+  }
+  size_t count() const { return dtype == DType::F32 ? f.size() : h.size(); }
+};
+
+uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+inline float next_uniform() {  // xorshift64*, in [-1, 1)
+  g_rng ^= g_rng >> 12;
+  g_rng ^= g_rng << 25;
+  g_rng ^= g_rng >> 27;
+  const uint64_t r = g_rng * 0x2545f4914f6cdd1dull;
+  return static_cast<float>(static_cast<double>(r >> 40) / 8388608.0 - 1.0);
+}
+
+Weights make_weights(DType dt, int64_t n, int64_t k, size_t copies) {
+  Weights w{dt, n, k, {}, {}};
+  const size_t count = static_cast<size_t>(n * k);
+  if (dt == DType::F32) {
+    w.f.resize(copies);
+    w.f[0].resize(count);
+    for (auto& v : w.f[0]) v = next_uniform() * 0.05f;
+    for (size_t c = 1; c < copies; ++c) w.f[c] = w.f[0];
+  } else {
+    w.h.resize(copies);
+    w.h[0].resize(count);
+    for (auto& v : w.h[0]) v = dt == DType::F16 ? f32_to_f16(next_uniform() * 0.05f) : f32_to_bf16(next_uniform() * 0.05f);
+    for (size_t c = 1; c < copies; ++c) w.h[c] = w.h[0];
+  }
+  return w;
+}
+
+struct Timing {
+  double best_ms = 0, median_ms = 0;
+};
+
+Timing time_gemm(const Weights& w, const std::vector<float>& x, std::vector<float>& y, int64_t m, ThreadPool& pool,
+                 const GemmOptions& opts, int calls) {
+  GemmArgs a;
+  a.x = x.data();
+  a.ldx = w.k;
+  a.w_dtype = w.dtype;
+  a.ldw = w.k;
+  a.y = y.data();
+  a.ldy = w.n;
+  a.m = m;
+  a.n = w.n;
+  a.k = w.k;
+  a.w = w.copy(w.count() - 1);
+  gemm(a, pool, opts);  // warm-up
+  std::vector<double> ms;
+  for (int c = 0; c < calls; ++c) {
+    a.w = w.copy(static_cast<size_t>(c));
+    const auto t0 = Clock::now();
+    gemm(a, pool, opts);
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return {ms.front(), ms[ms.size() / 2]};
+}
+
+struct Limits {
+  double read_gbs = 0, copy_gbs = 0, fma_gflops = 0;
+};
+
+const char* path_name(GemmPath p, int64_t m) {
+  if (p == GemmPath::Auto) p = m <= kGemmRowsMaxM ? GemmPath::Rows : GemmPath::Packed;
+  return p == GemmPath::Rows ? "rows" : "packed";
+}
+
+void run_cases(const char* suite, const std::vector<Shape>& shapes, const Options& o,
+               std::map<int, Limits>& limits, bool decode) {
+  std::printf("\n# %s  (best/median of %d calls%s)\n", suite, o.reps, decode ? ", weights rotated over copies" : "");
+  std::printf("%-14s %-5s %3s %6s %6s %6s %-6s %9s %9s %9s %6s %8s %6s\n", "shape", "dtype", "thr", "m", "n", "k",
+              "path", "best_ms", "med_ms", "GFLOP/s", "%fma", "wGB/s", "%read");
+  for (DType dt : o.dtypes) {
+    for (const Shape& s : shapes) {
+      if (decode && std::string(s.name) == "lm_head" && dt != DType::BF16 && !o.lm_head_all_dtypes) continue;
+      const size_t wbytes = static_cast<size_t>(s.n * s.k) * dtype_size(dt);
+      const size_t copies = decode ? std::max<size_t>(2, (o.decode_rotate_bytes + wbytes - 1) / wbytes) : 1;
+      const Weights w = make_weights(dt, s.n, s.k, copies);
+      std::vector<float> x(static_cast<size_t>(s.m * s.k)), y(static_cast<size_t>(s.m * s.n));
+      for (auto& v : x) v = next_uniform();
+      for (int t : o.threads) {
+        ThreadPool pool(t);
+        const int calls = decode ? std::max<int>(o.reps, static_cast<int>(copies)) : o.reps;
+        const Timing tm = time_gemm(w, x, y, s.m, pool, o.gemm, calls);
+        const double flops = 2.0 * s.m * s.n * s.k;
+        const double gflops = flops / (tm.best_ms * 1e-3) / 1e9;
+        const double wgbs = static_cast<double>(wbytes) / (tm.best_ms * 1e-3) / 1e9;
+        const Limits& l = limits[t];
+        std::printf("%-14s %-5s %3d %6lld %6lld %6lld %-6s %9.3f %9.3f %9.1f %5.1f%% %8.2f %5.1f%%\n", s.name,
+                    dtype_short(dt), t, static_cast<long long>(s.m), static_cast<long long>(s.n),
+                    static_cast<long long>(s.k), path_name(o.gemm.path, s.m), tm.best_ms, tm.median_ms, gflops,
+                    l.fma_gflops > 0 ? 100.0 * gflops / l.fma_gflops : 0.0, wgbs,
+                    l.read_gbs > 0 ? 100.0 * wgbs / l.read_gbs : 0.0);
+        std::fflush(stdout);
+      }
+    }
+  }
+}
+
+void run_sweep(const Options& o) {
+  std::printf("\n# sweep: rows vs packed path over m (best of %d calls, weights rotated)\n", o.reps);
+  std::printf("%-5s %3s %6s %6s %6s %10s %10s %8s %s\n", "dtype", "thr", "m", "n", "k", "rows_ms", "packed_ms",
+              "rows/pk", "faster");
+  const int64_t ms[] = {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64};
+  const std::pair<int64_t, int64_t> nks[] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
+  for (DType dt : o.dtypes) {
+    for (const auto& [n, k] : nks) {
+      const size_t wbytes = static_cast<size_t>(n * k) * dtype_size(dt);
+      const size_t copies = std::max<size_t>(2, (o.decode_rotate_bytes + wbytes - 1) / wbytes);
+      const Weights w = make_weights(dt, n, k, copies);
+      std::vector<float> x(static_cast<size_t>(64 * k)), y(static_cast<size_t>(64 * n));
+      for (auto& v : x) v = next_uniform();
+      for (int t : o.threads) {
+        ThreadPool pool(t);
+        for (int64_t m : ms) {
+          GemmOptions rows = o.gemm, packed = o.gemm;
+          rows.path = GemmPath::Rows;
+          packed.path = GemmPath::Packed;
+          const int calls = std::max<int>(o.reps, static_cast<int>(copies));
+          const Timing tr = time_gemm(w, x, y, m, pool, rows, calls);
+          const Timing tp = time_gemm(w, x, y, m, pool, packed, calls);
+          std::printf("%-5s %3d %6lld %6lld %6lld %10.3f %10.3f %8.2f %s\n", dtype_short(dt), t,
+                      static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k), tr.best_ms,
+                      tp.best_ms, tr.best_ms / tp.best_ms, tr.best_ms <= tp.best_ms ? "rows" : "packed");
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (!parse(argc, argv, &o)) {
+    usage();
+    return 2;
+  }
+  auto has = [&](const char* s) { return std::find(o.suites.begin(), o.suites.end(), s) != o.suites.end(); };
+  std::printf("# xc2_gemm_bench  gemm_isa=%s (requested %s)  hardware_threads=%d\n",
+              gemm_isa_name(gemm_resolve_isa(o.gemm.isa)), gemm_isa_name(o.gemm.isa), hardware_threads());
+
+  std::map<int, Limits> limits;
+  if (has("limits") || has("prefill") || has("decode") || has("custom")) {
+    std::printf("\n# limits  (read: sum of a %zu MiB buffer; copy: memcpy, read+write bytes; fma: %s)\n",
+                o.bw_bytes >> 20, gemm_isa_name(gemm_resolve_isa(o.gemm.isa)));
+    std::printf("%3s %10s %10s %12s\n", "thr", "read_GB/s", "copy_GB/s", "fma_GFLOP/s");
+    for (int t : o.threads) {
+      ThreadPool pool(t);
+      Limits l;
+      l.read_gbs = measure_read_bandwidth_gbs(pool, o.bw_bytes, 7);
+      l.copy_gbs = measure_copy_bandwidth_gbs(pool, o.bw_bytes / 2, 5);
+      l.fma_gflops = measure_fma_peak_gflops(pool, o.gemm.isa, 7);
+      limits[t] = l;
+      std::printf("%3d %10.2f %10.2f %12.1f\n", t, l.read_gbs, l.copy_gbs, l.fma_gflops);
+      std::fflush(stdout);
+    }
+  }
+
+  const int64_t pm = o.prefill_m;
+  if (has("prefill")) {
+    const std::vector<Shape> prefill = {
+        {"wqkv", pm, 6144, 4096},      {"wo", pm, 4096, 4096},          {"w1/w3", pm, 14336, 4096},
+        {"w2", pm, 4096, 14336},       {"plora_a", pm, 256, 4096},      {"plora_b", pm, 4096, 256},
+        {"vit_qkv", 1226, 1024, 1024}, {"vit_fc1", 1226, 4096, 1024},   {"vit_fc2", 1226, 1024, 4096},
+        {"proj_fc1", 1225, 4096, 1024}, {"proj_fc2", 1225, 4096, 4096},
+    };
+    run_cases("prefill", prefill, o, limits, false);
+  }
+  if (has("decode")) {
+    const std::vector<Shape> decode = {
+        {"wqkv", 1, 6144, 4096}, {"wo", 1, 4096, 4096},      {"w1/w3", 1, 14336, 4096},
+        {"w2", 1, 4096, 14336},  {"lm_head", 1, 92544, 4096}, {"w1/w3 m=4", 4, 14336, 4096},
+    };
+    run_cases("decode", decode, o, limits, true);
+  }
+  if (has("custom")) run_cases("custom", o.custom, o, limits, true);
+  if (has("sweep")) run_sweep(o);
+  return 0;
+}
