@@ -129,7 +129,8 @@ CheckpointFormat detect_format(const MappedFile& f) {
   const uint8_t* d = f.data();
   const size_t n = f.size();
   // safetensors first: its 8-byte little-endian header length can itself start with 0x80 0x02
-  // (a 640-byte header), which would look like a legacy pickle.
+  // (a 640-byte header), which would look like a legacy pickle, or with "PK" (19280 bytes). Byte 8
+  // of a zip (the low byte of the compression method) or of a pickle is never '{'.
   if (n >= 9 && d[8] == '{') return CheckpointFormat::Safetensors;
   if (n >= 2 && d[0] == 'P' && d[1] == 'K') return CheckpointFormat::TorchBin;
   if (n >= 2 && d[0] == 0x80 && d[1] <= 5) return CheckpointFormat::TorchBin;  // legacy torch.save (rejected there)

@@ -234,5 +234,23 @@ TEST(Safetensors, OpenFileNamesTheFile) {
   EXPECT_XC2_ERROR(Checkpoint::open_file(dir.file("empty.safetensors")), Io, "holds no tensors");
 }
 
+TEST(Safetensors, FormatDetectedFromBytesWhateverTheHeaderLength) {
+  // Header lengths whose little-endian bytes start like a pickle (0x80 0x02 = 640) or a zip
+  // ("PK" = 0x4b50 = 19280) must still be read as safetensors, whatever the file is called.
+  test::TempDir dir;
+  for (const size_t n : {size_t{640}, size_t{19280}}) {
+    SCOPED_TRACE(n);
+    std::string header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    header.append(n - header.size(), ' ');
+    const std::string file = make_safetensors_raw(header, pattern_bytes(8));
+    for (const char* name : {"model.safetensors", "pytorch_model.bin", "weights"}) {
+      test::write_bytes(dir.file(name), file);
+      const Checkpoint ck = Checkpoint::open_file(dir.file(name));
+      EXPECT_EQ(ck.format(), CheckpointFormat::Safetensors) << name;
+      EXPECT_NE(ck.find("w"), nullptr);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace xc2::io
