@@ -58,11 +58,14 @@ class Checkpoint {
 // Writes tensors as safetensors shards (model-0000k-of-0000n.safetensors, each at most
 // max_shard_bytes unless one tensor is larger) plus model.safetensors.index.json when n > 1, or a
 // single model.safetensors when everything fits in one shard. Names and bytes are kept verbatim.
+// max_shard_bytes == 0 means one shard. Creates out_dir; refuses (Error{InvalidArgument}) a folder
+// that already holds *.safetensors or model.safetensors.index.json, so stale shards never mix in.
 void write_safetensors_shards(const std::vector<TensorView>& tensors, const std::string& out_dir,
                               size_t max_shard_bytes);
 
 // `xc2 convert`: reads a model folder in either format and writes it as safetensors into out_dir,
-// copying the non-weight files (config.json, tokenizer.model, *.json, *.py, ...) alongside.
+// copying the non-weight files (config.json, tokenizer.model, *.json, *.py, ...) alongside
+// (not *.bin, *.safetensors or their index files; not subfolders). Refuses out_dir == model_dir.
 void convert_checkpoint(const std::string& model_dir, const std::string& out_dir, size_t max_shard_bytes);
 
 }  // namespace xc2::io
