@@ -174,24 +174,35 @@ thread_local Scratch tls_scratch;
 
 // ---- ISA selection -----------------------------------------------------------------------------------
 
-bool cpu_has(GemmIsa isa) {
+struct CpuFeatures {
+  bool avx2 = false, avx512 = false;
+};
+
+// Detected once: CPUID is a VM exit under virtualisation (microseconds), far too slow per call.
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = [] {
+    CpuFeatures r;
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    __builtin_cpu_init();
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+    r.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+    r.avx512 = r.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+    return r;
+  }();
+  return f;
+}
+
+bool cpu_has(GemmIsa isa) {
   switch (isa) {
     case GemmIsa::Auto:
     case GemmIsa::Scalar: return true;
-    case GemmIsa::Avx2: return avx2;
-    case GemmIsa::Avx512:
-      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    case GemmIsa::Avx2: return cpu_features().avx2;
+    case GemmIsa::Avx512: return cpu_features().avx512;
   }
   return false;
-#else
-  return isa == GemmIsa::Auto || isa == GemmIsa::Scalar;
-#endif
 }
 
 const IsaKernels* kernels_for(GemmIsa isa) {
@@ -384,7 +395,8 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
     // Threads split n into contiguous runs of 16 rows; each weight row is read by one thread, once.
     const int64_t units = (a.n + 15) / 16;
     const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
-    XC2_CHECK(scratch.reserve(tasks, 0, static_cast<size_t>(a.k)), Internal, "gemm: out of memory for scratch");
+    XC2_CHECK(scratch.reserve(tasks, 0, static_cast<size_t>(rows_scratch_floats(a.m, a.k))), Internal,
+              "gemm: out of memory for scratch");
     auto body = [&](int t, int nt) {
       int64_t b, e;
       split(units, nt, t, &b, &e);

@@ -2,7 +2,7 @@
 //   tile:   12 x 32 register block (24 zmm accumulators), per k: 2 aligned loads of the w micro-panel,
 //           12 broadcasts of x, 24 f32 FMAs. Rows 1..12 are template instantiations; columns are masked.
 //   pack_w: widen 16 rows x 16 k of w (f32 load / vcvtph2ps / bf16 << 16), 16x16 in-register transpose.
-//   rows:   4 x-rows x 4 w-rows per block, 16-lane partial sums over k, masked k tail, then
+//   rows:   6 x-rows x 4 w-rows per block, 16-lane partial sums over k, masked k tail, then
 //           _mm512_reduce_add_ps (a fixed order), so every output's value is independent of m and threads.
 // GCC 12's avx512fintrin.h trips -Wuninitialized on its own _mm512_undefined_* (GCC bug 105593); the
 // pragma must precede the header because the warning is located inside it.
@@ -28,7 +28,7 @@ namespace {
 constexpr int kMr = 12;  // rows of x per micro-tile
 constexpr int kNv = 2;   // zmm vectors per micro-tile row
 constexpr int kNr = 16 * kNv;
-constexpr int kRowsMb = 4;  // rows path: x rows per block
+constexpr int kRowsMb = 6;  // rows path: x rows per block  (6 x 4 = 24 zmm accumulators)
 constexpr int kRowsNw = 4;  // rows path: w rows per block
 
 template <DType DT>
@@ -206,6 +206,9 @@ XC2_AVX512 void tile(int64_t klen, const float* xp, const float* wp, float* y, i
 }
 
 // ---- rows path ---------------------------------------------------------------------------------------
+// For each group of kRowsNw w rows (streamed from memory once; re-read from L1/L2 for further x blocks),
+// blocks of kRowsMb x rows accumulate 16-lane partial sums over all of k, then reduce in a fixed order.
+// (Cutting k into L1-sized chunks, with partial sums parked between chunks, measured slower.)
 
 template <DType DT, int MB, int NW>
 XC2_AVX512 void rows_block(const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t k, const float* bias,
@@ -250,13 +253,20 @@ XC2_AVX512 void rows_block(const float* x, int64_t ldx, const char* w, int64_t l
 template <DType DT, int NW>
 XC2_AVX512 void rows_group(const float* x, int64_t ldx, const char* w, int64_t ldw, const float* bias, float* y,
                            int64_t ldy, int64_t m, int64_t k, bool accumulate) {
+  static_assert(kRowsMb <= 8, "tails up to 7 rows");
   int64_t i = 0;
   for (; i + kRowsMb <= m; i += kRowsMb)
     rows_block<DT, kRowsMb, NW>(x + i * ldx, ldx, w, ldw, k, bias, y + i * ldy, ldy, accumulate);
+  const float* xi = x + i * ldx;
+  float* yi = y + i * ldy;
   switch (m - i) {
-    case 1: rows_block<DT, 1, NW>(x + i * ldx, ldx, w, ldw, k, bias, y + i * ldy, ldy, accumulate); break;
-    case 2: rows_block<DT, 2, NW>(x + i * ldx, ldx, w, ldw, k, bias, y + i * ldy, ldy, accumulate); break;
-    case 3: rows_block<DT, 3, NW>(x + i * ldx, ldx, w, ldw, k, bias, y + i * ldy, ldy, accumulate); break;
+    case 1: rows_block<DT, 1, NW>(xi, ldx, w, ldw, k, bias, yi, ldy, accumulate); break;
+    case 2: rows_block<DT, 2, NW>(xi, ldx, w, ldw, k, bias, yi, ldy, accumulate); break;
+    case 3: rows_block<DT, 3, NW>(xi, ldx, w, ldw, k, bias, yi, ldy, accumulate); break;
+    case 4: rows_block<DT, 4, NW>(xi, ldx, w, ldw, k, bias, yi, ldy, accumulate); break;
+    case 5: rows_block<DT, 5, NW>(xi, ldx, w, ldw, k, bias, yi, ldy, accumulate); break;
+    case 6: rows_block<DT, 6, NW>(xi, ldx, w, ldw, k, bias, yi, ldy, accumulate); break;
+    case 7: rows_block<DT, 7, NW>(xi, ldx, w, ldw, k, bias, yi, ldy, accumulate); break;
     default: break;
   }
 }

@@ -28,10 +28,12 @@ struct PackedKernels {
 
 // Rows path over w rows [n0, n1) and all m rows of x:
 //   y[i, j] = (accumulate ? y[i, j] : 0) + dot(x[i, :], widen(w[j, :])) (+ bias[j]), in that order.
-// bias is already f32 (or nullptr). scratch: k floats the kernel may use.
+// bias is already f32 (or nullptr). scratch: rows_scratch_floats(m, k) floats, 64-byte aligned.
 using RowsFn = void (*)(const float* x, int64_t ldx, const void* w, DType dtype, int64_t ldw, const float* bias,
                         float* y, int64_t ldy, int64_t m, int64_t k, int64_t n0, int64_t n1, bool accumulate,
                         float* scratch);
+
+inline int64_t rows_scratch_floats(int64_t /*m*/, int64_t k) { return k + 16; }
 
 struct IsaKernels {
   const char* name = nullptr;
