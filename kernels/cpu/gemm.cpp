@@ -297,6 +297,7 @@ const IsaKernels* scalar_kernels() {
   static const IsaKernels k = [] {
     IsaKernels s;
     s.name = "scalar";
+    s.rows_max_m = 4;
     s.packed.mr = kScalarMr;
     s.packed.nr = kScalarNr;
     s.packed.kc = 256;
@@ -345,6 +346,8 @@ const char* gemm_isa_name(GemmIsa isa) {
 
 const char* gemm_isa() { return gemm_isa_name(gemm_resolve_isa(GemmIsa::Auto)); }
 
+int64_t gemm_rows_max_m(GemmIsa isa) { return kernels_for(gemm_resolve_isa(isa))->rows_max_m; }
+
 void gemm(const GemmArgs& args, ThreadPool& pool) { gemm(args, pool, GemmOptions{}); }
 
 void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
@@ -386,7 +389,7 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
 
   const IsaKernels* isa = kernels_for(gemm_resolve_isa(opts.isa));
   GemmPath path = opts.path;
-  if (path == GemmPath::Auto) path = a.m <= kGemmRowsMaxM ? GemmPath::Rows : GemmPath::Packed;
+  if (path == GemmPath::Auto) path = a.m <= isa->rows_max_m ? GemmPath::Rows : GemmPath::Packed;
 
   int threads = opts.max_threads > 0 ? std::min(opts.max_threads, pool.size()) : pool.size();
   if (a.m * a.n * a.k < (int64_t{1} << 17)) threads = 1;  // waking the pool costs more than the work

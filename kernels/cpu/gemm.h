@@ -4,7 +4,7 @@
 //
 // Two paths, both exact in the sense that every product is an f32 product of the f32 activation and
 // the exactly widened weight, summed in f32 (no bf16 rounding of activations, no vdpbf16ps):
-//   rows    (m <= kGemmRowsMaxM): streams each weight row once for all m rows of x (decode, memory-bound);
+//   rows    (m <= gemm_rows_max_m()): streams each weight row once for all m rows of x (decode, memory-bound);
 //           16-lane vector partial sums over k per output, then a fixed horizontal reduction.
 //   packed  (larger m): cache-blocked GEMM; W blocks are widened + transposed once into f32 panels and
 //           reused for all rows of x; register-blocked FMA micro-kernel (AVX-512: 12x32, AVX2: 6x16).
@@ -45,12 +45,10 @@ const char* gemm_isa();
 enum class GemmIsa : uint8_t { Auto, Scalar, Avx2, Avx512 };
 enum class GemmPath : uint8_t { Auto, Rows, Packed };
 
-// m at or below which the rows (streaming) path is used; measured with tools/bench/gemm_bench --sweep-m.
-constexpr int64_t kGemmRowsMaxM = 4;
 
 struct GemmOptions {
   GemmIsa isa = GemmIsa::Auto;     // Auto: XC2_GEMM_ISA if set, else the best the CPU supports
-  GemmPath path = GemmPath::Auto;  // Auto: rows for m <= kGemmRowsMaxM, packed otherwise
+  GemmPath path = GemmPath::Auto;  // Auto: rows for m <= gemm_rows_max_m(isa), packed otherwise
   int64_t kc = 0, mc = 0, nc = 0;  // packed-path block sizes (k, n, m); 0 = the ISA's default
   int max_threads = 0;             // 0 = pool.size()
 };
@@ -60,5 +58,8 @@ void gemm(const GemmArgs& args, ThreadPool& pool, const GemmOptions& opts);
 bool gemm_isa_supported(GemmIsa isa);  // compiled in and supported by this CPU (Auto: true)
 GemmIsa gemm_resolve_isa(GemmIsa isa);  // Auto -> XC2_GEMM_ISA or the best; unsupported -> best below it
 const char* gemm_isa_name(GemmIsa isa);
+// Largest m that GemmPath::Auto sends to the rows path for this ISA (Auto: the resolved one); measured
+// with `xc2_gemm_bench --suite sweep` (see docs/perf.md).
+int64_t gemm_rows_max_m(GemmIsa isa = GemmIsa::Auto);
 
 }  // namespace xc2::kernels::cpu

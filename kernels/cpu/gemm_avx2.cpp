@@ -262,6 +262,7 @@ const IsaKernels* avx2_kernels() {
   static const IsaKernels k = [] {
     IsaKernels s;
     s.name = "avx2";
+    s.rows_max_m = 16;
     s.packed.mr = kMr;
     s.packed.nr = kNr;
     s.packed.kc = 256;

@@ -299,6 +299,7 @@ const IsaKernels* avx512_kernels() {
   static const IsaKernels k = [] {
     IsaKernels s;
     s.name = "avx512";
+    s.rows_max_m = 32;
     s.packed.mr = kMr;
     s.packed.nr = kNr;
     s.packed.kc = 512;

@@ -37,6 +37,7 @@ inline int64_t rows_scratch_floats(int64_t /*m*/, int64_t k) { return k + 16; }
 
 struct IsaKernels {
   const char* name = nullptr;
+  int64_t rows_max_m = 0;  // GemmPath::Auto: rows path for m <= rows_max_m (measured)
   PackedKernels packed;
   RowsFn rows = nullptr;
 };

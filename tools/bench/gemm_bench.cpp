@@ -3,7 +3,7 @@
 //   prefill: m = 1225 (image prompt) x the model's linears -> ms, GFLOP/s, % of FMA peak
 //   decode:  m = 1 x the model's linears and the LM head -> ms, weight GB/s, % of read bandwidth
 //            (weights rotate over enough copies that each call streams from DRAM, not the LLC)
-//   sweep:   rows vs packed path over m, to place the threshold kGemmRowsMaxM
+//   sweep:   rows vs packed path over m, to place the threshold (IsaKernels::rows_max_m)
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -211,8 +211,9 @@ struct Limits {
   double read_gbs = 0, copy_gbs = 0, fma_gflops = 0;
 };
 
-const char* path_name(GemmPath p, int64_t m) {
-  if (p == GemmPath::Auto) p = m <= kGemmRowsMaxM ? GemmPath::Rows : GemmPath::Packed;
+const char* path_name(const GemmOptions& o, int64_t m) {
+  GemmPath p = o.path;
+  if (p == GemmPath::Auto) p = m <= gemm_rows_max_m(o.isa) ? GemmPath::Rows : GemmPath::Packed;
   return p == GemmPath::Rows ? "rows" : "packed";
 }
 
@@ -239,7 +240,7 @@ void run_cases(const char* suite, const std::vector<Shape>& shapes, const Option
         const Limits& l = limits[t];
         std::printf("%-14s %-5s %3d %6lld %6lld %6lld %-6s %9.3f %9.3f %9.1f %5.1f%% %8.2f %5.1f%%\n", s.name,
                     dtype_short(dt), t, static_cast<long long>(s.m), static_cast<long long>(s.n),
-                    static_cast<long long>(s.k), path_name(o.gemm.path, s.m), tm.best_ms, tm.median_ms, gflops,
+                    static_cast<long long>(s.k), path_name(o.gemm, s.m), tm.best_ms, tm.median_ms, gflops,
                     l.fma_gflops > 0 ? 100.0 * gflops / l.fma_gflops : 0.0, wgbs,
                     l.read_gbs > 0 ? 100.0 * wgbs / l.read_gbs : 0.0);
         std::fflush(stdout);
@@ -249,17 +250,17 @@ void run_cases(const char* suite, const std::vector<Shape>& shapes, const Option
 }
 
 void run_sweep(const Options& o) {
-  std::printf("\n# sweep: rows vs packed path over m (best of %d calls, weights rotated)\n", o.reps);
+  std::printf("\n# sweep: rows vs packed path over m (best of %d calls, each on a cold weight copy)\n", o.reps);
   std::printf("%-5s %3s %6s %6s %6s %10s %10s %8s %s\n", "dtype", "thr", "m", "n", "k", "rows_ms", "packed_ms",
               "rows/pk", "faster");
-  const int64_t ms[] = {1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64};
+  const int64_t ms[] = {1, 2, 4, 6, 8, 12, 16, 24, 32, 40, 48, 64, 96, 128};
   const std::pair<int64_t, int64_t> nks[] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
   for (DType dt : o.dtypes) {
     for (const auto& [n, k] : nks) {
       const size_t wbytes = static_cast<size_t>(n * k) * dtype_size(dt);
       const size_t copies = std::max<size_t>(2, (o.decode_rotate_bytes + wbytes - 1) / wbytes);
       const Weights w = make_weights(dt, n, k, copies);
-      std::vector<float> x(static_cast<size_t>(64 * k)), y(static_cast<size_t>(64 * n));
+      std::vector<float> x(static_cast<size_t>(128 * k)), y(static_cast<size_t>(128 * n));
       for (auto& v : x) v = next_uniform();
       for (int t : o.threads) {
         ThreadPool pool(t);
@@ -267,7 +268,7 @@ void run_sweep(const Options& o) {
           GemmOptions rows = o.gemm, packed = o.gemm;
           rows.path = GemmPath::Rows;
           packed.path = GemmPath::Packed;
-          const int calls = std::max<int>(o.reps, static_cast<int>(copies));
+          const int calls = o.reps;  // each call on a different (cold) copy
           const Timing tr = time_gemm(w, x, y, m, pool, rows, calls);
           const Timing tp = time_gemm(w, x, y, m, pool, packed, calls);
           std::printf("%-5s %3d %6lld %6lld %6lld %10.3f %10.3f %8.2f %s\n", dtype_short(dt), t,
