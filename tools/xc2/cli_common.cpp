@@ -104,8 +104,10 @@ void add_generation_options(CLI::App* app, GenerationFlags& g) {
 }
 
 void add_prompt_options(CLI::App* app, PromptFlags& p) {
+  // One value per occurrence, so `--image a.png "prompt"` never takes the prompt for a second image.
   app->add_option("-i,--image", p.images, "Image file (PNG, JPEG, BMP, GIF, WebP); repeat for several")
-      ->type_name("PATH");
+      ->type_name("PATH")
+      ->allow_extra_args(false);
   app->add_option("--system", p.system, "System prompt (default: the upstream chat() meta instruction)")
       ->type_name("TEXT")
       ->each([&p](const std::string&) { p.system_set = true; });

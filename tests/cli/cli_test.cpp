@@ -1,0 +1,343 @@
+// The xc2 binary end to end on the tiny checkpoints: chat (one-shot JSON against the reference's greedy
+// tokens; an interactive session through stdin), caption (bad files, resume after a kill, shards),
+// logits against the golden logits, help texts and exit codes.
+// Oracles: the PyTorch reference's goldens (tests/data/golden) and the library's own ChatSession.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "io/checkpoint.h"
+#include "support/process.h"
+#include "support/test_util.h"
+#include "xc2/engine.h"
+
+namespace xc2 {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const std::string kExe = XC2_EXE;
+
+test::ProcessResult xc2(std::vector<std::string> args, const std::string& in = "") {
+  args.insert(args.begin(), kExe);
+  return test::run_process(args, in);
+}
+
+std::string model(const std::string& name) { return test::data_path("models/" + name); }
+std::string image(const std::string& name) { return test::data_path("images/" + name); }
+
+json golden_case(const std::string& m, const std::string& c) {
+  std::ifstream in(test::data_path("golden/" + m + "/case_" + c + ".json"));
+  return json::parse(in);
+}
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream is(s);
+  std::string l;
+  while (std::getline(is, l))
+    if (!l.empty()) out.push_back(l);
+  return out;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The reference's greedy tokens without the trailing stop token (xc2 reports it as stop_reason).
+std::vector<int32_t> golden_answer(const json& c) {
+  std::vector<int32_t> t = c["greedy"]["tokens"].get<std::vector<int32_t>>();
+  if (t.size() < 64u) t.pop_back();
+  return t;
+}
+
+TEST(CliChat, OneShotGreedyJsonEqualsReference) {
+  {
+    const json c = golden_case("tiny-a", "img1");
+    const auto r = xc2({"chat", "--model", model("tiny-a"), "--image", test::data_path(c["images"][0]), "--greedy",
+                        "--format", "json", "-n", "64", c["query"].get<std::string>()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(), golden_answer(c));
+    EXPECT_EQ(j["prompt_positions"].get<int64_t>(), c["n_positions"].get<int64_t>());
+    EXPECT_EQ(j["text"].get<std::string>(), c["greedy"]["text"].get<std::string>());
+  }
+  {
+    const json c = golden_case("tiny-b", "text");
+    const auto r = xc2({"chat", "--model", model("tiny-b-bin"), "--greedy", "--format", "json", "-n", "64",
+                        c["query"].get<std::string>()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(), golden_answer(c));
+    EXPECT_EQ(j["stop_reason"].get<std::string>(), c["greedy"]["tokens"].back() == 2 ? "eos" : "im_end");
+  }
+}
+
+TEST(CliChat, StreamsTextAndStats) {
+  const json c = golden_case("tiny-a", "img1");
+  const auto r = xc2({"chat", "--model", model("tiny-a"), "-i", test::data_path(c["images"][0]), "--greedy", "--stats",
+                      "-n", "64", c["query"].get<std::string>()});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, c["greedy"]["text"].get<std::string>() + "\n");
+  EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
+}
+
+TEST(CliChat, InteractiveSessionThroughStdinKeepsHistory) {
+  const std::string q1 = "Hello, who are you?", q2 = "And what can you do?";
+  const auto r = xc2({"chat", "--model", model("tiny-a"), "--greedy", "--format", "json", "-n", "6", "--ignore-eos",
+                      "--no-system"},
+                     q1 + "\n\n" + q2 + "\n");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto out = lines_of(r.out);
+  ASSERT_EQ(out.size(), 2u) << r.out;
+  const auto t2 = json::parse(out[1])["tokens"].get<std::vector<int32_t>>();
+
+  // The same two turns through the library's ChatSession.
+  EngineOptions eo;
+  eo.model_dir = model("tiny-a");
+  eo.device = "cpu";
+  auto engine = Engine::load(eo);
+  GenerationOptions o;
+  o.do_sample = false;
+  o.max_new_tokens = 6;
+  o.ignore_eos = true;
+  auto chat = engine->new_chat(std::string());
+  const auto a1 = chat->ask(q1, {}, o);
+  EXPECT_EQ(json::parse(out[0])["tokens"].get<std::vector<int32_t>>(), a1.tokens);
+  EXPECT_EQ(t2, chat->ask(q2, {}, o).tokens);
+  // Without the first turn the second answer differs: the history was used.
+  const auto alone = xc2({"chat", "--model", model("tiny-a"), "--greedy", "--format", "json", "-n", "6",
+                          "--ignore-eos", "--no-system", q2});
+  ASSERT_EQ(alone.status, 0) << alone.err;
+  EXPECT_NE(json::parse(alone.out)["tokens"].get<std::vector<int32_t>>(), t2);
+}
+
+TEST(CliChat, ImageCommandAndResetInSession) {
+  const auto r = xc2({"chat", "--model", model("tiny-b"), "--greedy", "-n", "4", "--format", "json"},
+                     "/image " + image("rgb_64x48.png") + "\nWhat is this?\n/reset\n/image " +
+                         image("not_an_image.png") + "\nAnd this?\nHello\n/exit\nnever read\n");
+  // The bad image fails one turn (exit 1 at the end), the session goes on.
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(lines_of(r.out).size(), 2u) << r.out;
+  EXPECT_NE(r.err.find("not_an_image.png"), std::string::npos) << r.err;
+}
+
+class CliCaption : public testing::Test {
+ protected:
+  test::TempDir tmp_;
+  std::string dir() const { return tmp_.path() + "/imgs"; }
+  void make_folder() {
+    fs::create_directories(dir() + "/sub");
+    fs::copy_file(image("rgb_64x48.png"), dir() + "/a_good.png");
+    fs::copy_file(image("lossless_32x24.webp"), dir() + "/b_good.webp");
+    fs::copy_file(image("corrupt.png"), dir() + "/c_corrupt.png");
+    test::write_bytes(dir() + "/d_text.png", "this is a text file, not a PNG\n");
+    test::write_bytes(dir() + "/notes.txt", "not an image name\n");
+    fs::copy_file(image("odd_37x23.png"), dir() + "/sub/e_good.png");
+  }
+};
+
+TEST_F(CliCaption, BadFilesGetErrorRecordsAndTheBatchGoesOn) {
+  make_folder();
+  const std::string out = tmp_.path() + "/caps.jsonl";
+  const auto r = xc2({"caption", "--model", model("tiny-a"), dir(), "--out", out, "-n", "8"});
+  EXPECT_EQ(r.status, 1) << r.err;  // partial failure
+  std::map<std::string, json> recs;
+  for (const auto& l : lines_of(read_all(out))) {
+    const json j = json::parse(l);
+    recs[fs::path(j["path"].get<std::string>()).filename().string()] = j;
+  }
+  ASSERT_EQ(recs.size(), 4u);  // no notes.txt, no sub/ without --recursive
+  EXPECT_TRUE(recs["a_good.png"].contains("caption"));
+  EXPECT_TRUE(recs["b_good.webp"].contains("caption"));
+  EXPECT_GT(recs["a_good.png"]["generated_tokens"].get<int>(), 0);
+  EXPECT_TRUE(recs["a_good.png"].contains("ms"));
+  EXPECT_TRUE(recs["c_corrupt.png"].contains("error"));
+  EXPECT_NE(recs["c_corrupt.png"]["error"].get<std::string>().find("c_corrupt.png"), std::string::npos);
+  EXPECT_TRUE(recs["d_text.png"].contains("error"));
+
+  const auto rr = xc2({"caption", "--model", model("tiny-a"), "--recursive", dir(), "-n", "4", "--batch-size", "3"});
+  EXPECT_EQ(rr.status, 1) << rr.err;
+  EXPECT_EQ(lines_of(rr.out).size(), 5u) << rr.out;
+}
+
+TEST_F(CliCaption, ResumeAfterKillRedoesNothingFinished) {
+  fs::create_directories(dir());
+  const int n = 16;
+  for (int i = 0; i < n; ++i) fs::copy_file(image("rgb_64x48.png"), dir() + "/img" + std::to_string(100 + i) + ".png");
+  const std::string out = tmp_.path() + "/caps.jsonl";
+  const std::vector<std::string> args = {kExe, "caption", "--model", model("tiny-a"), dir(), "--out", out, "-n", "200",
+                                         "--ignore-eos"};
+  const pid_t pid = test::spawn_process(args, tmp_.path() + "/o.txt", tmp_.path() + "/e.txt");
+  // Wait for a few finished records, then kill it hard.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (lines_of(read_all(out)).size() < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGKILL);
+  test::wait_process(pid);
+  const std::string before = read_all(out);
+  std::vector<std::string> done_before = lines_of(before);
+  ASSERT_GE(done_before.size(), 3u);
+  ASSERT_LT(done_before.size(), static_cast<size_t>(n)) << "the run finished before it could be killed";
+  // Simulate a torn last line too.
+  { std::ofstream(out, std::ios::app) << "{\"path\": \"" << dir() << "/img1"; }
+
+  const auto r = xc2({"caption", "--model", model("tiny-a"), dir(), "--out", out, "-n", "200", "--ignore-eos",
+                      "--resume"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto after = lines_of(read_all(out));
+  ASSERT_EQ(after.size(), static_cast<size_t>(n));
+  // Finished records are kept byte for byte, in order, and nothing is captioned twice.
+  for (size_t i = 0; i < done_before.size(); ++i) EXPECT_EQ(after[i], done_before[i]);
+  std::set<std::string> paths;
+  for (const auto& l : after) {
+    const json j = json::parse(l);
+    EXPECT_TRUE(j.contains("caption"));
+    EXPECT_TRUE(paths.insert(j["path"].get<std::string>()).second) << "captioned twice: " << j["path"];
+  }
+  EXPECT_NE(r.err.find("resuming: " + std::to_string(done_before.size()) + " of " + std::to_string(n)),
+            std::string::npos)
+      << r.err;
+}
+
+TEST_F(CliCaption, ShardsCoverTheListExactlyOnce) {
+  fs::create_directories(dir());
+  std::vector<std::string> list;
+  for (const std::string name : {"rgb_64x48.png", "odd_37x23.png", "gray_33x20.png", "palette_30x30.png",
+                                 "rgba_40x30.png", "lossy_32x24.webp", "rgb_45x31.bmp"})
+    list.push_back(image(name));
+  {
+    std::ofstream l(tmp_.path() + "/list.txt");
+    for (const auto& p : list) l << p << "\n";
+  }
+  std::multiset<std::string> seen;
+  for (int k = 1; k <= 3; ++k) {
+    const auto r = xc2({"caption", "--model", model("tiny-b"), "--list", tmp_.path() + "/list.txt", "--shard",
+                        std::to_string(k) + "/3", "-n", "2"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto recs = lines_of(r.out);
+    EXPECT_GE(recs.size(), 2u);
+    for (const auto& l : recs) seen.insert(json::parse(l)["path"].get<std::string>());
+  }
+  EXPECT_EQ(seen, std::multiset<std::string>(list.begin(), list.end()));
+  EXPECT_EQ(xc2({"caption", "--model", model("tiny-b"), "--shard", "4/3", image("rgb_64x48.png")}).status, 2);
+  EXPECT_EQ(xc2({"caption", "--model", model("tiny-b"), "--shard", "x", image("rgb_64x48.png")}).status, 2);
+}
+
+std::vector<float> read_npy_f32(const std::string& path, int64_t& rows, int64_t& cols) {
+  const std::string b = read_all(path);
+  EXPECT_EQ(b.substr(0, 6), "\x93NUMPY");
+  const size_t hlen = static_cast<unsigned char>(b[8]) | (static_cast<unsigned char>(b[9]) << 8);
+  const std::string header = b.substr(10, hlen);
+  EXPECT_NE(header.find("'<f4'"), std::string::npos) << header;
+  const size_t lp = header.find('('), comma = header.find(',', lp), rp = header.find(')', lp);
+  rows = std::stoll(header.substr(lp + 1, comma - lp - 1));
+  cols = std::stoll(header.substr(comma + 1, rp - comma - 1));
+  EXPECT_EQ((10 + hlen) % 64, 0u);
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  std::memcpy(v.data(), b.data() + 10 + hlen, v.size() * 4);
+  return v;
+}
+
+TEST(CliLogits, EqualGoldenLogits) {
+  for (const auto& [m, c] : std::vector<std::pair<std::string, std::string>>{{"tiny-a", "img2"}, {"tiny-b", "text"}}) {
+    SCOPED_TRACE(m + "/" + c);
+    const json g = golden_case(m, c);
+    test::TempDir tmp;
+    std::vector<std::string> args = {"logits", "--model", model(m), g["query"].get<std::string>(), "--out",
+                                     tmp.file("l.npy"), "--tokens-out", tmp.file("t.json")};
+    if (g["system"].get<std::string>().empty()) args.push_back("--no-system");
+    else ASSERT_EQ(g["system"].get<std::string>(), default_system_prompt());
+    for (const auto& im : g["images"]) args.insert(args.end(), {"--image", test::data_path(im.get<std::string>())});
+    const auto r = xc2(args);
+    ASSERT_EQ(r.status, 0) << r.err;
+    int64_t rows = 0, cols = 0;
+    const std::vector<float> got = read_npy_f32(tmp.file("l.npy"), rows, cols);
+    const io::Checkpoint gold =
+        io::Checkpoint::open_file(test::data_path("golden/" + m + "/case_" + c + ".safetensors"));
+    const io::TensorView* want = gold.find("logits");
+    ASSERT_NE(want, nullptr);
+    ASSERT_EQ(want->shape, (std::vector<int64_t>{rows, cols}));
+    const auto rep = test::compare_rel_l2(got.data(), static_cast<const float*>(want->data), rows * cols, 1e-5);
+    EXPECT_TRUE(rep.ok) << rep.detail;
+    const json toks = json::parse(read_all(tmp.file("t.json")));
+    std::vector<int32_t> ids;
+    for (const auto& t : toks) ids.push_back(t.is_null() ? -1 : t.get<int32_t>());
+    EXPECT_EQ(ids, g["tokens"].get<std::vector<int32_t>>());
+  }
+}
+
+TEST(CliExitCodes, UsageModelAndInputErrors) {
+  EXPECT_EQ(xc2({"--version"}).status, 0);
+  EXPECT_EQ(xc2({}).status, 2);
+  EXPECT_EQ(xc2({"chat", "--no-such-flag"}).status, 2);
+  EXPECT_EQ(xc2({"chat", "--model", model("tiny-b"), "--temperature", "-1", "x"}).status, 2);
+  const auto missing_model = xc2({"chat", "--model", "/nonexistent/model", "hi"});
+  EXPECT_EQ(missing_model.status, 3);
+  EXPECT_EQ(missing_model.err.rfind("xc2: error: ", 0), 0u) << missing_model.err;
+  EXPECT_NE(missing_model.err.find("/nonexistent/model"), std::string::npos);
+  const auto missing_image = xc2({"chat", "--model", model("tiny-b"), "--image", "/nonexistent.png", "hi"});
+  EXPECT_EQ(missing_image.status, 2);
+  EXPECT_NE(missing_image.err.find("/nonexistent.png"), std::string::npos) << missing_image.err;
+  const auto markers = xc2({"chat", "--model", model("tiny-b"), "--image", image("rgb_64x48.png"),
+                            "<ImageHere> and <ImageHere>"});
+  EXPECT_EQ(markers.status, 2);
+  EXPECT_NE(markers.err.find("2 <ImageHere> markers"), std::string::npos) << markers.err;
+
+  test::TempDir tmp;
+  fs::copy_file(model("tiny-b") + "/tokenizer.model", tmp.file("tokenizer.model"));
+  test::write_bytes(tmp.file("config.json"), "{\"model_type\": \"internlmxcomposer2\", ");
+  const auto bad_config = xc2({"chat", "--model", tmp.path(), "hi"});
+  EXPECT_EQ(bad_config.status, 3);
+  EXPECT_NE(bad_config.err.find("config.json"), std::string::npos) << bad_config.err;
+  EXPECT_EQ(xc2({"info", "--model", tmp.path()}).status, 3);
+}
+
+TEST(CliHelp, EveryCommandHasExamples) {
+  for (const std::string cmd : {"chat", "caption", "compose", "logits", "info", "convert", "bench"}) {
+    const auto r = xc2({cmd, "--help"});
+    EXPECT_EQ(r.status, 0) << cmd;
+    EXPECT_NE(r.out.find("Examples"), std::string::npos) << cmd;
+  }
+  const auto top = xc2({"--help"});
+  EXPECT_EQ(top.status, 0);
+  EXPECT_NE(top.out.find("Exit codes"), std::string::npos);
+}
+
+TEST(CliInfoConvert, InfoBothFormatsAndConvertRoundTrip) {
+  const auto a = xc2({"info", "--model", model("tiny-a-bin"), "--check", "--format", "json"});
+  ASSERT_EQ(a.status, 0) << a.err;
+  const json j = json::parse(a.out);
+  EXPECT_EQ(j["format"], "pytorch");
+  EXPECT_EQ(j["visual_tokens"], 16);
+  test::TempDir tmp;
+  const auto c = xc2({"convert", "--model", model("tiny-a-bin"), "--out", tmp.file("st"), "--shard-size", "2MB"});
+  ASSERT_EQ(c.status, 0) << c.err;
+  const auto b = xc2({"info", "--model", tmp.file("st"), "--check", "--format", "json"});
+  ASSERT_EQ(b.status, 0) << b.err;
+  const json k = json::parse(b.out);
+  EXPECT_EQ(k["format"], "safetensors");
+  EXPECT_GT(k["files"].get<int>(), 1);
+  EXPECT_EQ(k["tensors"], j["tensors"]);
+  EXPECT_EQ(k["bytes"], j["bytes"]);
+  // The converted model answers exactly like the original.
+  const auto x = xc2({"chat", "--model", model("tiny-a-bin"), "--greedy", "--format", "json", "-n", "8", "hi"});
+  const auto y = xc2({"chat", "--model", tmp.file("st"), "--greedy", "--format", "json", "-n", "8", "hi"});
+  EXPECT_EQ(json::parse(x.out)["tokens"], json::parse(y.out)["tokens"]);
+}
+
+}  // namespace
+}  // namespace xc2
