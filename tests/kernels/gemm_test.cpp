@@ -85,8 +85,8 @@ void ref_gemm(const Mat& x, const Mat& w, const Mat* bias, bool accumulate, cons
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       double s = 0;
-      const float* xr = &x.vals[static_cast<size_t>(i * k)];
-      const float* wr = &w.vals[static_cast<size_t>(j * k)];
+      const float* xr = x.vals.data() + i * k;
+      const float* wr = w.vals.data() + j * k;
       for (int64_t kk = 0; kk < k; ++kk) s += static_cast<double>(xr[kk]) * wr[kk];
       double v = accumulate ? static_cast<double>(y_in[static_cast<size_t>(i * ldy + j)]) + s : s;
       if (bias) v += bias->vals[static_cast<size_t>(j)];
