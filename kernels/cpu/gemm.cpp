@@ -400,14 +400,23 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
     const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
     XC2_CHECK(scratch.reserve(tasks, 0, static_cast<size_t>(rows_scratch_floats(a.m, a.k))), Internal,
               "gemm: out of memory for scratch");
-    auto body = [&](int t, int nt) {
+    // The task captures one pointer, so std::function keeps it inline (no allocation per call).
+    struct Job {
+      const GemmArgs* a;
+      const IsaKernels* isa;
+      const float* bias;
+      Scratch* scratch;
+      int64_t units;
+    } job{&a, isa, bias, &scratch, units};
+    auto body = [j = &job](int t, int nt) {
+      const GemmArgs& g = *j->a;
       int64_t b, e;
-      split(units, nt, t, &b, &e);
+      split(j->units, nt, t, &b, &e);
       b *= 16;
-      e = std::min(e * 16, a.n);
+      e = std::min(e * 16, g.n);
       if (b < e)
-        isa->rows(a.x, a.ldx, a.w, a.w_dtype, a.ldw, bias, a.y, a.ldy, a.m, a.k, b, e, a.accumulate,
-                  scratch.w[static_cast<size_t>(t)].data);
+        j->isa->rows(g.x, g.ldx, g.w, g.w_dtype, g.ldw, j->bias, g.y, g.ldy, g.m, g.k, b, e, g.accumulate,
+                     j->scratch->w[static_cast<size_t>(t)].data);
     };
     if (tasks == 1) body(0, 1); else pool.run(tasks, body);
     return;
@@ -441,13 +450,23 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
                                   static_cast<size_t>(((cols_cap + pk.nr - 1) / pk.nr) * pk.nr * klen_cap)),
               Internal, "gemm: out of memory for packing scratch");
   }
-  auto body = [&](int t, int nt) {
-    const int ti = t % tn, tj = t / tn;
+  struct Job {
+    const GemmArgs* a;
+    const float* bias;
+    const PackedKernels* pk;
+    Blocking bl;
+    Scratch* scratch;
+    int64_t units_n, units_m;
+    int tn, tm;
+  } job{&a, bias, &pk, bl, &scratch, units_n, units_m, tn, tm};
+  auto body = [j = &job](int t, int /*nt*/) {
+    const GemmArgs& g = *j->a;
+    const int64_t mr = j->pk->mr, nr = j->pk->nr;
     int64_t nb, ne, mb, me;
-    split(units_n, tn, ti, &nb, &ne);
-    split(units_m, tm, tj, &mb, &me);
-    packed_range(a, bias, pk, bl, mb * pk.mr, std::min(me * pk.mr, a.m), nb * pk.nr, std::min(ne * pk.nr, a.n),
-                 scratch.x[static_cast<size_t>(t)].data, scratch.w[static_cast<size_t>(t)].data);
+    split(j->units_n, j->tn, t % j->tn, &nb, &ne);
+    split(j->units_m, j->tm, t / j->tn, &mb, &me);
+    packed_range(g, j->bias, *j->pk, j->bl, mb * mr, std::min(me * mr, g.m), nb * nr, std::min(ne * nr, g.n),
+                 j->scratch->x[static_cast<size_t>(t)].data, j->scratch->w[static_cast<size_t>(t)].data);
   };
   if (tasks == 1) body(0, 1); else pool.run(tasks, body);
 }
