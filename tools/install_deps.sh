@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git libstb-dev nlohmann-json3-dev libsentencepiece-dev
-      libcli11-dev googletest libgtest-dev libwebp-dev)
+      libcli11-dev googletest libgtest-dev libwebp-dev libjpeg62-turbo-dev)
 if [[ "${1:-}" == "--reference" ]]; then
   pkgs+=(python3 python3-torch python3-numpy python3-pil python3-sentencepiece python3-torchvision sentencepiece)
 fi

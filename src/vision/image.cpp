@@ -1,7 +1,9 @@
 // Image decoding, Pillow-exact bicubic resize and CLIP normalisation (model-spec §8.5).
 //
 // Decoding: the format is picked from the magic bytes (never the file name):
-//   PNG, JPEG, BMP, GIF  -> stb_image (Debian's libstb; this is the only file that includes it)
+//   PNG, BMP, GIF        -> stb_image (Debian's libstb; this is the only file that includes it)
+//   JPEG                 -> libjpeg-turbo (the library Pillow links), default ISLOW IDCT and fancy
+//                           upsampling like Pillow, so decoded pixels are Pillow's bit for bit
 //   WebP (RIFF....WEBP)  -> libwebp WebPDecodeRGBInto (the same library Pillow's _webp module uses)
 // and the result is converted to RGB8 like PIL's `.convert('RGB')`: grey -> replicated, grey+alpha ->
 // grey replicated, RGBA -> alpha dropped (no compositing), palette -> expanded.
@@ -13,10 +15,10 @@
 //     Control Extension is cleared (in a copy) before stb decodes it. Pixels outside a first frame that
 //     does not cover the logical screen are filled like Pillow 9.4 does: palette[transparent index] if
 //     the frame declares one, else palette[0].
-//   - JPEG: stb_image's IDCT and chroma upsampling differ from libjpeg-turbo's, so JPEG pixels match
-//     Pillow only approximately (|diff| <= 3 seen; tests/vision allow 4). Decoding with libjpeg-turbo
-//     itself (JCS_RGB, default ISLOW DCT and fancy upsampling) matched Pillow 9.4 bit for bit on every
-//     JPEG tried, but needs libjpeg in the build. CMYK JPEGs follow stb's conversion, not Pillow's.
+//   - JPEG: greyscale is expanded to RGB by libjpeg (replication, as convert('RGB')); CMYK/YCCK is
+//     decoded to CMYK, inverted when the file has an Adobe marker (Pillow's "CMYK;I" raw mode), then
+//     converted with Pillow's cmyk2rgb. A file that ends early (libjpeg's "premature end" warning) is
+//     an error, as in Pillow without LOAD_TRUNCATED_IMAGES; 12-bit JPEGs are Unsupported.
 //   - No EXIF orientation is applied (neither does PIL.Image.open), no gamma or ICC handling.
 //   - Animated WebP is rejected (Unsupported); the frame would need libwebpdemux compositing. So are
 //     RLE-compressed BMPs, 12-bit JPEGs and other variants stb_image does not decode (Pillow reads them).
@@ -46,6 +48,11 @@
 #include <string>
 #include <vector>
 
+#include <csetjmp>
+#include <cstdio>
+
+#include <jpeglib.h>
+#include <jerror.h>
 #include <stb_image.h>
 #include <webp/decode.h>
 
@@ -335,6 +342,129 @@ const char* webp_status(VP8StatusCode s) {
   return "unknown error";
 }
 
+// ---- JPEG through libjpeg-turbo ----------------------------------------------------------------------
+// libjpeg reports fatal errors through error_exit, which must not return: it longjmps back to
+// decode_jpeg_raw, a function that holds no C++ objects with destructors between setjmp and the
+// jpeg calls; the caller turns the message into an xc2::Error.
+
+struct JpegError {
+  jpeg_error_mgr mgr;
+  jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+  bool premature_end;
+};
+
+extern "C" void xc2_jpeg_error_exit(j_common_ptr cinfo) {
+  JpegError* e = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, e->message);
+  longjmp(e->jump, 1);
+}
+
+extern "C" void xc2_jpeg_emit_message(j_common_ptr cinfo, int level) {
+  JpegError* e = reinterpret_cast<JpegError*>(cinfo->err);
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) e->premature_end = true;
+}
+
+enum class JpegStatus { Ok, Error, TooLarge, Truncated };
+
+// Decodes into `out` (resized by the caller-provided callback once the size is known). C-style on
+// purpose: no object with a destructor lives across the setjmp.
+JpegStatus decode_jpeg_raw(const uint8_t* data, size_t size, JpegError* err, uint8_t* (*alloc)(void*, int, int, int),
+                           void* alloc_ctx, int* width, int* height, bool* cmyk, bool* adobe) {
+  jpeg_decompress_struct cinfo;
+  cinfo.err = jpeg_std_error(&err->mgr);
+  err->mgr.error_exit = xc2_jpeg_error_exit;
+  err->mgr.emit_message = xc2_jpeg_emit_message;
+  err->premature_end = false;
+  err->message[0] = 0;
+  if (setjmp(err->jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return JpegStatus::Error;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  *cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  *adobe = cinfo.saw_Adobe_marker != 0;
+  cinfo.out_color_space = *cmyk ? JCS_CMYK : JCS_RGB;
+  *width = static_cast<int>(cinfo.image_width);
+  *height = static_cast<int>(cinfo.image_height);
+  const int comps = *cmyk ? 4 : 3;
+  uint8_t* buf = alloc(alloc_ctx, *width, *height, comps);
+  if (buf == nullptr) {
+    jpeg_destroy_decompress(&cinfo);
+    return JpegStatus::TooLarge;
+  }
+  jpeg_start_decompress(&cinfo);
+  const size_t stride = static_cast<size_t>(*width) * static_cast<size_t>(comps);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = buf + static_cast<size_t>(cinfo.output_scanline) * stride;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+    if (err->premature_end) break;
+  }
+  if (!err->premature_end) jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return err->premature_end ? JpegStatus::Truncated : JpegStatus::Ok;
+}
+
+struct JpegAlloc {
+  std::vector<uint8_t>* buf;
+  std::string name;
+  bool too_large = false;
+};
+
+uint8_t* jpeg_alloc(void* ctx, int w, int h, int comps) {
+  JpegAlloc* a = static_cast<JpegAlloc*>(ctx);
+  if (w <= 0 || h <= 0 || w > kMaxSide || h > kMaxSide || static_cast<int64_t>(w) * h > kMaxPixels) {
+    a->too_large = true;
+    return nullptr;
+  }
+  a->buf->resize(static_cast<size_t>(w) * static_cast<size_t>(h) * static_cast<size_t>(comps));
+  return a->buf->data();
+}
+
+// Pillow's MULDIV255 and cmyk2rgb (libImaging/Convert.c).
+inline int muldiv255(int a, int b) {
+  const int tmp = a * b + 128;
+  return ((tmp >> 8) + tmp) >> 8;
+}
+
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
+  std::vector<uint8_t> raw;
+  JpegAlloc alloc{&raw, name};
+  JpegError err;
+  int w = 0, h = 0;
+  bool cmyk = false, adobe = false;
+  const JpegStatus st = decode_jpeg_raw(data, size, &err, jpeg_alloc, &alloc, &w, &h, &cmyk, &adobe);
+  if (st == JpegStatus::TooLarge || alloc.too_large) check_dimensions(name, w, h);
+  if (st == JpegStatus::Truncated) XC2_THROW(Io, "'", name, "': truncated JPEG (premature end of data)");
+  if (st == JpegStatus::Error) {
+    const std::string msg = err.message;
+    if (msg.find("precision") != std::string::npos || msg.find("Unsupported") != std::string::npos ||
+        msg.find("not supported") != std::string::npos || msg.find("unsupported") != std::string::npos)
+      XC2_THROW(Unsupported, "'", name, "': unsupported JPEG (", msg, ")");
+    XC2_THROW(Io, "'", name, "': corrupt JPEG (", msg, ")");
+  }
+  Image img;
+  img.width = w;
+  img.height = h;
+  if (!cmyk) {
+    img.rgb = std::move(raw);
+    return img;
+  }
+  img.rgb.resize(static_cast<size_t>(w) * static_cast<size_t>(h) * 3);
+  for (size_t i = 0, n = static_cast<size_t>(w) * static_cast<size_t>(h); i < n; ++i) {
+    int c[4];
+    for (int k = 0; k < 4; ++k) c[k] = adobe ? 255 - raw[i * 4 + static_cast<size_t>(k)] : raw[i * 4 + static_cast<size_t>(k)];
+    const int nk = 255 - c[3];
+    for (int k = 0; k < 3; ++k) {
+      const int v = nk - muldiv255(c[k], nk);
+      img.rgb[i * 3 + static_cast<size_t>(k)] = static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+  }
+  return img;
+}
+
 Image decode_webp(const uint8_t* data, size_t size, const std::string& name) {
   WebPBitstreamFeatures features;
   const VP8StatusCode st = WebPGetFeatures(data, size, &features);
@@ -424,8 +554,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name_for
   XC2_CHECK(data != nullptr && size > 0, Io, "'", name, "': empty file");
   const Format fmt = sniff(data, size);
   switch (fmt) {
+    case Format::Jpeg: return decode_jpeg(data, size, name);
     case Format::Png:
-    case Format::Jpeg:
     case Format::Bmp:
     case Format::Gif: return decode_with_stb(data, size, name, fmt);
     case Format::WebP: return decode_webp(data, size, name);

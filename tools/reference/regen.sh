@@ -11,6 +11,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=0
 
 gen() {
   $PY tools/reference/make_test_images.py
+  $PY tools/reference/make_jpeg_goldens.py
   $PY tools/reference/make_tiny.py
   $PY tools/reference/make_golden.py
 }
