@@ -33,7 +33,7 @@ namespace {
 // ---- scalar kernels (portable; the compiler may auto-vectorise the fixed-size inner loops) ---------
 
 constexpr int kScalarMr = 4;
-constexpr int kScalarNr = 16;
+constexpr int kScalarNr = 8;
 constexpr int kScalarLanes = 8;
 
 inline float widen_one(const void* w, DType dtype, int64_t idx) {
@@ -76,11 +76,17 @@ void scalar_pack_w(const void* w, DType dtype, int64_t ldw, int64_t rows, int64_
   }
 }
 
+// Padding rows of the last micro-panel are zeroed: the scalar tile computes all kScalarMr rows.
 void scalar_pack_x(const float* x, int64_t ldx, int64_t rows, int64_t klen, float* dst) {
-  for (int64_t r = 0; r < rows; ++r) {
+  const int64_t padded = (rows + kScalarMr - 1) / kScalarMr * kScalarMr;
+  for (int64_t r = 0; r < padded; ++r) {
     float* d = dst + (r / kScalarMr) * klen * kScalarMr + (r % kScalarMr);
-    const float* s = x + r * ldx;
-    for (int64_t kk = 0; kk < klen; ++kk) d[kk * kScalarMr] = s[kk];
+    if (r < rows) {
+      const float* s = x + r * ldx;
+      for (int64_t kk = 0; kk < klen; ++kk) d[kk * kScalarMr] = s[kk];
+    } else {
+      for (int64_t kk = 0; kk < klen; ++kk) d[kk * kScalarMr] = 0.0f;
+    }
   }
 }
 
@@ -89,7 +95,7 @@ void scalar_tile(int64_t klen, const float* xp, const float* wp, float* y, int64
   float acc[kScalarMr][kScalarNr] = {};
   for (int64_t kk = 0; kk < klen; ++kk) {
     const float* b = wp + kk * kScalarNr;
-    for (int i = 0; i < rows; ++i) {
+    for (int i = 0; i < kScalarMr; ++i) {
       const float a = xp[kk * kScalarMr + i];
       for (int j = 0; j < kScalarNr; ++j) acc[i][j] += a * b[j];
     }

@@ -146,9 +146,12 @@ XC2_AVX2 void tile_r(int64_t klen, const float* xp, const float* wp, float* y, i
   }
   if (cols == kNr) {
     __m256 bv[kNv];
+    #pragma GCC unroll 16
     for (int v = 0; v < kNv; ++v) bv[v] = bias ? _mm256_loadu_ps(bias + v * 8) : _mm256_setzero_ps();
+    #pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       float* yr = y + i * ldy;
+      #pragma GCC unroll 16
       for (int v = 0; v < kNv; ++v) {
         __m256 o = acc[i][v];
         if (load_c) o = _mm256_add_ps(_mm256_loadu_ps(yr + v * 8), o);
@@ -158,8 +161,10 @@ XC2_AVX2 void tile_r(int64_t klen, const float* xp, const float* wp, float* y, i
     }
     return;
   }
+  #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
     alignas(32) float buf[kNr];
+    #pragma GCC unroll 16
     for (int v = 0; v < kNv; ++v) _mm256_store_ps(buf + v * 8, acc[i][v]);
     float* yr = y + i * ldy;
     for (int j = 0; j < cols; ++j) {
@@ -210,13 +215,18 @@ XC2_AVX2 void rows_block(const float* x, int64_t ldx, const char* w, int64_t ldw
   }
   if (kk < k) {
     __m256 wv[NW];
+    #pragma GCC unroll 16
     for (int j = 0; j < NW; ++j) wv[j] = load_w8_part<DT>(w + (j * ldw + kk) * es, k - kk);
+    #pragma GCC unroll 16
     for (int i = 0; i < MB; ++i) {
       const __m256 xv = load_x8_part(x + i * ldx + kk, k - kk);
+      #pragma GCC unroll 16
       for (int j = 0; j < NW; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
     }
   }
+  #pragma GCC unroll 16
   for (int i = 0; i < MB; ++i) {
+    #pragma GCC unroll 16
     for (int j = 0; j < NW; ++j) {
       float v = hsum8(acc[i][j]);
       if (accumulate) v = y[i * ldy + j] + v;

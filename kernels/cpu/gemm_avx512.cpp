@@ -179,6 +179,7 @@ XC2_AVX512 void tile_r(int64_t klen, const float* xp, const float* wp, float* y,
   }
   __mmask16 mk[kNv];
   __m512 bv[kNv];
+  #pragma GCC unroll 16
   for (int v = 0; v < kNv; ++v) {
     mk[v] = prefix_mask(cols - v * 16 < 0 ? 0 : cols - v * 16);
     bv[v] = bias ? _mm512_maskz_loadu_ps(mk[v], bias + v * 16) : _mm512_setzero_ps();
@@ -234,13 +235,18 @@ XC2_AVX512 void rows_block(const float* x, int64_t ldx, const char* w, int64_t l
   if (kk < k) {
     const __mmask16 mk = prefix_mask(k - kk);
     __m512 wv[NW];
+    #pragma GCC unroll 16
     for (int j = 0; j < NW; ++j) wv[j] = load_w16_mask<DT>(w + (j * ldw + kk) * es, mk);
+    #pragma GCC unroll 16
     for (int i = 0; i < MB; ++i) {
       const __m512 xv = _mm512_maskz_loadu_ps(mk, x + i * ldx + kk);
+      #pragma GCC unroll 16
       for (int j = 0; j < NW; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
     }
   }
+  #pragma GCC unroll 16
   for (int i = 0; i < MB; ++i) {
+    #pragma GCC unroll 16
     for (int j = 0; j < NW; ++j) {
       float v = _mm512_reduce_add_ps(acc[i][j]);
       if (accumulate) v = y[i * ldy + j] + v;
