@@ -65,6 +65,20 @@ float round_through(float v, DType dtype) {
   return v;
 }
 
+// A checkpoint tensor as f32 on the host (small tensors only: the position table, the CLS row).
+std::vector<float> widen_to_f32(const io::TensorView& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  const auto* h = static_cast<const uint16_t*>(t.data);
+  for (size_t i = 0; i < out.size(); ++i) {
+    switch (t.dtype) {
+      case DType::F32: out[i] = static_cast<const float*>(t.data)[i]; break;
+      case DType::F16: out[i] = f16_to_f32(h[i]); break;
+      case DType::BF16: out[i] = bf16_to_f32(h[i]); break;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<float> resize_position_table(const std::vector<float>& table, int64_t old_g, int64_t new_g, int64_t dim,
@@ -169,25 +183,8 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
               pos_view->shape_str(), ", expected [", g * g + 1, ", ", Dv, "] (img_size ", c.img_size, ") or [",
               native * native + 1, ", ", Dv, "] (the native ", vc.image_size, " px table)");
     const io::TensorView& pos = ws.get(pos_name, {rows, Dv});
-    std::vector<float> table(static_cast<size_t>(rows * Dv));
-    Tensor pos_t = Tensor::view(const_cast<void*>(pos.data), pos.shape, pos.dtype);
-    std::vector<float> cls_f(static_cast<size_t>(Dv));
-    for (int64_t i = 0; i < rows * Dv; ++i) table[static_cast<size_t>(i)] = 0;
-    {
-      // widen on the host (weights are host views at this point)
-      const Tensor cls_t = Tensor::view(const_cast<void*>(cls.data), cls.shape, cls.dtype);
-      auto widen = [](const Tensor& t, float* dst) {
-        for (int64_t i = 0; i < t.numel(); ++i) {
-          switch (t.dtype) {
-            case DType::F32: dst[i] = t.ptr<float>()[i]; break;
-            case DType::F16: dst[i] = f16_to_f32(t.ptr<uint16_t>()[i]); break;
-            case DType::BF16: dst[i] = bf16_to_f32(t.ptr<uint16_t>()[i]); break;
-          }
-        }
-      };
-      widen(pos_t, table.data());
-      widen(cls_t, cls_f.data());
-    }
+    std::vector<float> table = widen_to_f32(pos);
+    const std::vector<float> cls_f = widen_to_f32(cls);
     if (stored_g != g) {
       XC2_LOG_INFO("resizing the ViT position table from " << stored_g << "x" << stored_g << " to " << g << "x" << g);
       table = resize_position_table(table, stored_g, g, Dv, pos.dtype);
