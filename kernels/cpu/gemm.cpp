@@ -11,6 +11,7 @@
 #include "cpu/gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -331,9 +332,8 @@ GemmIsa gemm_resolve_isa(GemmIsa isa) {
   if (isa == GemmIsa::Auto) isa = env_isa();
   if (isa == GemmIsa::Auto) return best_isa();
   if (gemm_isa_supported(isa)) return isa;
-  static bool warned = false;
-  if (!warned) {
-    warned = true;
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true)) {
     XC2_LOG_WARN("GEMM ISA " << gemm_isa_name(isa) << " not available on this CPU/build; using "
                              << gemm_isa_name(best_isa()));
   }

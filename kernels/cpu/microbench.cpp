@@ -129,25 +129,19 @@ double fma_scalar(int64_t iters) {
 
 volatile double g_sink = 0;  // keeps results alive
 
+// Thread t's share of n floats (n a multiple of 64), in whole 64-float blocks.
+void share_blocks(size_t n, int nt, int t, size_t* b, size_t* e) {
+  const size_t blocks = n / 64;
+  *b = blocks * static_cast<size_t>(t) / static_cast<size_t>(nt) * 64;
+  *e = blocks * static_cast<size_t>(t + 1) / static_cast<size_t>(nt) * 64;
+}
+
 }  // namespace
 
-double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
+double measure_read_bandwidth_gbs(ThreadPool& pool, const float* p, size_t n_floats, int reps) {
   const int nt = pool.size();
-  const size_t n = std::max<size_t>(bytes / sizeof(float) / 64 * 64, 64);
-  std::unique_ptr<float, FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(4096, (n * 4 + 4095) / 4096 * 4096)));
-  XC2_CHECK(buf != nullptr, Internal, "microbench: cannot allocate ", bytes, " bytes");
-  float* p = buf.get();
-  // Shares of whole 64-float blocks; each thread touches (first-touch) the share it later reads.
-  auto share = [&](int t, size_t* b, size_t* e) {
-    const size_t blocks = n / 64;
-    *b = blocks * t / nt * 64;
-    *e = blocks * (t + 1) / nt * 64;
-  };
-  pool.run(nt, [&](int t, int) {
-    size_t b, e;
-    share(t, &b, &e);
-    for (size_t i = b; i < e; ++i) p[i] = static_cast<float>(i & 7);
-  });
+  const size_t n = n_floats / 64 * 64;
+  if (n == 0) return 0;
   const GemmIsa isa = gemm_resolve_isa(GemmIsa::Auto);
   std::vector<double> sums(static_cast<size_t>(nt));
   double best = 0;
@@ -155,7 +149,7 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
     const auto t0 = Clock::now();
     pool.run(nt, [&](int t, int) {
       size_t b, e;
-      share(t, &b, &e);
+      share_blocks(n, nt, t, &b, &e);
       double s;
 #ifdef XC2_MB_X86
       if (isa == GemmIsa::Avx512) s = read_avx512(p + b, e - b);
@@ -170,6 +164,21 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
     best = std::max(best, static_cast<double>(n * sizeof(float)) / sec / 1e9);
   }
   return best;
+}
+
+double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
+  const int nt = pool.size();
+  const size_t n = std::max<size_t>(bytes / sizeof(float) / 64 * 64, 64);
+  std::unique_ptr<float, FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(4096, (n * 4 + 4095) / 4096 * 4096)));
+  XC2_CHECK(buf != nullptr, Internal, "microbench: cannot allocate ", bytes, " bytes");
+  float* p = buf.get();
+  // Each thread first-touches the share it later reads.
+  pool.run(nt, [&](int t, int) {
+    size_t b, e;
+    share_blocks(n, nt, t, &b, &e);
+    for (size_t i = b; i < e; ++i) p[i] = static_cast<float>(i & 7);
+  });
+  return measure_read_bandwidth_gbs(pool, p, n, reps);
 }
 
 double measure_copy_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {

@@ -13,6 +13,9 @@ namespace xc2::kernels::cpu {
 // STREAM-like plain streaming read: each thread sums its contiguous share of a `bytes` buffer (choose it
 // much larger than the last-level cache, e.g. 1 GiB) with vector loads. Returns bytes read / s.
 double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 30, int reps = 5);
+// The same read over a caller-owned buffer (64-byte aligned, already written), so it can be interleaved
+// with other timings without allocating: n_floats is rounded down to a multiple of 64.
+double measure_read_bandwidth_gbs(ThreadPool& pool, const float* buf, size_t n_floats, int reps);
 
 // memcpy of `bytes` from one buffer to another, split across threads; counts read + written bytes
 // (2 * bytes / s, STREAM's "Copy" convention; write-allocate traffic, if any, is not counted).
