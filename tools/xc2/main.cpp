@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", xc2::version_string(), "Print the version and build (CUDA on/off)");
   app.require_subcommand(1);
   app.footer(kFooter);
-  app.formatter()->column_width(36);
+  app.get_formatter()->column_width(36);
 
   std::vector<std::pair<CLI::App*, Handler>> commands;
   auto add = [&](Handler (*reg)(CLI::App&)) {
