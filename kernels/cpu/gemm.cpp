@@ -304,7 +304,8 @@ const IsaKernels* scalar_kernels() {
   static const IsaKernels k = [] {
     IsaKernels s;
     s.name = "scalar";
-    s.rows_max_m = 4;
+    s.rows_max_m = 48;  // measured: docs/perf.md
+    s.rows_max_mk = 196608;
     s.packed.mr = kScalarMr;
     s.packed.nr = kScalarNr;
     s.packed.kc = 256;
@@ -352,7 +353,18 @@ const char* gemm_isa_name(GemmIsa isa) {
 
 const char* gemm_isa() { return gemm_isa_name(gemm_resolve_isa(GemmIsa::Auto)); }
 
-int64_t gemm_rows_max_m(GemmIsa isa) { return kernels_for(gemm_resolve_isa(isa))->rows_max_m; }
+namespace {
+// Up to this many rows the rows path wins whatever k is (the packed path must widen and transpose all of w).
+constexpr int64_t kRowsAlwaysM = 4;
+
+bool rows_path(const IsaKernels& ki, int64_t m, int64_t k) {
+  return m <= kRowsAlwaysM || (m <= ki.rows_max_m && m * k <= ki.rows_max_mk);
+}
+}  // namespace
+
+bool gemm_uses_rows_path(int64_t m, int64_t k, GemmIsa isa) {
+  return rows_path(*kernels_for(gemm_resolve_isa(isa)), m, k);
+}
 
 void gemm(const GemmArgs& args, ThreadPool& pool) { gemm(args, pool, GemmOptions{}); }
 
@@ -395,7 +407,7 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
 
   const IsaKernels* isa = kernels_for(gemm_resolve_isa(opts.isa));
   GemmPath path = opts.path;
-  if (path == GemmPath::Auto) path = a.m <= isa->rows_max_m ? GemmPath::Rows : GemmPath::Packed;
+  if (path == GemmPath::Auto) path = rows_path(*isa, a.m, a.k) ? GemmPath::Rows : GemmPath::Packed;
 
   int threads = opts.max_threads > 0 ? std::min(opts.max_threads, pool.size()) : pool.size();
   if (a.m * a.n * a.k < (int64_t{1} << 17)) threads = 1;  // waking the pool costs more than the work

@@ -4,7 +4,7 @@
 //
 // Two paths, both exact in the sense that every product is an f32 product of the f32 activation and
 // the exactly widened weight, summed in f32 (no bf16 rounding of activations, no vdpbf16ps):
-//   rows    (m <= gemm_rows_max_m()): streams each weight row once for all m rows of x (decode, memory-bound);
+//   rows    (small m, see gemm_uses_rows_path): streams each weight row once for all m rows of x (decode, memory-bound);
 //           16-lane vector partial sums over k per output, then a fixed horizontal reduction.
 //   packed  (larger m): cache-blocked GEMM; W blocks are widened + transposed once into f32 panels and
 //           reused for all rows of x; register-blocked FMA micro-kernel (AVX-512: 12x32, AVX2: 6x16).
@@ -48,7 +48,7 @@ enum class GemmPath : uint8_t { Auto, Rows, Packed };
 
 struct GemmOptions {
   GemmIsa isa = GemmIsa::Auto;     // Auto: XC2_GEMM_ISA if set, else the best the CPU supports
-  GemmPath path = GemmPath::Auto;  // Auto: rows for m <= gemm_rows_max_m(isa), packed otherwise
+  GemmPath path = GemmPath::Auto;  // Auto: gemm_uses_rows_path(m, k, isa) ? rows : packed
   int64_t kc = 0, mc = 0, nc = 0;  // packed-path block sizes (k, n, m); 0 = the ISA's default
   int max_threads = 0;             // 0 = pool.size()
 };
@@ -58,8 +58,9 @@ void gemm(const GemmArgs& args, ThreadPool& pool, const GemmOptions& opts);
 bool gemm_isa_supported(GemmIsa isa);  // compiled in and supported by this CPU (Auto: true)
 GemmIsa gemm_resolve_isa(GemmIsa isa);  // Auto -> XC2_GEMM_ISA or the best; unsupported -> best below it
 const char* gemm_isa_name(GemmIsa isa);
-// Largest m that GemmPath::Auto sends to the rows path for this ISA (Auto: the resolved one); measured
-// with `xc2_gemm_bench --suite sweep` (see docs/perf.md).
-int64_t gemm_rows_max_m(GemmIsa isa = GemmIsa::Auto);
+// Whether GemmPath::Auto takes the rows path for this m and k on this ISA (Auto: the resolved one):
+// m <= 4, or m <= a per-ISA limit and m * k within an L2-sized x budget. Measured with `xc2_gemm_bench --suite sweep`
+// (see docs/perf.md): AVX-512 rows for m <= 40 and m * k <= 196608 (k = 4096: m <= 40; k = 14336: m <= 13).
+bool gemm_uses_rows_path(int64_t m, int64_t k, GemmIsa isa = GemmIsa::Auto);
 
 }  // namespace xc2::kernels::cpu

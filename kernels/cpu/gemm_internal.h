@@ -37,7 +37,8 @@ inline int64_t rows_scratch_floats(int64_t /*m*/, int64_t k) { return k + 16; }
 
 struct IsaKernels {
   const char* name = nullptr;
-  int64_t rows_max_m = 0;  // GemmPath::Auto: rows path for m <= rows_max_m (measured)
+  int64_t rows_max_m = 0;   // GemmPath::Auto: rows path for m <= rows_max_m
+  int64_t rows_max_mk = 0;  //   and m * k <= rows_max_mk (x stays L2-resident while w rows stream)
   PackedKernels packed;
   RowsFn rows = nullptr;
 };

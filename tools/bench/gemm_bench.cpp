@@ -3,7 +3,7 @@
 //   prefill: m = 1225 (image prompt) x the model's linears -> ms, GFLOP/s, % of FMA peak
 //   decode:  m = 1 x the model's linears and the LM head -> ms, weight GB/s, % of read bandwidth
 //            (weights rotate over enough copies that each call streams from DRAM, not the LLC)
-//   sweep:   rows vs packed path over m, to place the threshold (IsaKernels::rows_max_m)
+//   sweep:   rows vs packed path over m, to place the threshold (gemm_uses_rows_path)
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -223,9 +223,9 @@ struct ReadBuffer {
   explicit ReadBuffer(size_t bytes) : data(bytes / sizeof(float), 1.0f) {}
 };
 
-const char* path_name(const GemmOptions& o, int64_t m) {
+const char* path_name(const GemmOptions& o, int64_t m, int64_t k) {
   GemmPath p = o.path;
-  if (p == GemmPath::Auto) p = m <= gemm_rows_max_m(o.isa) ? GemmPath::Rows : GemmPath::Packed;
+  if (p == GemmPath::Auto) p = gemm_uses_rows_path(m, k, o.isa) ? GemmPath::Rows : GemmPath::Packed;
   return p == GemmPath::Rows ? "rows" : "packed";
 }
 
@@ -262,12 +262,12 @@ void run_cases(const char* suite, const std::vector<Shape>& shapes, const Option
         if (decode) {
           std::printf("%-14s %-5s %3d %6lld %6lld %6lld %-6s %9.3f %9.3f %9.1f %8s %6s %8.2f %8.2f %5.1f%%\n", s.name,
                       dtype_short(dt), t, static_cast<long long>(s.m), static_cast<long long>(s.n),
-                      static_cast<long long>(s.k), path_name(o.gemm, s.m), tm.best_ms, tm.median_ms, gflops, "-", "-",
+                      static_cast<long long>(s.k), path_name(o.gemm, s.m, s.k), tm.best_ms, tm.median_ms, gflops, "-", "-",
                       wgbs, tm.limit, 100.0 * wgbs / tm.limit);
         } else {
           std::printf("%-14s %-5s %3d %6lld %6lld %6lld %-6s %9.3f %9.3f %9.1f %8.1f %5.1f%% %8.2f %8s %6s\n", s.name,
                       dtype_short(dt), t, static_cast<long long>(s.m), static_cast<long long>(s.n),
-                      static_cast<long long>(s.k), path_name(o.gemm, s.m), tm.best_ms, tm.median_ms, gflops, tm.limit,
+                      static_cast<long long>(s.k), path_name(o.gemm, s.m, s.k), tm.best_ms, tm.median_ms, gflops, tm.limit,
                       100.0 * gflops / tm.limit, wgbs, "-", "-");
         }
         std::fflush(stdout);
@@ -351,7 +351,7 @@ int main(int argc, char** argv) {
     };
     run_cases("decode", decode, o, true);
   }
-  if (has("custom")) run_cases("custom", o.custom, o, o.custom.empty() || o.custom[0].m <= gemm_rows_max_m(o.gemm.isa));
+  if (has("custom")) run_cases("custom", o.custom, o, o.custom.empty() || gemm_uses_rows_path(o.custom[0].m, o.custom[0].k, o.gemm.isa));
   if (has("sweep")) run_sweep(o);
   return 0;
 }
