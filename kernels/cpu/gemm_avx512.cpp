@@ -103,8 +103,14 @@ XC2_AVX512 void pack_w_t(const void* w, int64_t ldw, int64_t rows, int64_t klen,
     for (int h = 0; h < kNv; ++h) {
       const int64_t r0 = p * kNr + h * 16;
       const int64_t valid = rows - r0 < 0 ? 0 : (rows - r0 > 16 ? 16 : rows - r0);
+      // The next 16 rows, prefetched while these are transposed: each row contributes only a short
+      // klen-long segment, too short for the hardware prefetchers to pick up.
+      const int64_t next_valid = rows - r0 - 16 < 0 ? 0 : (rows - r0 - 16 > 16 ? 16 : rows - r0 - 16);
+      const char* next = base + (r0 + 16) * ldw * es;
       for (int64_t kk = 0; kk < klen; kk += 16) {
         const int64_t kv = klen - kk < 16 ? klen - kk : 16;
+        if ((kk & 31) == 0)  // one prefetch per 64 bytes of a bf16/f16 row (two for f32 rows would be finer)
+          for (int i = 0; i < next_valid; ++i) _mm_prefetch(next + (i * ldw + kk) * es, _MM_HINT_T0);
         __m512 v[16];
         if (kv == 16) {
           for (int i = 0; i < 16; ++i)
