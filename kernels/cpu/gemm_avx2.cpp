@@ -193,8 +193,8 @@ XC2_AVX2 inline float hsum8(__m256 v) {
 }
 
 template <DType DT, int MB, int NW>
-XC2_AVX2 void rows_block(const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t k, const float* bias,
-                         float* y, int64_t ldy, bool accumulate) {
+XC2_AVX2 void rows_block(const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t js, int64_t k,
+                         const float* bias, float* y, int64_t ldy, bool accumulate) {
   constexpr int64_t es = elem_size<DT>();
   __m256 acc[MB][NW];
 #pragma GCC unroll 8
@@ -204,8 +204,12 @@ XC2_AVX2 void rows_block(const float* x, int64_t ldx, const char* w, int64_t ldw
   int64_t kk = 0;
   for (; kk + 8 <= k; kk += 8) {
     __m256 wv[NW];
+    if (((kk * es) & 63) == 0) {  // once per cache line of each row (see kRowsPrefetchBytes in gemm_avx512.cpp)
 #pragma GCC unroll 8
-    for (int j = 0; j < NW; ++j) wv[j] = load_w8<DT>(w + (j * ldw + kk) * es);
+      for (int j = 0; j < NW; ++j) _mm_prefetch(w + (j * js * ldw + kk) * es + 2048, _MM_HINT_T0);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < NW; ++j) wv[j] = load_w8<DT>(w + (j * js * ldw + kk) * es);
 #pragma GCC unroll 8
     for (int i = 0; i < MB; ++i) {
       const __m256 xv = _mm256_loadu_ps(x + i * ldx + kk);
@@ -216,7 +220,7 @@ XC2_AVX2 void rows_block(const float* x, int64_t ldx, const char* w, int64_t ldw
   if (kk < k) {
     __m256 wv[NW];
     #pragma GCC unroll 16
-    for (int j = 0; j < NW; ++j) wv[j] = load_w8_part<DT>(w + (j * ldw + kk) * es, k - kk);
+    for (int j = 0; j < NW; ++j) wv[j] = load_w8_part<DT>(w + (j * js * ldw + kk) * es, k - kk);
     #pragma GCC unroll 16
     for (int i = 0; i < MB; ++i) {
       const __m256 xv = load_x8_part(x + i * ldx + kk, k - kk);
@@ -229,20 +233,20 @@ XC2_AVX2 void rows_block(const float* x, int64_t ldx, const char* w, int64_t ldw
     #pragma GCC unroll 16
     for (int j = 0; j < NW; ++j) {
       float v = hsum8(acc[i][j]);
-      if (accumulate) v = y[i * ldy + j] + v;
-      if (bias) v = v + bias[j];
-      y[i * ldy + j] = v;
+      if (accumulate) v = y[i * ldy + j * js] + v;
+      if (bias) v = v + bias[j * js];
+      y[i * ldy + j * js] = v;
     }
   }
 }
 
 template <DType DT, int NW>
-XC2_AVX2 void rows_group(const float* x, int64_t ldx, const char* w, int64_t ldw, const float* bias, float* y,
-                         int64_t ldy, int64_t m, int64_t k, bool accumulate) {
+XC2_AVX2 void rows_group(const float* x, int64_t ldx, const char* w, int64_t ldw, int64_t js, const float* bias,
+                         float* y, int64_t ldy, int64_t m, int64_t k, bool accumulate) {
   int64_t i = 0;
   for (; i + kRowsMb <= m; i += kRowsMb)
-    rows_block<DT, kRowsMb, NW>(x + i * ldx, ldx, w, ldw, k, bias, y + i * ldy, ldy, accumulate);
-  if (i < m) rows_block<DT, 1, NW>(x + i * ldx, ldx, w, ldw, k, bias, y + i * ldy, ldy, accumulate);
+    rows_block<DT, kRowsMb, NW>(x + i * ldx, ldx, w, ldw, js, k, bias, y + i * ldy, ldy, accumulate);
+  if (i < m) rows_block<DT, 1, NW>(x + i * ldx, ldx, w, ldw, js, k, bias, y + i * ldy, ldy, accumulate);
 }
 
 template <DType DT>
@@ -250,11 +254,17 @@ XC2_AVX2 void rows_t(const float* x, int64_t ldx, const void* w, int64_t ldw, co
                      int64_t ldy, int64_t m, int64_t k, int64_t n0, int64_t n1, bool accumulate) {
   constexpr int64_t es = elem_size<DT>();
   const char* wb = static_cast<const char*>(w);
-  int64_t j = n0;
-  for (; j + kRowsNw <= n1; j += kRowsNw)
-    rows_group<DT, kRowsNw>(x, ldx, wb + j * ldw * es, ldw, bias ? bias + j : nullptr, y + j, ldy, m, k, accumulate);
-  for (; j < n1; ++j)
-    rows_group<DT, 1>(x, ldx, wb + j * ldw * es, ldw, bias ? bias + j : nullptr, y + j, ldy, m, k, accumulate);
+  // A group is rows {j, j + q, j + 2q, ...} (q = the range / kRowsNw): kRowsNw long sequential streams
+  // through the range. Groups of adjacent rows would make streams only one row long (8 KB at k = 4096,
+  // bf16), and the hardware prefetchers never get going: m = 1 ran at ~50% of the read bandwidth.
+  const int64_t q = (n1 - n0) / kRowsNw;
+  for (int64_t s = 0; s < q; ++s) {
+    const int64_t j = n0 + s;
+    rows_group<DT, kRowsNw>(x, ldx, wb + j * ldw * es, ldw, q, bias ? bias + j : nullptr, y + j, ldy, m, k,
+                            accumulate);
+  }
+  for (int64_t j = n0 + q * kRowsNw; j < n1; ++j)
+    rows_group<DT, 1>(x, ldx, wb + j * ldw * es, ldw, 1, bias ? bias + j : nullptr, y + j, ldy, m, k, accumulate);
 }
 
 void rows(const float* x, int64_t ldx, const void* w, DType dtype, int64_t ldw, const float* bias, float* y,

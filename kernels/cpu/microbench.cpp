@@ -1,5 +1,5 @@
 // Machine-limit microbenchmarks: streaming read and copy bandwidth, peak f32 FMA rate.
-//   read:  each thread sums its share with 4 (zmm/ymm) add chains, 256 bytes per iteration.
+//   read:  each thread sums its share as 4 concurrent streams (one zmm/ymm add chain each).
 //   copy:  memcpy of each thread's share.
 //   fma:   acc[i] = acc[i] * a + b on independent chains (fixed point 1.0: no overflow, no denormals).
 // Threads: pool.run over pool.size() tasks; wall time of the whole run, best of reps.
@@ -39,38 +39,46 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // ---- read ----
+// Each thread reads its share as 4 concurrent sequential streams (its 4 quarters): more memory-level
+// parallelism than a single stream (+10-15% on the Zen 5 dev VM), and the same access pattern as the
+// rows-path GEMV, which streams 4 weight rows at a time.
 
 double read_scalar(const float* p, size_t n) {
-  float acc[16] = {};
+  const size_t q = n / 4;
+  float acc[4][8] = {};
   size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += p[i + l];
-  float s = 0;
-  for (int l = 0; l < 16; ++l) s += acc[l];
-  return s;
+  for (; i + 8 <= q; i += 8)
+    for (int s = 0; s < 4; ++s)
+      for (int l = 0; l < 8; ++l) acc[s][l] += p[s * q + i + l];
+  double t = 0;
+  for (auto& a : acc)
+    for (float v : a) t += v;
+  return t;
 }
 
 #ifdef XC2_MB_X86
 XC2_AVX512 double read_avx512(const float* p, size_t n) {
+  const size_t q = n / 4 / 16 * 16;
+  const float *p0 = p, *p1 = p + q, *p2 = p + 2 * q, *p3 = p + 3 * q;
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  size_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
+  for (size_t i = 0; i < q; i += 16) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p0 + i));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p1 + i));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p2 + i));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p3 + i));
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
 XC2_AVX2 double read_avx2(const float* p, size_t n) {
+  const size_t q = n / 4 / 8 * 8;
+  const float *p0 = p, *p1 = p + q, *p2 = p + 2 * q, *p3 = p + 3 * q;
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
-    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
-    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
-    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+  for (size_t i = 0; i < q; i += 8) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p0 + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p1 + i));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p2 + i));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p3 + i));
   }
   const __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
   alignas(32) float buf[8];
@@ -129,7 +137,8 @@ double fma_scalar(int64_t iters) {
 
 volatile double g_sink = 0;  // keeps results alive
 
-// Thread t's share of n floats (n a multiple of 64), in whole 64-float blocks.
+// Thread t's share of n floats (n a multiple of 64), in whole 64-float blocks (4 streams of 16-float
+// aligned vectors each).
 void share_blocks(size_t n, int nt, int t, size_t* b, size_t* e) {
   const size_t blocks = n / 64;
   *b = blocks * static_cast<size_t>(t) / static_cast<size_t>(nt) * 64;

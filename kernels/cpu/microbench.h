@@ -11,9 +11,10 @@
 namespace xc2::kernels::cpu {
 
 // STREAM-like plain streaming read: each thread sums its contiguous share of a `bytes` buffer (choose it
-// much larger than the last-level cache, e.g. 1 GiB) with vector loads. Returns bytes read / s.
+// much larger than the last-level cache, e.g. 1 GiB) with vector loads, as 4 concurrent sequential
+// streams (the quarters of its share). Returns bytes read / s.
 double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 30, int reps = 5);
-// The same read over a caller-owned buffer (64-byte aligned, already written), so it can be interleaved
+// The same read over a caller-owned buffer (already written; ideally 64-byte aligned), so it can be interleaved
 // with other timings without allocating: n_floats is rounded down to a multiple of 64.
 double measure_read_bandwidth_gbs(ThreadPool& pool, const float* buf, size_t n_floats, int reps);
 
