@@ -265,6 +265,15 @@ void run_cases(const char* suite, const std::vector<Shape>& shapes, const Option
           // buffer: same duration, same chance of catching a quiet moment.
           const size_t window = std::min(rbuf.size(), (wbytes / sizeof(float) + 63) / 64 * 64);
           size_t offset = 0;
+          // One untimed pass over the windows about to be sampled: memory left idle for a while reads
+          // slowly the first time on this VM (the kernel's DAMON worker, kdamond, is active), while the
+          // weight copies were just written; without this the first thread count's samples read at ~half speed.
+          for (int c = 0; c < calls; ++c) {
+            if (offset + window > rbuf.size()) offset = 0;
+            measure_read_bandwidth_gbs(pool, rbuf.data() + offset, window, 1);
+            offset += window;
+          }
+          offset = 0;
           tm = time_gemm(w, x, y, s.m, pool, o.gemm, calls, [&] {
             if (offset + window > rbuf.size()) offset = 0;
             const double gbs = measure_read_bandwidth_gbs(pool, rbuf.data() + offset, window, 1);
