@@ -305,7 +305,7 @@ const IsaKernels* scalar_kernels() {
     IsaKernels s;
     s.name = "scalar";
     s.rows_max_m = 48;  // measured: docs/perf.md
-    s.rows_max_mk = 196608;
+    s.rows_max_mk = 229376;
     s.packed.mr = kScalarMr;
     s.packed.nr = kScalarNr;
     s.packed.kc = 256;

@@ -60,7 +60,7 @@ GemmIsa gemm_resolve_isa(GemmIsa isa);  // Auto -> XC2_GEMM_ISA or the best; uns
 const char* gemm_isa_name(GemmIsa isa);
 // Whether GemmPath::Auto takes the rows path for this m and k on this ISA (Auto: the resolved one):
 // m <= 4, or m <= a per-ISA limit and m * k within an L2-sized x budget. Measured with `xc2_gemm_bench --suite sweep`
-// (see docs/perf.md): AVX-512 rows for m <= 40 and m * k <= 196608 (k = 4096: m <= 40; k = 14336: m <= 13).
+// (see docs/perf.md): AVX-512 rows for m <= 40 and m * k <= 229376 (k = 4096: m <= 40; k = 14336: m <= 16).
 bool gemm_uses_rows_path(int64_t m, int64_t k, GemmIsa isa = GemmIsa::Auto);
 
 }  // namespace xc2::kernels::cpu

@@ -283,7 +283,7 @@ const IsaKernels* avx2_kernels() {
     IsaKernels s;
     s.name = "avx2";
     s.rows_max_m = 24;  // measured: docs/perf.md
-    s.rows_max_mk = 196608;
+    s.rows_max_mk = 229376;
     s.packed.mr = kMr;
     s.packed.nr = kNr;
     s.packed.kc = 256;

@@ -326,7 +326,7 @@ const IsaKernels* avx512_kernels() {
     IsaKernels s;
     s.name = "avx512";
     s.rows_max_m = 40;  // measured: docs/perf.md
-    s.rows_max_mk = 196608;
+    s.rows_max_mk = 229376;
     s.packed.mr = kMr;
     s.packed.nr = kNr;
     s.packed.kc = 512;
