@@ -9,7 +9,9 @@
 //   packed  (larger m): cache-blocked GEMM; W blocks are widened + transposed once into f32 panels and
 //           reused for all rows of x; register-blocked FMA micro-kernel (AVX-512: 12x32, AVX2: 6x16).
 // Results do not depend on the thread count (each output is summed by one thread, in an order fixed
-// by k and the path), nor on how rows of x are grouped within a path.
+// by k and the path), nor on how rows of x are grouped within a path. They do differ in the last bits
+// between the two paths and between ISAs (other summation orders), so a row's value can change when m
+// crosses the rows/packed threshold (e.g. a prompt row in prefill vs the same row decoded alone).
 // Instruction set: chosen at run time (AVX-512 > AVX2+FMA+F16C > scalar); XC2_GEMM_ISA=scalar|avx2|avx512
 // forces one (falls back, with a warning, when the CPU lacks it).
 #pragma once
