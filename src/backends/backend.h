@@ -17,6 +17,16 @@ namespace xc2 {
 
 class ThreadPool;
 
+// Device-resident int32 values (token ids, a decode position, a penalty mask) for the device decode path.
+struct IntBuffer {
+  int32_t* data = nullptr;  // device memory
+  int64_t size = 0;         // number of int32 values
+  std::shared_ptr<void> owner;
+};
+
+// An executable graph captured by graph_end() (opaque; a CUDA graph on the CUDA backend).
+using GraphHandle = std::shared_ptr<void>;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -61,6 +71,49 @@ class Backend {
                          Tensor& out) = 0;
   // pixels: [N, 3, S, S] -> cols: [N * g * g, 3 * p * p]
   virtual void im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) = 0;
+
+  // ---- device-resident decode steps (optional; the CPU backend has none) ----
+  // A decode step whose token id and position live in device memory, so it can be captured once as a graph
+  // and replayed, and whose next token is chosen on the device (model/device_decoder.h drives these). The
+  // defaults throw Error{Unsupported}; supports_device_decode() says whether a backend has them.
+  virtual bool supports_device_decode() const { return false; }
+  virtual IntBuffer ints(int64_t n);                                          // zero-filled
+  virtual void write_ints(IntBuffer& dst, const std::vector<int32_t>& values);  // values.size() <= dst.size
+  virtual std::vector<int32_t> read_ints(const IntBuffer& src, int64_t n);      // waits for the device
+  // y[t, :] = table[ids[t], :] for t < y.rows()
+  virtual void embedding_at(const Tensor& table, const IntBuffer& ids, Tensor& y);
+  // split_qkv with k, v written at rows *pos .. *pos + T - 1 of the whole caches k_cache, v_cache.
+  virtual void split_qkv_at(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
+                            Tensor& k_cache, Tensor& v_cache, const IntBuffer& pos);
+  // rope for positions *pos + t, t < n_tokens; rows_at_pos: x is a whole cache and token t is row *pos + t
+  // (else row t). max_positions: an upper bound of *pos + n_tokens (the tables are built up to it).
+  virtual void rope_at(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const IntBuffer& pos,
+                       bool rows_at_pos, double theta, int64_t max_positions);
+  // Causal attention of q ([T, n_heads, head_dim], positions *pos + t) over cache rows [0, *pos + T);
+  // k, v: whole caches whose first dimension bounds *pos + T.
+  virtual void attention_at(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_heads, int64_t n_kv_heads,
+                            int64_t head_dim, const IntBuffer& pos, float scale, Tensor& out);
+  // Token selection on logits [1, vocab] with the repetition penalty on ids flagged in `seen` ([vocab], 0/1):
+  //   select_greedy: token[0] = argmax (lowest id on ties);
+  //   select_candidates: after penalty and / temperature, every id >= the top_k-th largest value (ties kept):
+  //   out[0] = count, out[1 .. cap] = ids, out[1 + cap .. 2 cap] = f32 bits of the values, cap = (size - 1) / 2.
+  virtual void select_greedy(const Tensor& logits, const IntBuffer& seen, float penalty, IntBuffer& token);
+  virtual void select_candidates(const Tensor& logits, const IntBuffer& seen, float penalty, float temperature,
+                                 int top_k, IntBuffer& out);
+  virtual void mark_seen(IntBuffer& seen, const IntBuffer& token);  // seen[token[0]] = 1
+  virtual void add_to(IntBuffer& x, int32_t delta);                 // x[0] += delta
+  // Graph capture: ops enqueued between graph_begin() and graph_end() are recorded, not run; graph_launch()
+  // runs them. Tensors allocated while capturing stay reserved for the graph until the handle is released.
+  virtual bool supports_graphs() const { return false; }
+  virtual void graph_begin();
+  virtual GraphHandle graph_end();
+  virtual void graph_launch(const GraphHandle& graph);
+
+  // ---- device limits for `xc2 bench` (0 where a backend does not measure them) ----
+  // Device-to-device copy of a large buffer: (bytes read + bytes written) per second, in GB/s.
+  virtual double measure_copy_bandwidth_gbs() { return 0; }
+  // Theoretical memory bandwidth from the memory clock and bus width, in GB/s.
+  virtual double peak_bandwidth_gbs() const { return 0; }
 };
 
 // The CPU backend with its own thread pool (n_threads <= 0: all cores).
@@ -68,6 +121,9 @@ std::unique_ptr<Backend> make_cpu_backend(int n_threads);
 // The CUDA backend (device index); Error{Unsupported} when xc2 was built without CUDA,
 // Error{Cuda} when no usable GPU is present.
 std::unique_ptr<Backend> make_cuda_backend(int device_index);
+// With an activation/weight dtype: F32 (f32 weights and math, TF32 off: checked against the CPU backend),
+// BF16 (the default) or F16.
+std::unique_ptr<Backend> make_cuda_backend(int device_index, DType act_dtype);
 bool cuda_device_available();
 
 // rope tables as upstream builds them in fp32: inv_freq[i] = 1 / theta^(2i/d) (f32 pow),

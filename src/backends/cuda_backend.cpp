@@ -1,0 +1,680 @@
+// CudaBackend: the Backend interface on one NVIDIA GPU (compiled only with XC2_WITH_CUDA).
+//   - One stream, one cuBLASLt handle and a 32 MiB cuBLASLt workspace, and a caching device allocator,
+//     all members of the backend (no globals, no thread_local).
+//   - Activations and weights in one dtype: BF16 (default), F16, or F32 (weights widened, CUBLAS_COMPUTE_32F:
+//     no TF32) so the tiny models can be checked token for token against the CPU backend. Weights are
+//     uploaded once through weight(), converted on the device from the checkpoint dtype.
+//   - Linear layers through cuBLASLt (kernels/cuda/gemm.h), except m <= 8 rows (decode), which take the
+//     bandwidth-bound GEMV kernel (XC2_CUDA_GEMV=0 forces cuBLASLt). accumulate = true is beta = 1.
+//   - RoPE tables (rope_tables(), f32, exactly the CPU's numbers) are built on the host once per theta for
+//     a range of positions and kept on the device, so decode steps upload nothing.
+//   - The host waits for the GPU only in to_host_f32(), read_ints() and synchronize(). XC2_CUDA_SYNC=1
+//     synchronises after every op, so an asynchronous fault is reported by the op that caused it.
+//   - Every CUDA / cuBLASLt failure becomes xc2::Error{Cuda} with the call and cudaGetErrorString().
+#include "xc2/build_config.h"
+
+#if XC2_WITH_CUDA
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "cuda/cuda_kernels.h"
+#include "cuda/gemm.h"
+
+namespace xc2 {
+namespace {
+
+namespace kc = kernels::cuda;
+
+#define XC2_CUDA_CHECK(expr)                                                                         \
+  do {                                                                                               \
+    const cudaError_t xc2_e_ = (expr);                                                               \
+    if (xc2_e_ != cudaSuccess)                                                                       \
+      XC2_THROW(Cuda, "CUDA call failed: ", #expr, ": ", cudaGetErrorName(xc2_e_), ": ",             \
+                cudaGetErrorString(xc2_e_));                                                         \
+  } while (0)
+
+bool env_flag(const char* name, bool def) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == 0) return def;
+  return !(std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "off") == 0);
+}
+
+// ---- caching allocator --------------------------------------------------------------------------------
+// Blocks are rounded (512 B below 1 MiB, 128 KiB above) and kept on a free list when released, so the
+// steady state allocates nothing. Safe to reuse at once because all work runs on one stream, in order.
+// A pool is shared by the tensors it handed out (their deleters hold it), so it outlives the backend if
+// a tensor does. A CUDA graph gets its own pool: what a captured step used stays reserved for replays.
+class DevicePool {
+ public:
+  explicit DevicePool(int device) : device_(device) {}
+  ~DevicePool() {
+    for (auto& [size, p] : free_) cudaFree(p);
+  }
+  DevicePool(const DevicePool&) = delete;
+  DevicePool& operator=(const DevicePool&) = delete;
+
+  static size_t round(size_t bytes) {
+    if (bytes == 0) bytes = 1;
+    const size_t q = bytes < (size_t(1) << 20) ? 512 : (size_t(128) << 10);
+    return (bytes + q - 1) / q * q;
+  }
+
+  void* alloc(size_t bytes, size_t* got) {
+    const size_t want = round(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.lower_bound(want);
+      if (it != free_.end() && it->first <= want + want / 8) {
+        void* p = it->second;
+        *got = it->first;
+        free_.erase(it);
+        return p;
+      }
+    }
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, want);
+    if (e == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      release_cached();
+      e = cudaMalloc(&p, want);
+    }
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      XC2_THROW(Cuda, "cudaMalloc of ", want, " bytes failed: ", cudaGetErrorString(e), " (", free_b >> 20,
+                " MiB free of ", total_b >> 20, " MiB)");
+    }
+    *got = want;
+    return p;
+  }
+
+  void release(void* p, size_t size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.emplace(size, p);
+  }
+
+  void release_cached() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cudaDeviceSynchronize();
+    for (auto& [size, p] : free_) cudaFree(p);
+    free_.clear();
+  }
+
+ private:
+  int device_;
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+};
+
+std::shared_ptr<void> pool_owner(const std::shared_ptr<DevicePool>& pool, void* p, size_t size) {
+  return std::shared_ptr<void>(p, [pool, size](void* q) { pool->release(q, size); });
+}
+
+struct CudaGraph {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  std::shared_ptr<DevicePool> pool;  // the memory the captured ops use
+  ~CudaGraph() {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+  }
+};
+
+struct RopeTable {
+  double theta = 0;
+  int64_t head_dim = 0, n_positions = 0;
+  Tensor cos, sin;  // [n_positions, head_dim / 2] f32 on the device
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, DType act) : device_(device), act_(act) {
+    int n = 0;
+    XC2_CUDA_CHECK(cudaGetDeviceCount(&n));
+    XC2_CHECK(device >= 0 && device < n, Cuda, "CUDA device ", device, " does not exist (", n, " found)");
+    XC2_CUDA_CHECK(cudaSetDevice(device));
+    XC2_CUDA_CHECK(cudaGetDeviceProperties(&prop_, device));
+    XC2_CHECK(prop_.major >= 8, Unsupported, "GPU '", prop_.name, "' has compute capability ", prop_.major, ".",
+              prop_.minor, "; xc2 needs 8.0 or newer (bf16 tensor cores)");
+    XC2_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    pool_ = std::make_shared<DevicePool>(device);
+    active_pool_ = pool_;
+    workspace_ = alloc_raw(kWorkspaceBytes);
+    lt_ = std::make_unique<kc::LtGemm>();
+    lt_->set_workspace(workspace_.get(), kWorkspaceBytes);
+    sync_each_op_ = env_flag("XC2_CUDA_SYNC", false);
+    use_gemv_ = env_flag("XC2_CUDA_GEMV", true);
+    use_flash_ = env_flag("XC2_CUDA_FLASH", true);
+    XC2_CUDA_CHECK(cudaMallocHost(&pinned_, kPinnedBytes));
+  }
+
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    rope_.clear();
+    retired_.clear();
+    lt_.reset();
+    workspace_.reset();
+    if (pinned_) cudaFreeHost(pinned_);
+    cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return Device::Cuda; }
+  std::string name() const override {
+    return std::string("cuda (") + prop_.name + ", sm_" + std::to_string(prop_.major * 10 + prop_.minor) + ", " +
+           dtype_name(act_) + ")";
+  }
+  DType act_dtype() const override { return act_; }
+
+  // ---- memory ----
+
+  Tensor empty(const std::vector<int64_t>& shape, DType dtype) override {
+    Tensor t;
+    t.dtype = dtype;
+    t.device = Device::Cuda;
+    t.shape = shape;
+    for (int64_t d : shape) XC2_CHECK(d >= 0, Internal, "negative tensor dimension in ", t.shape_str());
+    size_t got = 0;
+    void* p = active_pool_->alloc(t.nbytes(), &got);
+    t.data = p;
+    t.owner = pool_owner(active_pool_, p, got);
+    return t;
+  }
+
+  Tensor weight(const io::TensorView& w) override {
+    Tensor t = empty(w.shape, act_);
+    const int64_t n = t.numel();
+    if (n == 0) return t;
+    const size_t src_es = dtype_size(w.dtype);
+    // Upload in chunks through the pinned buffer, converting on the device when the dtypes differ.
+    const int64_t chunk = static_cast<int64_t>(kPinnedBytes / src_es);
+    std::shared_ptr<void> staging;
+    if (w.dtype != act_) staging = alloc_raw(static_cast<size_t>(std::min(n, chunk)) * src_es);
+    const char* src = static_cast<const char*>(w.data);
+    for (int64_t i = 0; i < n; i += chunk) {
+      const int64_t c = std::min(chunk, n - i);
+      const size_t bytes = static_cast<size_t>(c) * src_es;
+      XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the pinned buffer is free again
+      std::memcpy(pinned_, src + static_cast<size_t>(i) * src_es, bytes);
+      if (w.dtype == act_) {
+        XC2_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(t.data) + static_cast<size_t>(i) * src_es, pinned_, bytes,
+                                       cudaMemcpyHostToDevice, stream_));
+      } else {
+        XC2_CUDA_CHECK(cudaMemcpyAsync(staging.get(), pinned_, bytes, cudaMemcpyHostToDevice, stream_));
+        kc::convert(staging.get(), w.dtype, static_cast<char*>(t.data) + static_cast<size_t>(i) * dtype_size(act_),
+                    act_, c, stream_);
+      }
+    }
+    XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return t;
+  }
+
+  Tensor from_host_f32(const float* data, const std::vector<int64_t>& shape) override {
+    Tensor t = empty(shape, act_);
+    const int64_t n = t.numel();
+    if (n == 0) return t;
+    if (act_ == DType::F32) {
+      XC2_CUDA_CHECK(cudaMemcpyAsync(t.data, data, t.nbytes(), cudaMemcpyHostToDevice, stream_));
+    } else {
+      Tensor tmp = empty(shape, DType::F32);
+      XC2_CUDA_CHECK(cudaMemcpyAsync(tmp.data, data, tmp.nbytes(), cudaMemcpyHostToDevice, stream_));
+      kc::convert(tmp.data, DType::F32, t.data, act_, n, stream_);
+    }
+    after_op("from_host_f32");
+    return t;
+  }
+
+  void to_host_f32(const Tensor& t, float* dst) override {
+    const int64_t n = t.numel();
+    if (n == 0) return;
+    if (t.device == Device::Cpu) {
+      XC2_CHECK(t.dtype == DType::F32, Internal, "to_host_f32: host tensor in ", dtype_name(t.dtype));
+      std::memcpy(dst, t.data, t.nbytes());
+      return;
+    }
+    if (t.dtype == DType::F32) {
+      XC2_CUDA_CHECK(cudaMemcpyAsync(dst, t.data, t.nbytes(), cudaMemcpyDeviceToHost, stream_));
+    } else {
+      Tensor tmp = empty(t.shape, DType::F32);
+      kc::convert(t.data, t.dtype, tmp.data, DType::F32, n, stream_);
+      XC2_CUDA_CHECK(cudaMemcpyAsync(dst, tmp.data, tmp.nbytes(), cudaMemcpyDeviceToHost, stream_));
+    }
+    XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void copy(const Tensor& src, Tensor& dst) override {
+    XC2_CHECK(src.numel() == dst.numel(), Internal, "copy: ", src.shape_str(), " into ", dst.shape_str());
+    if (src.numel() == 0) return;
+    if (src.dtype == dst.dtype) {
+      XC2_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.nbytes(), cudaMemcpyDefault, stream_));
+    } else {
+      XC2_CHECK(src.device == Device::Cuda && dst.device == Device::Cuda, Internal,
+                "copy: dtype conversion only between device tensors");
+      kc::convert(src.data, src.dtype, dst.data, dst.dtype, src.numel(), stream_);
+    }
+    after_op("copy");
+  }
+
+  void synchronize() override { XC2_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  // ---- ops ----
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) override {
+    check_act(x, "linear x");
+    check_act(w, "linear w");
+    check_act(y, "linear y");
+    if (bias) check_act(*bias, "linear bias");
+    const int64_t m = x.rows(), k = x.row_numel(), n = w.rows();
+    XC2_CHECK(w.row_numel() == k && y.rows() == m && y.row_numel() == n, Internal, "linear: x ", x.shape_str(),
+              ", w ", w.shape_str(), ", y ", y.shape_str());
+    if (use_gemv_ && m <= kc::kGemvMaxRows && kc::gemv_fits(x.data, w.data, m, k, act_)) {
+      kc::gemv(x.data, w.data, bias ? bias->data : nullptr, y.data, m, n, k, accumulate, act_, stream_);
+    } else {
+      lt_->linear(x.data, w.data, bias ? bias->data : nullptr, y.data, m, n, k, accumulate, act_, stream_);
+    }
+    after_op("linear");
+  }
+
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+    check_act(x, "rms_norm x");
+    check_act(w, "rms_norm w");
+    kc::rms_norm(x.data, w.data, y.data, x.rows(), x.row_numel(), eps, act_, stream_);
+    after_op("rms_norm");
+  }
+
+  void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override {
+    check_act(x, "layer_norm x");
+    check_act(w, "layer_norm w");
+    check_act(b, "layer_norm b");
+    kc::layer_norm(x.data, w.data, b.data, y.data, x.rows(), x.row_numel(), eps, act_, stream_);
+    after_op("layer_norm");
+  }
+
+  void add(const Tensor& a, const Tensor& b, Tensor& y) override {
+    XC2_CHECK(a.numel() == y.numel() && b.numel() == y.numel(), Internal, "add: ", a.shape_str(), " + ",
+              b.shape_str(), " -> ", y.shape_str());
+    kc::add(a.data, b.data, y.data, y.numel(), act_, stream_);
+    after_op("add");
+  }
+
+  void scale(Tensor& x, float s) override {
+    kc::scale(x.data, s, x.numel(), act_, stream_);
+    after_op("scale");
+  }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) override {
+    kc::silu_mul(gate.data, up.data, y.data, y.numel(), act_, stream_);
+    after_op("silu_mul");
+  }
+
+  void gelu_erf(Tensor& x) override {
+    kc::gelu_erf(x.data, x.numel(), act_, stream_);
+    after_op("gelu_erf");
+  }
+
+  void quick_gelu(Tensor& x) override {
+    kc::quick_gelu(x.data, x.numel(), act_, stream_);
+    after_op("quick_gelu");
+  }
+
+  void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& y) override {
+    check_act(table, "embedding table");
+    const int64_t n = static_cast<int64_t>(ids.size());
+    if (n == 0) return;
+    Tensor dev_ids = empty({n}, DType::F32);  // 4-byte slots holding int32 ids
+    XC2_CUDA_CHECK(cudaMemcpyAsync(dev_ids.data, ids.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice,
+                                   stream_));
+    kc::embedding(table.data, static_cast<const int32_t*>(dev_ids.data), n, table.row_numel(), y.data, act_,
+                  stream_);
+    after_op("embedding");
+  }
+
+  void split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q, Tensor& k,
+                 Tensor& v) override {
+    kc::split_qkv(qkv.data, qkv.rows(), n_heads, n_kv_heads, head_dim, q.data, k.data, v.data, nullptr, act_,
+                  stream_);
+    after_op("split_qkv");
+  }
+
+  void rope(Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, double theta) override {
+    const int64_t n_tokens = x.rows();
+    const RopeTable& tab = rope_table(theta, head_dim, pos0 + n_tokens);
+    kc::rope(x.data, n_tokens, n_heads, head_dim, n_heads * head_dim, tab.cos.ptr<float>(), tab.sin.ptr<float>(),
+             pos0, nullptr, false, act_, stream_);
+    after_op("rope");
+  }
+
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t n_heads, int64_t n_kv_heads,
+                 int64_t head_dim, int64_t q_pos0, bool causal, float scale, Tensor& out) override {
+    kc::AttentionParams p = attention_params(q, k, v, n_heads, n_kv_heads, head_dim, scale, out);
+    p.n_kv = n_kv;
+    p.q_pos0 = q_pos0;
+    p.causal = causal;
+    run_attention(p);
+  }
+
+  void im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) override {
+    kc::im2col_patches(pixels.data, pixels.dim(0), pixels.dim(2), patch, cols.data, act_, stream_);
+    after_op("im2col_patches");
+  }
+
+  // ---- device-resident decode ----
+
+  bool supports_device_decode() const override { return true; }
+
+  IntBuffer ints(int64_t n) override {
+    IntBuffer b;
+    size_t got = 0;
+    void* p = active_pool_->alloc(static_cast<size_t>(std::max<int64_t>(n, 1)) * 4, &got);
+    b.data = static_cast<int32_t*>(p);
+    b.size = n;
+    b.owner = pool_owner(active_pool_, p, got);
+    XC2_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * 4, stream_));
+    after_op("ints");
+    return b;
+  }
+
+  void write_ints(IntBuffer& dst, const std::vector<int32_t>& values) override {
+    XC2_CHECK(static_cast<int64_t>(values.size()) <= dst.size, Internal, "write_ints: ", values.size(),
+              " values into ", dst.size);
+    if (values.empty()) return;
+    const size_t bytes = values.size() * 4;
+    if (bytes <= kPinnedBytes) {
+      // The pinned buffer may still feed an earlier copy: wait, then stage (small writes: token ids).
+      XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      std::memcpy(pinned_, values.data(), bytes);
+      XC2_CUDA_CHECK(cudaMemcpyAsync(dst.data, pinned_, bytes, cudaMemcpyHostToDevice, stream_));
+    } else {
+      XC2_CUDA_CHECK(cudaMemcpyAsync(dst.data, values.data(), bytes, cudaMemcpyHostToDevice, stream_));
+    }
+    after_op("write_ints");
+  }
+
+  std::vector<int32_t> read_ints(const IntBuffer& src, int64_t n) override {
+    XC2_CHECK(n <= src.size, Internal, "read_ints: ", n, " values from ", src.size);
+    std::vector<int32_t> out(static_cast<size_t>(n));
+    if (n == 0) return out;
+    const size_t bytes = static_cast<size_t>(n) * 4;
+    if (bytes <= kPinnedBytes) {
+      XC2_CUDA_CHECK(cudaMemcpyAsync(pinned_, src.data, bytes, cudaMemcpyDeviceToHost, stream_));
+      XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      std::memcpy(out.data(), pinned_, bytes);
+    } else {
+      XC2_CUDA_CHECK(cudaMemcpyAsync(out.data(), src.data, bytes, cudaMemcpyDeviceToHost, stream_));
+      XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+    return out;
+  }
+
+  void embedding_at(const Tensor& table, const IntBuffer& ids, Tensor& y) override {
+    check_act(table, "embedding_at table");
+    XC2_CHECK(y.rows() <= ids.size, Internal, "embedding_at: ", y.rows(), " rows from ", ids.size, " ids");
+    kc::embedding(table.data, ids.data, y.rows(), table.row_numel(), y.data, act_, stream_);
+    after_op("embedding_at");
+  }
+
+  void split_qkv_at(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
+                    Tensor& k_cache, Tensor& v_cache, const IntBuffer& pos) override {
+    kc::split_qkv(qkv.data, qkv.rows(), n_heads, n_kv_heads, head_dim, q.data, k_cache.data, v_cache.data, pos.data,
+                  act_, stream_);
+    after_op("split_qkv_at");
+  }
+
+  void rope_at(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const IntBuffer& pos, bool rows_at_pos,
+               double theta, int64_t max_positions) override {
+    const RopeTable& tab = rope_table(theta, head_dim, max_positions);
+    kc::rope(x.data, n_tokens, n_heads, head_dim, n_heads * head_dim, tab.cos.ptr<float>(), tab.sin.ptr<float>(), 0,
+             pos.data, rows_at_pos, act_, stream_);
+    after_op("rope_at");
+  }
+
+  void attention_at(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_heads, int64_t n_kv_heads,
+                    int64_t head_dim, const IntBuffer& pos, float scale, Tensor& out) override {
+    kc::AttentionParams p = attention_params(q, k, v, n_heads, n_kv_heads, head_dim, scale, out);
+    p.n_kv = k.rows();  // the capacity: an upper bound that sizes the splits
+    p.pos_dev = pos.data;
+    p.causal = true;
+    run_attention(p);
+  }
+
+  void select_greedy(const Tensor& logits, const IntBuffer& seen, float penalty, IntBuffer& token) override {
+    const int64_t vocab = logits.numel();
+    Tensor work = empty({vocab}, DType::F32);
+    kc::prepare_logits(logits.data, logits.dtype, vocab, seen.data, penalty, 1.0f, work.ptr<float>(), stream_);
+    kc::argmax(work.ptr<float>(), vocab, token.data, stream_);
+    after_op("select_greedy");
+  }
+
+  void select_candidates(const Tensor& logits, const IntBuffer& seen, float penalty, float temperature, int top_k,
+                         IntBuffer& out) override {
+    const int64_t vocab = logits.numel();
+    const int cap = static_cast<int>((out.size - 1) / 2);
+    XC2_CHECK(cap >= 1, Internal, "select_candidates: output buffer too small");
+    Tensor work = empty({vocab}, DType::F32);
+    kc::prepare_logits(logits.data, logits.dtype, vocab, seen.data, penalty, temperature, work.ptr<float>(), stream_);
+    kc::topk_candidates(work.ptr<float>(), vocab, top_k, cap, out.data, out.data + 1,
+                        reinterpret_cast<float*>(out.data + 1 + cap), stream_);
+    after_op("select_candidates");
+  }
+
+  void mark_seen(IntBuffer& seen, const IntBuffer& token) override {
+    kc::mark_seen(seen.data, token.data, stream_);
+    after_op("mark_seen");
+  }
+
+  void add_to(IntBuffer& x, int32_t delta) override {
+    kc::add_scalar(x.data, delta, stream_);
+    after_op("add_to");
+  }
+
+  bool supports_graphs() const override { return true; }
+
+  void graph_begin() override {
+    XC2_CHECK(!capturing_, Internal, "graph_begin: already capturing");
+    graph_pool_ = std::make_shared<DevicePool>(device_);
+    active_pool_ = graph_pool_;
+    // Relaxed: the graph pool may cudaMalloc while the step is being recorded.
+    const cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
+    if (e != cudaSuccess) {
+      active_pool_ = pool_;
+      graph_pool_.reset();
+      XC2_THROW(Cuda, "cudaStreamBeginCapture: ", cudaGetErrorString(e));
+    }
+    capturing_ = true;
+  }
+
+  GraphHandle graph_end() override {
+    XC2_CHECK(capturing_, Internal, "graph_end without graph_begin");
+    capturing_ = false;
+    active_pool_ = pool_;
+    auto g = std::make_shared<CudaGraph>();
+    g->pool = std::move(graph_pool_);
+    XC2_CUDA_CHECK(cudaStreamEndCapture(stream_, &g->graph));
+    XC2_CUDA_CHECK(cudaGraphInstantiate(&g->exec, g->graph, 0));
+    return g;
+  }
+
+  double measure_copy_bandwidth_gbs() override {
+    const size_t bytes = size_t(1) << 30;
+    std::shared_ptr<void> a = alloc_raw(bytes), b = alloc_raw(bytes);
+    XC2_CUDA_CHECK(cudaMemsetAsync(a.get(), 0, bytes, stream_));
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    XC2_CUDA_CHECK(cudaEventCreate(&e0));
+    XC2_CUDA_CHECK(cudaEventCreate(&e1));
+    float best_ms = 1e30f;
+    for (int rep = 0; rep < 6; ++rep) {
+      XC2_CUDA_CHECK(cudaEventRecord(e0, stream_));
+      XC2_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, stream_));
+      XC2_CUDA_CHECK(cudaEventRecord(e1, stream_));
+      XC2_CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0;
+      XC2_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      if (rep > 0) best_ms = std::min(best_ms, ms);  // the first copy warms up
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return 2.0 * static_cast<double>(bytes) / (static_cast<double>(best_ms) * 1e6);
+  }
+
+  double peak_bandwidth_gbs() const override {
+    int clock_khz = 0, bus_bits = 0;
+    if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device_) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device_) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;  // double data rate
+  }
+
+  void graph_launch(const GraphHandle& graph) override {
+    auto* g = static_cast<CudaGraph*>(graph.get());
+    XC2_CHECK(g != nullptr && g->exec != nullptr, Internal, "graph_launch: no graph");
+    XC2_CUDA_CHECK(cudaGraphLaunch(g->exec, stream_));
+    after_op("graph_launch");
+  }
+
+ private:
+  static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+  static constexpr size_t kPinnedBytes = size_t(64) << 20;
+
+  std::shared_ptr<void> alloc_raw(size_t bytes) {
+    size_t got = 0;
+    void* p = pool_->alloc(bytes, &got);
+    return pool_owner(pool_, p, got);
+  }
+
+  void check_act(const Tensor& t, const char* what) const {
+    XC2_CHECK(t.device == Device::Cuda, Internal, what, ": tensor ", t.shape_str(), " is not on the GPU");
+    XC2_CHECK(t.dtype == act_, Internal, what, ": tensor ", t.shape_str(), " is ", dtype_name(t.dtype),
+              ", the backend computes in ", dtype_name(act_));
+  }
+
+  void after_op(const char* what) {
+    if (!sync_each_op_ || capturing_) return;
+    const cudaError_t e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) XC2_THROW(Cuda, "CUDA error after ", what, " (XC2_CUDA_SYNC=1): ", cudaGetErrorString(e));
+  }
+
+  kc::AttentionParams attention_params(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_heads,
+                                       int64_t n_kv_heads, int64_t head_dim, float scale, Tensor& out) {
+    check_act(q, "attention q");
+    check_act(k, "attention k");
+    check_act(v, "attention v");
+    kc::AttentionParams p;
+    p.q = q.data;
+    p.q_stride = n_heads * head_dim;
+    p.k = k.data;
+    p.v = v.data;
+    p.kv_stride = n_kv_heads * head_dim;
+    p.out = out.data;
+    p.out_stride = n_heads * head_dim;
+    p.n_q = q.rows();
+    p.n_heads = n_heads;
+    p.n_kv_heads = n_kv_heads;
+    p.head_dim = head_dim;
+    p.scale = scale;
+    p.dtype = act_;
+    p.num_sms = prop_.multiProcessorCount;
+    p.allow_tensor_cores = use_flash_;
+    return p;
+  }
+
+  void run_attention(kc::AttentionParams& p) {
+    const size_t ws = kc::attention_workspace_bytes(p);
+    Tensor scratch;
+    if (ws > 0) {
+      scratch = empty({static_cast<int64_t>((ws + 3) / 4)}, DType::F32);
+      p.workspace = scratch.data;
+    }
+    p.n_splits = kc::attention_splits(p);
+    kc::attention(p, stream_);
+    after_op("attention");
+  }
+
+  // The table for (theta, head_dim) covering positions [0, n_positions). The first theta seen keeps its
+  // table (grown by doubling); another theta (dynamic NTK past max_position_embeddings) gets a table of
+  // just the positions asked for, replacing the previous such one.
+  const RopeTable& rope_table(double theta, int64_t head_dim, int64_t n_positions) {
+    for (RopeTable& t : rope_)
+      if (t.theta == theta && t.head_dim == head_dim && t.n_positions >= n_positions) return t;
+    XC2_CHECK(!capturing_, Internal, "rope table for ", n_positions, " positions built while capturing a graph");
+    const bool primary = rope_.empty() || (rope_[0].theta == theta && rope_[0].head_dim == head_dim);
+    const int64_t n = primary ? std::max<int64_t>({n_positions, 4096, rope_.empty() ? 0 : 2 * rope_[0].n_positions})
+                              : (n_positions + 63) / 64 * 64;
+    RopeTable t;
+    t.theta = theta;
+    t.head_dim = head_dim;
+    t.n_positions = n;
+    std::vector<float> c(static_cast<size_t>(n * head_dim / 2)), s(c.size());
+    rope_tables(0, n, head_dim, theta, c.data(), s.data());
+    // Uploaded as f32 regardless of the activation dtype.
+    t.cos = empty({n, head_dim / 2}, DType::F32);
+    t.sin = empty({n, head_dim / 2}, DType::F32);
+    XC2_CUDA_CHECK(cudaMemcpy(t.cos.data, c.data(), c.size() * 4, cudaMemcpyHostToDevice));
+    XC2_CUDA_CHECK(cudaMemcpy(t.sin.data, s.data(), s.size() * 4, cudaMemcpyHostToDevice));
+    if (primary) {
+      if (rope_.empty()) {
+        rope_.push_back(std::move(t));
+      } else {
+        retired_.push_back(std::move(rope_[0]));
+        rope_[0] = std::move(t);
+      }
+      return rope_[0];
+    }
+    if (rope_.size() < 2) rope_.push_back(std::move(t));
+    else rope_[1] = std::move(t);
+    return rope_[1];
+  }
+
+  int device_;
+  DType act_;
+  cudaDeviceProp prop_{};
+  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<DevicePool> pool_, graph_pool_, active_pool_;
+  std::shared_ptr<void> workspace_;
+  std::unique_ptr<kc::LtGemm> lt_;
+  void* pinned_ = nullptr;
+  bool sync_each_op_ = false;
+  bool use_gemv_ = true;
+  bool use_flash_ = true;
+  bool capturing_ = false;
+  std::vector<RopeTable> rope_;
+  std::vector<RopeTable> retired_;  // outgrown primary tables: a captured graph may still read them
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device_index, DType act_dtype) {
+  return std::make_unique<CudaBackend>(device_index, act_dtype);
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device_index) { return make_cuda_backend(device_index, DType::BF16); }
+
+bool cuda_device_available() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (n <= 0) return false;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return false;
+  return prop.major >= 8;
+}
+
+}  // namespace xc2
+
+#endif  // XC2_WITH_CUDA
