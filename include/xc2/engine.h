@@ -27,6 +27,9 @@ struct EngineOptions {
   std::string model_dir;
   std::string device = "auto";  // "auto" (CUDA when built and a GPU is present, else CPU), "cpu", "cuda"
   int threads = 0;              // CPU threads; 0 = all cores
+  // Compute dtype: "auto" (CUDA: bf16; CPU: f32), "f32", "bf16" or "f16". The CPU backend computes in f32
+  // only; CUDA f32 (TF32 off) is for checking the GPU against the CPU token for token.
+  std::string dtype = "auto";
 };
 
 // Generation settings. The defaults are those of upstream chat() (model-spec §11.2).

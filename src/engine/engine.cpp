@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "model/device_decoder.h"
 #include "model/xcomposer2.h"
 #include "text/prompt.h"
 #include "text/sampler.h"
@@ -259,7 +260,14 @@ struct Engine::Impl {
     const int64_t ctx_limit = std::max<int64_t>(cfg().max_position_embeddings, cfg().max_length) * 4;
 
     auto t0 = Clock::now();
-    std::vector<float> logits = model->forward(a.rows, a.spans, cache, 1);
+    // On a GPU the logits, the token choice and the decode steps stay on the device (model/device_decoder.h);
+    // elsewhere (and with XC2_DEVICE_DECODE=0) the logits come to the host for the Sampler.
+    std::unique_ptr<model::DeviceDecoder> dev = model::DeviceDecoder::create(
+        *model, cache, sp, penalty_history, cache.length() + a.rows.rows(),
+        std::min<int64_t>(o.max_new_tokens, ctx_limit + 1 - cache.length() - a.rows.rows()));
+    std::vector<float> logits;
+    if (dev) dev->prefill(a.rows, a.spans);
+    else logits = model->forward(a.rows, a.spans, cache, 1);
     r.timings.prefill_ms = ms_since(t0);
     a.rows = Tensor();
 
@@ -267,7 +275,7 @@ struct Engine::Impl {
     auto t_dec = Clock::now();
     r.stop_reason = "max_new_tokens";
     for (int step = 0; step < o.max_new_tokens; ++step) {
-      const int32_t id = sampler.next(logits, penalty_history, sp);
+      const int32_t id = dev ? dev->select(sampler) : sampler.next(logits, penalty_history, sp);
       if (step == 0) r.timings.first_token_ms = ms_since(t_start);
       if (stops.count(id)) {
         r.stop_reason = id == tok->eos_id() ? "eos" : id == tok->im_end_id() ? "im_end" : "stop_id";
@@ -286,8 +294,12 @@ struct Engine::Impl {
         r.stop_reason = "context_full";
         break;
       }
-      Tensor row = model->embed_tokens({id});
-      logits = model->forward(row, {}, cache, 1);
+      if (dev) {
+        dev->feed(id);
+      } else {
+        Tensor row = model->embed_tokens({id});
+        logits = model->forward(row, {}, cache, 1);
+      }
     }
     const std::string rest = stream.finish();
     if (!rest.empty() && on_text && r.stop_reason != "cancelled") on_text(rest);
@@ -310,13 +322,22 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& options) {
   m.options = options;
   XC2_CHECK(options.threads >= 0, InvalidArgument, "--threads must be >= 0");
   const std::string& dev = options.device;
+  const std::string& dt = options.dtype;
+  XC2_CHECK(dt == "auto" || dt == "f32" || dt == "bf16" || dt == "f16", InvalidArgument, "unknown dtype '", dt,
+            "' (expected auto, f32, bf16 or f16)");
+  const DType cuda_dtype = dt == "f32" ? DType::F32 : dt == "f16" ? DType::F16 : DType::BF16;
+  auto cpu = [&]() {
+    XC2_CHECK(dt == "auto" || dt == "f32", InvalidArgument, "the CPU backend computes in f32 (--dtype ", dt,
+              " needs --device cuda)");
+    return make_cpu_backend(options.threads);
+  };
   if (dev == "cuda") {
-    m.backend = make_cuda_backend(0);
+    m.backend = make_cuda_backend(0, cuda_dtype);
   } else if (dev == "auto") {
-    if (built_with_cuda() && cuda_device_available()) m.backend = make_cuda_backend(0);
-    else m.backend = make_cpu_backend(options.threads);
+    if (built_with_cuda() && cuda_device_available()) m.backend = make_cuda_backend(0, cuda_dtype);
+    else m.backend = cpu();
   } else if (dev == "cpu") {
-    m.backend = make_cpu_backend(options.threads);
+    m.backend = cpu();
   } else {
     XC2_THROW(InvalidArgument, "unknown device '", dev, "' (expected auto, cpu or cuda)");
   }

@@ -362,6 +362,17 @@ void XComposer2::plora_linear(const Tensor& x, const PloraLinear& w, const std::
 
 std::vector<float> XComposer2::forward(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
                                        int64_t n_out, ForwardTrace* trace) {
+  const Tensor lg = forward_device(rows, image_spans, cache, n_out, trace);
+  std::vector<float> logits;
+  if (n_out > 0) {
+    logits.resize(static_cast<size_t>(lg.numel()));
+    be_.to_host_f32(lg, logits.data());
+  }
+  return logits;
+}
+
+Tensor XComposer2::forward_device(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
+                                  int64_t n_out, ForwardTrace* trace) {
   const io::ModelConfig& c = cfg_;
   const int64_t T = rows.rows(), D = c.hidden_size, I = c.intermediate_size;
   const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
@@ -410,17 +421,55 @@ std::vector<float> XComposer2::forward(const Tensor& rows, const std::vector<Row
   }
   cache.set_length(L);
 
-  std::vector<float> logits;
+  Tensor lg;
   if (n_out > 0) {
     Tensor last = h.rows(T - n_out, n_out);
     Tensor fin = be_.empty({n_out, D});
     be_.rms_norm(last, norm_w_, eps, fin);
-    Tensor lg = be_.empty({n_out, c.vocab_size});
+    lg = be_.empty({n_out, c.vocab_size});
     be_.linear(fin, output_w_, nullptr, lg, false);
-    logits.resize(static_cast<size_t>(lg.numel()));
-    be_.to_host_f32(lg, logits.data());
   }
-  return logits;
+  return lg;
+}
+
+void XComposer2::decode_step_at(const IntBuffer& token, const IntBuffer& pos, KvCache& cache, double theta,
+                                Tensor& logits) {
+  const io::ModelConfig& c = cfg_;
+  const int64_t D = c.hidden_size, I = c.intermediate_size;
+  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
+  const int64_t capacity = cache.capacity();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  XC2_CHECK(capacity > cache.length(), Internal, "decode_step_at: the KV cache has no free row (capacity ", capacity,
+            ")");
+  XC2_CHECK(logits.rows() == 1 && logits.row_numel() == c.vocab_size, Internal, "decode_step_at: logits ",
+            logits.shape_str());
+
+  Tensor h = be_.empty({1, D});
+  be_.embedding_at(tok_embeddings_, token, h);
+  Tensor a = be_.empty({1, D}), qkv = be_.empty({1, (H + 2 * Hk) * d}), q = be_.empty({1, H, d});
+  Tensor att = be_.empty({1, H * d}), o = be_.empty({1, D});
+  Tensor gate = be_.empty({1, I}), up = be_.empty({1, I});
+  const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const DecoderLayer& W = layers_[static_cast<size_t>(l)];
+    be_.rms_norm(h, W.attention_norm, eps, a);
+    be_.linear(a, W.wqkv.weight, nullptr, qkv, false);  // decode rows are text: no Partial LoRA
+    be_.split_qkv_at(qkv, H, Hk, d, q, cache.k(l), cache.v(l), pos);
+    be_.rope_at(q, 1, H, d, pos, false, theta, capacity);
+    be_.rope_at(cache.k(l), 1, Hk, d, pos, true, theta, capacity);
+    be_.attention_at(q, cache.k(l), cache.v(l), H, Hk, d, pos, attn_scale, att);
+    be_.linear(att, W.wo.weight, nullptr, o, false);
+    be_.add(h, o, h);
+    be_.rms_norm(h, W.ffn_norm, eps, a);
+    be_.linear(a, W.w1.weight, nullptr, gate, false);
+    be_.linear(a, W.w3.weight, nullptr, up, false);
+    be_.silu_mul(gate, up, gate);
+    be_.linear(gate, W.w2.weight, nullptr, o, false);
+    be_.add(h, o, h);
+  }
+  Tensor fin = be_.empty({1, D});
+  be_.rms_norm(h, norm_w_, eps, fin);
+  be_.linear(fin, output_w_, nullptr, logits, false);
 }
 
 }  // namespace xc2::model

@@ -94,6 +94,16 @@ class XComposer2 {
   // (n_out = 0: none, used for prefilling context only).
   std::vector<float> forward(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
                              int64_t n_out, ForwardTrace* trace = nullptr);
+  // forward() with the logits [n_out, vocab] left on the device, in the backend's activation dtype
+  // (an empty tensor when n_out = 0). forward() is this plus the copy to the host.
+  Tensor forward_device(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache, int64_t n_out,
+                        ForwardTrace* trace = nullptr);
+  // One decode step whose token id (token[0]) and position (pos[0] = the cache length before the step) are
+  // read on the device (Backend::supports_device_decode()), so it can be recorded once as a graph and
+  // replayed: the math of forward(embed_tokens({token}), {}, cache, 1) with RoPE base `theta`, k and v
+  // written at row pos of the cache (whose capacity must not change while a recording is in use), the
+  // logits written into `logits` ([1, vocab]). Neither pos nor cache.length() is advanced here.
+  void decode_step_at(const IntBuffer& token, const IntBuffer& pos, KvCache& cache, double theta, Tensor& logits);
 
   std::unique_ptr<KvCache> new_cache();
 

@@ -29,10 +29,21 @@ int32_t Sampler::next(std::vector<float>& logits, const std::vector<int32_t>& hi
   apply_repetition_penalty(logits, history, p.repetition_penalty);
   if (!p.do_sample) return argmax(logits);
 
-  const float neg_inf = -std::numeric_limits<float>::infinity();
-  const size_t V = logits.size();
   if (p.temperature != 1.0f && p.temperature > 0)
     for (float& l : logits) l /= p.temperature;
+  return draw(logits, p);
+}
+
+int32_t Sampler::next_from_candidates(const std::vector<int32_t>& ids, std::vector<float> values,
+                                      const SamplingParams& p) {
+  if (ids.empty() || ids.size() != values.size()) return ids.empty() ? 0 : ids[0];
+  const int32_t i = draw(values, p);
+  return ids[static_cast<size_t>(i)];
+}
+
+int32_t Sampler::draw(std::vector<float>& logits, const SamplingParams& p) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const size_t V = logits.size();
   if (p.top_k > 0 && static_cast<size_t>(p.top_k) < V) {
     std::vector<float> sorted(logits);
     std::nth_element(sorted.begin(), sorted.begin() + (p.top_k - 1), sorted.end(), std::greater<float>());

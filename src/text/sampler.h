@@ -30,8 +30,17 @@ class Sampler {
   explicit Sampler(uint64_t seed) : rng_(seed) {}
   // Modifies `logits` (penalty, warpers) and returns the chosen id.
   int32_t next(std::vector<float>& logits, const std::vector<int32_t>& history, const SamplingParams& params);
+  // The same draw as next() (do_sample) from the survivors of top-k only: `ids` (ascending) are every id whose
+  // logit, after the penalty and the temperature, is >= the top_k-th largest (ties kept), and `values` those
+  // logits (penalty and temperature already applied). Ids outside `ids` would be -inf after top-k in next(),
+  // so top-p, the softmax and the random draw see the same numbers in the same order: same token, same RNG
+  // state. Used by the device decode path, which selects the candidates on the GPU.
+  int32_t next_from_candidates(const std::vector<int32_t>& ids, std::vector<float> values, const SamplingParams& params);
 
  private:
+  // top-k, top-p, softmax and the draw on logits already penalised and divided by the temperature.
+  int32_t draw(std::vector<float>& logits, const SamplingParams& params);
+
   std::mt19937_64 rng_;
 };
 

@@ -38,6 +38,9 @@ void add_common_options(CLI::App* app, CommonOptions& o) {
   app->add_option("--device", o.device, "Where to run: auto (CUDA if available), cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+  app->add_option("--dtype", o.dtype, "Compute dtype: auto (CUDA bf16, CPU f32), f32, bf16 or f16 (CUDA only)")
+      ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}))
+      ->capture_default_str();
   app->add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   app->add_flag("-v,--verbose", o.verbose, "More messages on stderr (the model folder used, timings)");
   app->add_flag("-q,--quiet", o.quiet, "Only errors on stderr");
@@ -61,7 +64,10 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
   apply_log_level(o);
   EngineOptions eo;
   eo.model_dir = resolve_model_dir(o);
+  if (o.device == "cpu" && o.dtype != "auto" && o.dtype != "f32")
+    throw UsageError("--dtype " + o.dtype + " needs --device cuda (the CPU backend computes in f32)");
   eo.device = o.device;
+  eo.dtype = o.dtype;
   eo.threads = o.threads;
   if (o.verbose) std::cerr << "xc2: model folder: " << eo.model_dir << "\n";
   try {
@@ -70,6 +76,8 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
     return engine;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::InvalidArgument && o.device != "auto" && o.device != "cpu") throw;
+    // No GPU / built without CUDA is not a model problem: exit 4 (Cuda) or 2 (Unsupported).
+    if (e.code() == ErrorCode::Cuda || e.code() == ErrorCode::Unsupported) throw;
     throw ModelLoadError(e.what());
   }
 }

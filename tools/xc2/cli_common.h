@@ -36,6 +36,7 @@ struct UsageError : std::runtime_error {
 struct CommonOptions {
   std::string model;
   std::string device = "auto";
+  std::string dtype = "auto";
   int threads = 0;
   bool verbose = false;
   bool quiet = false;
