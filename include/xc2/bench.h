@@ -25,6 +25,14 @@ struct BenchOptions {
   bool reference = true;           // also run the PyTorch reference
   std::string python = "/usr/bin/python3";
   std::string reference_script;    // default: <source>/tools/reference/bench_ref.py
+  // CUDA (device = "cuda"): the model in `dtype` ("bf16", "f16" or "f32") on GPU 0; decode through the
+  // device decode path (graphs + on-device argmax), the copy bandwidth as the roofline, the reference
+  // in bfloat16 on the GPU (bench_ref.py --device cuda); plus captioning: caption_batch images through the
+  // ViT at once, then each prefilled and decoded for caption_tokens greedy tokens one after another.
+  std::string device = "cpu";
+  std::string dtype = "bf16";
+  int caption_batch = 16;
+  int caption_tokens = 32;
 };
 
 struct BenchRow {

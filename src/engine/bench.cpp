@@ -1,5 +1,6 @@
 // xc2 bench (include/xc2/bench.h): a synthetic real-dimension checkpoint, the model's three phases
-// timed on the CPU backend, and the machine's limits measured with the same thread count.
+// timed on the CPU backend, and the machine's limits measured with the same thread count; with
+// --device cuda the same phases (plus captioning) on GPU 0 against the measured device copy bandwidth.
 #include "xc2/bench.h"
 
 #include <sys/resource.h>
@@ -21,7 +22,9 @@
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
 #include "cpu/microbench.h"
+#include "model/device_decoder.h"
 #include "model/xcomposer2.h"
+#include "text/sampler.h"
 #include "xc2/build_config.h"
 
 namespace xc2 {
@@ -226,12 +229,15 @@ std::vector<RefNumbers> run_reference(const BenchOptions& o, const std::string& 
     out.push_back(r);
     return out;
   }
-  for (const char* dtype : {"float32", "bfloat16"}) {
+  const bool cuda = o.device == "cuda";
+  const std::vector<const char*> dtypes = cuda ? std::vector<const char*>{"bfloat16"}
+                                               : std::vector<const char*>{"float32", "bfloat16"};
+  for (const char* dtype : dtypes) {
     std::ostringstream cmd;
     cmd << o.python << " '" << script << "' --model '" << model_dir << "' --threads " << threads << " --dtype "
         << dtype << " --text-tokens " << o.text_tokens << " --decode-steps " << o.decode_steps << " --repeats "
-        << o.repeats << " 2>&1";
-    std::cerr << "xc2 bench: running the PyTorch reference (" << dtype << ") ...\n";
+        << o.repeats << (cuda ? " --device cuda" : "") << " 2>&1";
+    std::cerr << "xc2 bench: running the PyTorch reference (" << dtype << (cuda ? ", cuda" : "") << ") ...\n";
     RefNumbers r;
     r.dtype = dtype;
     FILE* p = ::popen(cmd.str().c_str(), "r");
@@ -264,13 +270,196 @@ std::string fmt(double v, int prec = 2) {
   return b;
 }
 
+// ---- CUDA ------------------------------------------------------------------------------------------
+
+// Greedy decode of `steps` tokens after `rows`; returns ms per token over the steps after the first two
+// (the first runs eagerly, the second records the graph), and the generated ids.
+struct DecodeRun {
+  double prefill_ms = 0, ms_per_token = 0;
+  bool graphs = false;
+};
+
+DecodeRun prefill_and_decode(model::XComposer2& m, const Tensor& rows, const std::vector<model::RowSpan>& spans,
+                             int steps) {
+  Backend& be = m.backend();
+  auto cache = m.new_cache();
+  text::SamplingParams sp;
+  sp.do_sample = false;
+  sp.repetition_penalty = 1.0f;
+  text::Sampler sampler(1);
+  DecodeRun r;
+  auto t0 = Clock::now();
+  std::unique_ptr<model::DeviceDecoder> dev =
+      model::DeviceDecoder::create(m, *cache, sp, {}, cache->length() + rows.rows(), steps + 1);
+  if (!dev) {  // XC2_DEVICE_DECODE=0: the host path the engine would take
+    std::vector<float> logits = m.forward(rows, spans, *cache, 1);
+    r.prefill_ms = ms_since(t0);
+    Clock::time_point t_steps{};
+    for (int s = 0; s < steps; ++s) {
+      if (s == 2) t_steps = Clock::now();
+      const int32_t id = sampler.next(logits, {}, sp);
+      Tensor row = m.embed_tokens({id});
+      logits = m.forward(row, {}, *cache, 1);
+    }
+    r.ms_per_token = steps > 2 ? ms_since(t_steps) / (steps - 2) : 0;
+    return r;
+  }
+  dev->prefill(rows, spans);
+  r.prefill_ms = ms_since(t0);
+  r.graphs = dev->uses_graphs();
+  Clock::time_point t_steps{};
+  for (int s = 0; s < steps; ++s) {
+    if (s == 2) t_steps = Clock::now();
+    dev->feed(dev->select(sampler));
+  }
+  dev->select(sampler);  // waits for the last step
+  be.synchronize();
+  r.ms_per_token = steps > 2 ? ms_since(t_steps) / (steps - 2) : 0;
+  return r;
+}
+
+BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
+  XC2_CHECK(o.decode_steps >= 4, InvalidArgument, "bench --device cuda needs --decode-steps >= 4");
+  const DType dt = o.dtype == "f32" ? DType::F32 : o.dtype == "f16" ? DType::F16 : DType::BF16;
+  auto backend = make_cuda_backend(0, dt);
+  BenchReport rep;
+  rep.machine = backend->name();
+  std::cerr << "xc2 bench: measuring the device copy bandwidth ...\n";
+  const double copy_bw = backend->measure_copy_bandwidth_gbs();
+  const double peak_bw = backend->peak_bandwidth_gbs();
+
+  std::cerr << "xc2 bench: loading " << dir << " onto the GPU ...\n";
+  auto t_load = Clock::now();
+  auto model = model::XComposer2::load(dir, *backend);
+  backend->synchronize();
+  const double load_ms = ms_since(t_load);
+  const io::ModelConfig& c = model->config();
+  rep.model = dir + " (" + c.variant() + ", " + std::to_string(c.num_hidden_layers) + " decoder layers, " +
+              std::to_string(c.vision.num_hidden_layers) + " ViT layers, " + dtype_name(dt) + ")";
+  const int64_t S = c.img_size, vt = c.visual_tokens(), D = c.hidden_size;
+  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim(), I = c.intermediate_size;
+  const int64_t L = c.num_hidden_layers, V = c.vocab_size;
+  const int64_t layer_params = (H + 2 * Hk) * d * D + D * H * d + 3 * D * I;
+  const io::TensorView* a0 = model->checkpoint().find("model.layers.0.attention.wqkv.Plora_A.weight");
+  const int64_t r = a0 ? a0->shape[0] : 0;
+  const int64_t lora_params = r * ((D + (H + 2 * Hk) * d) + (H * d + D) + 2 * (D + I) + (I + D));
+  const double es = static_cast<double>(dtype_size(dt));
+
+  auto make_pixels = [&](uint64_t seed) {
+    std::vector<float> px(static_cast<size_t>(3 * S * S));
+    uint64_t st = seed;
+    for (float& v : px) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      v = static_cast<float>((st >> 40) % 2000) / 1000.0f - 1.0f;
+    }
+    return px;
+  };
+  const std::vector<float> pixels = make_pixels(42);
+  std::vector<int32_t> text_ids(static_cast<size_t>(o.text_tokens));
+  for (size_t i = 0; i < text_ids.size(); ++i) text_ids[i] = static_cast<int32_t>(1000 + (i * 7919) % 50000);
+  const int64_t T = 1 + vt + o.text_tokens;
+  auto assemble = [&](const Tensor& img) {
+    Tensor rows = backend->empty({T, D});
+    Tensor r0 = rows.rows(0, 1), r1 = rows.rows(1, vt), r2 = rows.rows(1 + vt, o.text_tokens);
+    backend->copy(model->embed_tokens({1}), r0);
+    backend->copy(img, r1);
+    backend->copy(model->embed_tokens(text_ids), r2);
+    return rows;
+  };
+
+  double vit_ms = 1e30, prefill_ms = 1e30, tok_ms = 1e30;
+  bool graphs = false;
+  for (int rep_i = 0; rep_i < o.repeats; ++rep_i) {
+    std::cerr << "xc2 bench: run " << rep_i + 1 << "/" << o.repeats << " ...\n";
+    auto t0 = Clock::now();
+    Tensor img = model->encode_images({pixels});
+    backend->synchronize();
+    vit_ms = std::min(vit_ms, ms_since(t0));
+    const DecodeRun dr = prefill_and_decode(*model, assemble(img), {{1, vt}}, o.decode_steps);
+    prefill_ms = std::min(prefill_ms, dr.prefill_ms);
+    tok_ms = std::min(tok_ms, dr.ms_per_token);
+    graphs = dr.graphs;
+  }
+
+  // Captioning: a batch of images through the ViT at once, then one prompt after another.
+  double caption_s = 0;
+  if (o.caption_batch > 0 && o.caption_tokens > 2) {
+    std::cerr << "xc2 bench: captioning " << o.caption_batch << " images (" << o.caption_tokens << " tokens each) ...\n";
+    std::vector<std::vector<float>> batch;
+    for (int i = 0; i < o.caption_batch; ++i) batch.push_back(make_pixels(100 + static_cast<uint64_t>(i)));
+    auto t0 = Clock::now();
+    Tensor imgs = model->encode_images(batch);
+    for (int i = 0; i < o.caption_batch; ++i)
+      prefill_and_decode(*model, assemble(imgs.rows(i * vt, vt)), {{1, vt}}, o.caption_tokens);
+    backend->synchronize();
+    caption_s = ms_since(t0) / 1000.0;
+  }
+
+  const double decode_tok_s = 1000.0 / tok_ms;
+  const double ctx = static_cast<double>(T) + o.decode_steps / 2.0;
+  const double weight_bytes = static_cast<double>(L * layer_params + V * D + 2 * L * D + D) * es;
+  const double kv_bytes = 2.0 * L * ctx * Hk * d * es;
+  const double bytes_per_token = weight_bytes + kv_bytes;
+  const double roofline_tok_s = copy_bw * 1e9 / bytes_per_token;
+  const double prefill_flops = 2.0 * T * L * layer_params + 2.0 * vt * L * lora_params +
+                               2.0 * static_cast<double>(T) * T * d * H * L + 2.0 * D * V;
+  const int64_t Dv = c.vision.hidden_size, Iv = c.vision.intermediate_size, nv = vt + 1;
+  const double vit_flops = 2.0 * nv * (4.0 * Dv * Dv + 2.0 * Dv * Iv) * c.vision.num_hidden_layers +
+                           4.0 * nv * nv * Dv * c.vision.num_hidden_layers + 2.0 * vt * 3 * 14 * 14 * Dv +
+                           2.0 * vt * (Dv * D + D * D);
+
+  auto add = [&](const std::string& n, double v, const std::string& u, const std::string& note) {
+    rep.rows.push_back({n, v, u, note});
+  };
+  add("copy bandwidth", copy_bw, "GB/s",
+      "device-to-device, read + write" + (peak_bw > 0 ? "; theoretical peak " + fmt(peak_bw, 0) + " GB/s" : ""));
+  add("load", load_ms / 1000.0, "s", "checkpoint to GPU, converted to " + std::string(dtype_name(dt)));
+  add("ViT", vit_ms, "ms/img",
+      std::to_string(S) + " px image + projector, " + fmt(vit_flops / (vit_ms * 1e9), 1) + " TFLOP/s");
+  add("prefill", prefill_ms, "ms",
+      std::to_string(T) + " positions (1 image + " + std::to_string(o.text_tokens + 1) + " text), " +
+          fmt(prefill_flops / (prefill_ms * 1e9), 1) + " TFLOP/s");
+  add("decode", decode_tok_s, "tok/s",
+      "batch 1, " + std::string(graphs ? "CUDA graph" : "no graph") + "; " + fmt(bytes_per_token / 1e9, 3) +
+          " GB per token; copy-bandwidth roofline " + fmt(roofline_tok_s, 1) + " tok/s = " +
+          fmt(100.0 * decode_tok_s / roofline_tok_s, 0) + "%" +
+          (peak_bw > 0 ? ", " + fmt(100.0 * decode_tok_s * bytes_per_token / (peak_bw * 1e9), 0) + "% of peak" : ""));
+  if (caption_s > 0)
+    add("caption", o.caption_batch / caption_s, "img/s",
+        "batch " + std::to_string(o.caption_batch) + " through the ViT, then sequential prefill + " +
+            std::to_string(o.caption_tokens) + " greedy tokens each (no batched decode)");
+
+  if (o.reference) {
+    model.reset();
+    backend.reset();
+    for (const RefNumbers& rf : run_reference(o, dir, 0)) {
+      if (!rf.ok) {
+        add("reference", 0, "", "not run: " + rf.error);
+        continue;
+      }
+      add("reference ViT (" + rf.dtype + ", cuda)", rf.vit_ms, "ms/img", "xc2 is " + fmt(rf.vit_ms / vit_ms) + "x");
+      add("reference prefill (" + rf.dtype + ", cuda)", rf.prefill_ms, "ms",
+          "xc2 is " + fmt(rf.prefill_ms / prefill_ms) + "x (target >= 1.5x)");
+      add("reference decode (" + rf.dtype + ", cuda)", rf.decode_tok_s, "tok/s",
+          "xc2 is " + fmt(decode_tok_s / rf.decode_tok_s) + "x (target >= 3x)");
+    }
+  }
+  return rep;
+}
+
 }  // namespace
 
 BenchReport run_bench(const BenchOptions& o) {
   XC2_CHECK(o.decoder_layers >= 1 && o.vision_layers >= 1, InvalidArgument, "bench needs at least one layer");
   XC2_CHECK(o.decode_steps >= 1 && o.repeats >= 1 && o.text_tokens >= 1, InvalidArgument,
             "bench: decode steps, repeats and text tokens must be >= 1");
+  XC2_CHECK(o.device == "cpu" || o.device == "cuda", InvalidArgument, "bench: unknown device '", o.device, "'");
+  if (o.device == "cuda") {  // before writing gigabytes of synthetic checkpoint
+    XC2_CHECK(XC2_WITH_CUDA, Unsupported, "this xc2 was built without CUDA (rebuild with -DXC2_WITH_CUDA=ON)");
+    XC2_CHECK(cuda_device_available(), Cuda, "bench --device cuda: no usable CUDA device (compute capability 8.0+)");
+  }
   const std::string dir = o.model_dir.empty() ? ensure_synthetic(o) : o.model_dir;
+  if (o.device == "cuda") return run_bench_cuda(o, dir);
   auto backend = make_cpu_backend(o.threads);
   const int threads = o.threads > 0 ? o.threads : hardware_threads();
 

@@ -16,6 +16,7 @@ Handler register_bench(CLI::App& app) {
   xc2 bench                      # synthetic XC2-VL-7B-sized checkpoint (2+2 layers), PyTorch reference too
   xc2 bench --threads 2 --no-reference
   xc2 bench --model internlm-xcomposer2-vl-7b --decode-steps 64
+  xc2 bench --device cuda --layers 32 --vit-layers 24 --decode-steps 64   # the full XC2-VL-7B on a GPU
 
 The synthetic checkpoint (about 2.6 GB for 2 decoder layers) is written once under --work-dir and reused.
 Decode is reported against the streaming-read roofline (weight + KV bytes per token / measured read
@@ -32,6 +33,14 @@ bandwidth), prefill and ViT against the measured f32 FMA peak of the GEMM's inst
       ->check(CLI::Range(1, 2048))->capture_default_str();
   cmd->add_option("--decode-steps", o->decode_steps, "Decode steps timed")->check(CLI::Range(1, 4096))->capture_default_str();
   cmd->add_option("--repeats", o->repeats, "Runs; the best is reported")->check(CLI::Range(1, 100))->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu, or cuda (GPU 0; adds captioning at --caption-batch)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "CUDA compute dtype")->check(CLI::IsMember({"bf16", "f16", "f32"}))->capture_default_str();
+  cmd->add_option("--caption-batch", o->caption_batch, "CUDA: images per caption batch (0 = skip)")
+      ->check(CLI::Range(0, 256))->capture_default_str();
+  cmd->add_option("--caption-tokens", o->caption_tokens, "CUDA: greedy tokens per caption")
+      ->check(CLI::Range(3, 1024))->capture_default_str();
   cmd->add_flag("--no-reference", *no_ref, "Skip the PyTorch reference");
   cmd->add_option("--python", o->python, "Python with PyTorch for the reference")->capture_default_str();
   cmd->add_flag("-v,--verbose", common->verbose, "More messages");
