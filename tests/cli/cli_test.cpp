@@ -50,13 +50,6 @@ std::vector<std::string> lines_of(const std::string& s) {
   return out;
 }
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The reference's greedy tokens without the trailing stop token (xc2 reports it as stop_reason).
 std::vector<int32_t> golden_answer(const json& c) {
   std::vector<int32_t> t = c["greedy"]["tokens"].get<std::vector<int32_t>>();
@@ -156,7 +149,7 @@ TEST_F(CliCaption, BadFilesGetErrorRecordsAndTheBatchGoesOn) {
   const auto r = xc2({"caption", "--model", model("tiny-a"), dir(), "--out", out, "-n", "8"});
   EXPECT_EQ(r.status, 1) << r.err;  // partial failure
   std::map<std::string, json> recs;
-  for (const auto& l : lines_of(read_all(out))) {
+  for (const auto& l : lines_of(test::read_file(out))) {
     const json j = json::parse(l);
     recs[fs::path(j["path"].get<std::string>()).filename().string()] = j;
   }
@@ -184,11 +177,11 @@ TEST_F(CliCaption, ResumeAfterKillRedoesNothingFinished) {
   const pid_t pid = test::spawn_process(args, tmp_.path() + "/o.txt", tmp_.path() + "/e.txt");
   // Wait for a few finished records, then kill it hard.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (lines_of(read_all(out)).size() < 3 && std::chrono::steady_clock::now() < deadline)
+  while (lines_of(test::read_file(out)).size() < 3 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   kill(pid, SIGKILL);
   test::wait_process(pid);
-  const std::string before = read_all(out);
+  const std::string before = test::read_file(out);
   std::vector<std::string> done_before = lines_of(before);
   ASSERT_GE(done_before.size(), 3u);
   ASSERT_LT(done_before.size(), static_cast<size_t>(n)) << "the run finished before it could be killed";
@@ -198,7 +191,7 @@ TEST_F(CliCaption, ResumeAfterKillRedoesNothingFinished) {
   const auto r = xc2({"caption", "--model", model("tiny-a"), dir(), "--out", out, "-n", "200", "--ignore-eos",
                       "--resume"});
   ASSERT_EQ(r.status, 0) << r.err;
-  const auto after = lines_of(read_all(out));
+  const auto after = lines_of(test::read_file(out));
   ASSERT_EQ(after.size(), static_cast<size_t>(n));
   // Finished records are kept byte for byte, in order, and nothing is captioned twice.
   for (size_t i = 0; i < done_before.size(); ++i) EXPECT_EQ(after[i], done_before[i]);
@@ -238,7 +231,7 @@ TEST_F(CliCaption, ShardsCoverTheListExactlyOnce) {
 }
 
 std::vector<float> read_npy_f32(const std::string& path, int64_t& rows, int64_t& cols) {
-  const std::string b = read_all(path);
+  const std::string b = test::read_file(path);
   EXPECT_EQ(b.substr(0, 6), "\x93NUMPY");
   const size_t hlen = static_cast<unsigned char>(b[8]) | (static_cast<unsigned char>(b[9]) << 8);
   const std::string header = b.substr(10, hlen);
@@ -273,7 +266,7 @@ TEST(CliLogits, EqualGoldenLogits) {
     ASSERT_EQ(want->shape, (std::vector<int64_t>{rows, cols}));
     const auto rep = test::compare_rel_l2(got.data(), static_cast<const float*>(want->data), rows * cols, 1e-5);
     EXPECT_TRUE(rep.ok) << rep.detail;
-    const json toks = json::parse(read_all(tmp.file("t.json")));
+    const json toks = json::parse(test::read_file(tmp.file("t.json")));
     std::vector<int32_t> ids;
     for (const auto& t : toks) ids.push_back(t.is_null() ? -1 : t.get<int32_t>());
     EXPECT_EQ(ids, g["tokens"].get<std::vector<int32_t>>());

@@ -30,13 +30,6 @@ test::ProcessResult run_xc2(std::vector<std::string> args) {
 std::string tiny() { return test::data_path("models/tiny-b"); }
 std::string image(const std::string& name) { return test::data_path("images/" + name); }
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 size_t count_of(const std::string& s, const std::string& needle) {
   size_t n = 0;
   for (size_t p = s.find(needle); p != std::string::npos; p = s.find(needle, p + 1)) ++n;
@@ -64,7 +57,7 @@ TEST(CliCompose, UserImages) {
   EXPECT_NE(r.err.find("step 1/3"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("step 3/3"), std::string::npos) << r.err;
 
-  const std::string text = read_all(md);
+  const std::string text = test::read_file(md);
   const compose::Article a = compose::parse_markdown(text, dir.file("out"));
   ASSERT_GE(a.n_paragraphs(), 1) << text;
   EXPECT_EQ(a.blocks[0].kind, compose::Block::Kind::Paragraph);
@@ -76,7 +69,7 @@ TEST(CliCompose, UserImages) {
   // The Markdown path is relative to the Markdown file's folder.
   EXPECT_EQ(text.find("](/"), std::string::npos) << text;
 
-  const std::string page = read_all(html);
+  const std::string page = test::read_file(html);
   EXPECT_EQ(page.rfind("<!DOCTYPE html>", 0), 0u);
   EXPECT_EQ(count_of(page, "<img src=\"data:image/"), 1u);
   EXPECT_TRUE(page.find("data:image/jpeg;base64,") != std::string::npos ||
@@ -100,7 +93,7 @@ TEST(CliCompose, MorePositionsThanImages) {
   const auto r = run_xc2({"compose", "--model", tiny(), "--image", image("photo_48x40.jpg"), "--after", "1,2,3", "-n",
                           "40", "--out", md, "Write about shapes."});
   ASSERT_EQ(r.status, 0) << r.err;
-  const compose::Article a = compose::parse_markdown(read_all(md), dir.path());
+  const compose::Article a = compose::parse_markdown(test::read_file(md), dir.path());
   EXPECT_EQ(blocks_of(a, compose::Block::Kind::Image).size(), 1u);
 }
 
@@ -131,14 +124,14 @@ TEST(CliCompose, Pool) {
   const auto r = run_xc2({"compose", "--model", tiny(), "--pool", pool, "--after", "1", "-n", "40", "--out", md,
                           "--html", html, "--trace", trace, "Write about shapes."});
   ASSERT_EQ(r.status, 0) << r.err;
-  const compose::Article a = compose::parse_markdown(read_all(md), dir.path());
+  const compose::Article a = compose::parse_markdown(test::read_file(md), dir.path());
   const auto figs = blocks_of(a, compose::Block::Kind::Image);
-  ASSERT_EQ(figs.size(), 1u) << read_all(md);
+  ASSERT_EQ(figs.size(), 1u) << test::read_file(md);
   EXPECT_TRUE(pool_files.count(canonical(figs[0].path))) << figs[0].path;
-  const std::string page = read_all(html);
+  const std::string page = test::read_file(html);
   EXPECT_EQ(count_of(page, "<img src=\"data:image/"), 1u);
   // The model calls: article, one caption (text path), one selection among 4 candidates.
-  const std::string t = read_all(trace);
+  const std::string t = test::read_file(trace);
   EXPECT_EQ(count_of(t, "\"step\": \"article\""), 1u) << t;
   EXPECT_EQ(count_of(t, "\"step\": \"caption\""), 1u) << t;
   EXPECT_EQ(count_of(t, "\"step\": \"selection\""), 1u) << t;
@@ -161,7 +154,7 @@ TEST(CliCompose, PlaceholdersAndReproducible) {
   EXPECT_EQ(r1.out, r2.out);
   args.insert(args.end(), {"--html", dir.file("p.html")});
   ASSERT_EQ(run_xc2(args).status, 0);
-  EXPECT_NE(read_all(dir.file("p.html")).find("class=\"placeholder\""), std::string::npos);
+  EXPECT_NE(test::read_file(dir.file("p.html")).find("class=\"placeholder\""), std::string::npos);
 }
 
 TEST(CliCompose, TextOnlyByDefault) {
@@ -185,8 +178,8 @@ TEST(CliCompose, Edits) {
   auto r = run_xc2(
       {"compose", "--model", tiny(), "--article", md, "--insert", "2", "--ignore-eos", "--out", out, "Triangles."});
   ASSERT_EQ(r.status, 0) << r.err;
-  compose::Article b = compose::parse_markdown(read_all(out), dir.path());
-  ASSERT_EQ(b.n_paragraphs(), 4) << read_all(out);
+  compose::Article b = compose::parse_markdown(test::read_file(out), dir.path());
+  ASSERT_EQ(b.n_paragraphs(), 4) << test::read_file(out);
   // The new paragraph goes after paragraph 2 and its image.
   ASSERT_EQ(b.blocks.size(), 5u);
   EXPECT_EQ(b.blocks[0].text, "# Shapes");

@@ -19,6 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using iotest::make_safetensors;
+using iotest::expect_same_checkpoint;
 using iotest::pattern_bytes;
 
 std::string st_file(const std::vector<std::string>& names, uint8_t seed = 0) {
@@ -39,21 +40,6 @@ std::string index_json(const std::map<std::string, std::string>& weight_map) {
 
 void copy_file(const std::string& from, const std::string& to) {
   fs::copy_file(from, to, fs::copy_options::overwrite_existing);
-}
-
-// Same set of names; each tensor with the same dtype, shape and bytes.
-void expect_same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
-  ASSERT_EQ(a.tensors().size(), b.tensors().size());
-  for (const TensorView& t : a.tensors()) {
-    SCOPED_TRACE(t.name);
-    const TensorView* u = b.find(t.name);
-    ASSERT_NE(u, nullptr);
-    EXPECT_EQ(t.dtype, u->dtype);
-    EXPECT_EQ(t.shape, u->shape);
-    ASSERT_EQ(t.nbytes, u->nbytes);
-    EXPECT_EQ(std::memcmp(t.data, u->data, t.nbytes), 0);
-  }
-  EXPECT_EQ(a.total_bytes(), b.total_bytes());
 }
 
 TEST(Checkpoint, SelectionOrder) {

@@ -18,20 +18,8 @@ namespace xc2::io {
 namespace {
 
 namespace fs = std::filesystem;
+using iotest::expect_same_checkpoint;
 using iotest::pattern_bytes;
-
-void expect_same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
-  ASSERT_EQ(a.tensors().size(), b.tensors().size());
-  for (const TensorView& t : a.tensors()) {
-    SCOPED_TRACE(t.name);
-    const TensorView* u = b.find(t.name);
-    ASSERT_NE(u, nullptr);
-    EXPECT_EQ(t.dtype, u->dtype);
-    EXPECT_EQ(t.shape, u->shape);
-    ASSERT_EQ(t.nbytes, u->nbytes);
-    EXPECT_EQ(std::memcmp(t.data, u->data, t.nbytes), 0);
-  }
-}
 
 // Tensors of mixed dtypes and sizes, in a deliberately unaligned order.
 struct Sample {

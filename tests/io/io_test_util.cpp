@@ -275,4 +275,18 @@ std::string make_torch_bin(const std::vector<BinTensor>& tensors, const std::map
   return make_zip(make_torch_bin_items(make_state_dict_pickle(tensors), storages, prefix));
 }
 
+void expect_same_checkpoint(const io::Checkpoint& a, const io::Checkpoint& b) {
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (const io::TensorView& t : a.tensors()) {
+    SCOPED_TRACE(t.name);
+    const io::TensorView* u = b.find(t.name);
+    ASSERT_NE(u, nullptr);
+    EXPECT_EQ(t.dtype, u->dtype);
+    EXPECT_EQ(t.shape, u->shape);
+    ASSERT_EQ(t.nbytes, u->nbytes);
+    EXPECT_EQ(std::memcmp(t.data, u->data, t.nbytes), 0);
+  }
+  EXPECT_EQ(a.total_bytes(), b.total_bytes());
+}
+
 }  // namespace xc2::iotest

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "io/checkpoint.h"
 #include "xc2/error.h"
 
 // Runs stmt and expects an xc2::Error with the given code whose message contains substr.
@@ -122,5 +123,8 @@ std::vector<ZipItem> make_torch_bin_items(const std::string& pickle, const std::
                                           const std::string& prefix = "archive");
 std::string make_torch_bin(const std::vector<BinTensor>& tensors, const std::map<std::string, std::string>& storages,
                            const std::string& prefix = "archive");
+
+// The same set of names; each tensor with the same dtype, shape and bytes.
+void expect_same_checkpoint(const io::Checkpoint& a, const io::Checkpoint& b);
 
 }  // namespace xc2::iotest

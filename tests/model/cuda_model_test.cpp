@@ -20,6 +20,7 @@
 #include "backends/backend.h"
 #include "io/checkpoint.h"
 #include "model/device_decoder.h"
+#include "model/model_test_util.h"
 #include "model/xcomposer2.h"
 #include "support/test_util.h"
 #include "text/prompt.h"
@@ -158,22 +159,9 @@ TEST_P(CudaModel, ForwardF32MatchesGolden) {
                                           : text::build_image_prompt(*tok, rendered(), static_cast<int>(images_.size()),
                                                                      text::kImageMarker, true);
   const int64_t vt = cfg.visual_tokens(), T = prompt.n_positions(vt);
-  Tensor rows = be->empty({T, cfg.hidden_size});
   std::vector<model::RowSpan> spans;
-  int64_t pos = 0;
-  for (const auto& s : prompt.segments) {
-    if (s.image >= 0) {
-      Tensor dst = rows.rows(pos, vt);
-      be->copy(image_rows.rows(s.image * vt, vt), dst);
-      spans.push_back({pos, vt});
-      pos += vt;
-    } else if (!s.ids.empty()) {
-      Tensor dst = rows.rows(pos, static_cast<int64_t>(s.ids.size()));
-      be->copy(model->embed_tokens(s.ids), dst);
-      pos += static_cast<int64_t>(s.ids.size());
-    }
-  }
-  ASSERT_EQ(pos, T);
+  Tensor rows = test::assemble_rows(*be, *model, prompt, image_rows, spans);
+  ASSERT_EQ(rows.rows(), T);
   auto cache = model->new_cache();
   model::ForwardTrace trace;
   trace.want_hidden = true;

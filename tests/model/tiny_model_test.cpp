@@ -16,6 +16,7 @@
 
 #include "backends/backend.h"
 #include "io/checkpoint.h"
+#include "model/model_test_util.h"
 #include "model/xcomposer2.h"
 #include "support/test_util.h"
 #include "text/prompt.h"
@@ -165,22 +166,9 @@ TEST_P(TinyModelTest, ForwardMatchesReference) {
   const text::Prompt prompt = build_prompt();
   const int64_t vt = cfg.visual_tokens();
   const int64_t T = prompt.n_positions(vt);
-  Tensor rows = be->empty({T, cfg.hidden_size});
   std::vector<model::RowSpan> spans;
-  int64_t pos = 0;
-  for (const auto& s : prompt.segments) {
-    if (s.image >= 0) {
-      Tensor dst = rows.rows(pos, vt);
-      be->copy(image_rows.rows(s.image * vt, vt), dst);
-      spans.push_back({pos, vt});
-      pos += vt;
-    } else if (!s.ids.empty()) {
-      Tensor dst = rows.rows(pos, static_cast<int64_t>(s.ids.size()));
-      be->copy(model->embed_tokens(s.ids), dst);
-      pos += static_cast<int64_t>(s.ids.size());
-    }
-  }
-  ASSERT_EQ(pos, c_["n_positions"].get<int64_t>());
+  Tensor rows = test::assemble_rows(*be, *model, prompt, image_rows, spans);
+  ASSERT_EQ(rows.rows(), c_["n_positions"].get<int64_t>());
   auto cache = model->new_cache();
   model::ForwardTrace trace;
   trace.want_hidden = true;

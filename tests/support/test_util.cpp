@@ -37,6 +37,13 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
 CompareReport compare_rel_l2(const float* got, const float* ref, int64_t n, double max_rel_l2) {
   CompareReport r;
   double num = 0, den = 0;

@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "xc2/error.h"
+
 namespace xc2::test {
 
 // Absolute path of a file under tests/data.
@@ -25,6 +29,20 @@ class TempDir {
 };
 
 void write_bytes(const std::string& path, const std::string& bytes);
+// The whole file as bytes; "" when it cannot be read.
+std::string read_file(const std::string& path);
+
+// The xc2::Error thrown by f; a test failure (and an Internal error) when f throws none.
+template <typename F>
+Error catch_error(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  ADD_FAILURE() << "expected an xc2::Error";
+  return Error(ErrorCode::Internal, "no error");
+}
 
 struct CompareReport {
   bool ok = true;

@@ -23,13 +23,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 std::string show(const Prompt& p) {
   std::ostringstream os;
   for (const PromptSegment& s : p.segments) {
@@ -58,16 +51,7 @@ Prompt prompt_from_json(const json& segments) {
   return p;
 }
 
-template <typename F>
-Error catch_error(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected an xc2::Error";
-  return Error(ErrorCode::Internal, "no error");
-}
+using test::catch_error;
 
 // ------------------------------------------------------------------------------------------------
 // Golden prompts
@@ -75,7 +59,7 @@ Error catch_error(F&& f) {
 class PromptGolden : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    const std::string text = slurp(test::data_path("golden/" + GetParam() + "/prompts.json"));
+    const std::string text = test::read_file(test::data_path("golden/" + GetParam() + "/prompts.json"));
     ASSERT_FALSE(text.empty()) << "missing prompts.json for " << GetParam();
     golden_ = json::parse(text);
     tok_ = Tokenizer::load(test::data_path("models/" + GetParam() + "/tokenizer.model"));

@@ -21,16 +21,9 @@ namespace {
 
 using nlohmann::json;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 json load_golden(const std::string& model) {
   const std::string path = test::data_path("golden/" + model + "/tokenizer.json");
-  const std::string text = slurp(path);
+  const std::string text = test::read_file(path);
   if (text.empty()) ADD_FAILURE() << "missing golden " << path;
   return text.empty() ? json::object() : json::parse(text);
 }
@@ -283,16 +276,7 @@ INSTANTIATE_TEST_SUITE_P(Tiny, TokenizerGolden, ::testing::Values("tiny-a", "tin
 // ------------------------------------------------------------------------------------------------
 // Loading errors
 
-template <typename F>
-Error catch_error(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected an xc2::Error";
-  return Error(ErrorCode::Internal, "no error");
-}
+using test::catch_error;
 
 TEST(TokenizerLoad, MissingFileIsNotFound) {
   const Error e = catch_error([] { Tokenizer::load("/nonexistent/dir/tokenizer.model"); });
@@ -319,7 +303,7 @@ TEST(TokenizerLoad, NotAModelIsIo) {
 }
 
 TEST(TokenizerLoad, TruncatedModelIsIo) {
-  const std::string bytes = slurp(model_path("tiny-a"));
+  const std::string bytes = test::read_file(model_path("tiny-a"));
   ASSERT_GT(bytes.size(), 1000u);
   test::TempDir dir;
   for (const size_t cut : {size_t{1}, size_t{17}, bytes.size() / 2, bytes.size() - 3}) {
@@ -330,7 +314,7 @@ TEST(TokenizerLoad, TruncatedModelIsIo) {
 
 TEST(TokenizerLoad, ModelWithoutChatMarkersIsUnsupported) {
   // Rename the [UNUSED_TOKEN_146] piece in the serialized model (same length, so the protobuf stays valid).
-  std::string bytes = slurp(model_path("tiny-a"));
+  std::string bytes = test::read_file(model_path("tiny-a"));
   const size_t at = bytes.find("[UNUSED_TOKEN_146]");
   ASSERT_NE(at, std::string::npos);
   bytes.replace(at, 18, "[UNUSED_TOKEN_999]");

@@ -26,18 +26,11 @@ namespace {
 
 using nlohmann::json;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 std::string golden_path(const std::string& name) { return test::data_path("golden/images/" + name); }
 
 const json& manifest() {
   static const json m = [] {
-    const std::string text = slurp(golden_path("manifest.json"));
+    const std::string text = test::read_file(golden_path("manifest.json"));
     return text.empty() ? json::object() : json::parse(text);
   }();
   return m;
@@ -47,7 +40,7 @@ Image golden_image(const std::string& rgb_file, int w, int h) {
   Image im;
   im.width = w;
   im.height = h;
-  const std::string b = slurp(golden_path(rgb_file));
+  const std::string b = test::read_file(golden_path(rgb_file));
   EXPECT_EQ(b.size(), static_cast<size_t>(w) * h * 3) << rgb_file;
   im.rgb.assign(b.begin(), b.end());
   return im;
@@ -78,16 +71,7 @@ DiffStats diff(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want
   return s;
 }
 
-template <typename F>
-Error catch_error(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  ADD_FAILURE() << "expected an xc2::Error";
-  return Error(ErrorCode::Internal, "no error");
-}
+using test::catch_error;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -157,7 +141,7 @@ TEST(ImageGolden, DecodeThenResizeMatchesPillowForLosslessFormats) {
 
 // Minimal safetensors reader for the F32 tensors of preprocess.safetensors.
 std::vector<float> read_f32_tensor(const std::string& file, const std::string& name, std::vector<int64_t>* shape) {
-  const std::string b = slurp(file);
+  const std::string b = test::read_file(file);
   EXPECT_GE(b.size(), 8u);
   if (b.size() < 8) return {};
   uint64_t n = 0;
@@ -499,7 +483,7 @@ TEST(ImageErrors, AbsurdDimensionsAreUnsupported) {
 // Every prefix of a small file must raise an Error (never crash, never decode garbage); these suites
 // also run under ASan + UBSan.
 void expect_every_truncation_fails(const std::string& file, size_t allowed_tail = 0) {
-  const std::string b = slurp(test::data_path("images/" + file));
+  const std::string b = test::read_file(test::data_path("images/" + file));
   ASSERT_GT(b.size(), 16u) << file;
   size_t decoded = 0;
   for (size_t n = 0; n < b.size(); ++n) {
@@ -535,7 +519,7 @@ TEST(ImageErrors, TruncatedJpegBmpGifFail) {
   expect_every_truncation_fails("rgb_45x31.bmp", 1);
   // GIF: a file cut after the first frame's data decodes (only the first frame is read), one cut
   // inside it fails.
-  const std::string gif = slurp(test::data_path("images/anim_24x18.gif"));
+  const std::string gif = test::read_file(test::data_path("images/anim_24x18.gif"));
   std::vector<bool> ok(gif.size() + 1, false);
   for (size_t n = 0; n <= gif.size(); ++n) {
     const std::vector<uint8_t> prefix(gif.begin(), gif.begin() + n);
@@ -559,7 +543,7 @@ TEST(ImageErrors, CorruptedBytesNeverCrash) {
   // Flip bytes all over small files: each decode either succeeds or throws an xc2::Error.
   for (const std::string file : {"rgb_64x48.png", "lossy_32x24.webp", "lossless_32x24.webp", "photo_48x40.jpg",
                                  "anim_24x18.gif", "rgb_45x31.bmp", "palette_30x30.png"}) {
-    const std::string orig = slurp(test::data_path("images/" + file));
+    const std::string orig = test::read_file(test::data_path("images/" + file));
     uint32_t state = 12345;
     for (int iter = 0; iter < 150; ++iter) {
       std::string b = orig;

@@ -13,22 +13,15 @@
 namespace xc2::vision {
 namespace {
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 TEST(Jpeg, DecodeEqualsPillow) {
-  const auto m = nlohmann::json::parse(read_all(test::data_path("images/jpeg/manifest.json")));
+  const auto m = nlohmann::json::parse(test::read_file(test::data_path("images/jpeg/manifest.json")));
   int n = 0;
   for (const auto& e : m["images"]) {
     SCOPED_TRACE(e["file"].get<std::string>());
     const Image img = load_image(test::data_path("images/jpeg/" + e["file"].get<std::string>()));
     ASSERT_EQ(img.width, e["width"].get<int>());
     ASSERT_EQ(img.height, e["height"].get<int>());
-    const std::string want = read_all(test::data_path("images/jpeg/" + e["rgb"].get<std::string>()));
+    const std::string want = test::read_file(test::data_path("images/jpeg/" + e["rgb"].get<std::string>()));
     ASSERT_EQ(img.rgb.size(), want.size());
     size_t n_diff = 0;
     for (size_t i = 0; i < want.size(); ++i) n_diff += img.rgb[i] != static_cast<uint8_t>(want[i]);
@@ -39,7 +32,7 @@ TEST(Jpeg, DecodeEqualsPillow) {
 }
 
 TEST(Jpeg, CorruptDataIsAnError) {
-  std::string bytes = read_all(test::data_path("images/jpeg/baseline.jpg"));
+  std::string bytes = test::read_file(test::data_path("images/jpeg/baseline.jpg"));
   // Break the SOF marker's precision byte: libjpeg rejects the file.
   const size_t sof = bytes.find("\xff\xc0");
   ASSERT_NE(sof, std::string::npos);

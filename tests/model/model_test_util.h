@@ -1,0 +1,18 @@
+// Shared by the model tests (CPU and CUDA): the decoder's input rows of a prompt, built as the engine
+// builds them (text segments embedded, image segments copied from the encoded images).
+#pragma once
+
+#include <vector>
+
+#include "backends/backend.h"
+#include "model/xcomposer2.h"
+#include "text/prompt.h"
+
+namespace xc2::test {
+
+// Rows [prompt.n_positions(vt), hidden] on `be`; image segment k takes rows k*vt .. k*vt+vt-1 of
+// `image_rows`. `spans` receives the image row ranges.
+Tensor assemble_rows(Backend& be, model::XComposer2& model, const text::Prompt& prompt, const Tensor& image_rows,
+                     std::vector<model::RowSpan>& spans);
+
+}  // namespace xc2::test
