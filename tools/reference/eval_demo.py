@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""Held-out evaluation of the demo model (models/xc2-shapes) through the xc2 binary and through the
+PyTorch reference.
+
+    /usr/bin/python3 tools/reference/eval_demo.py build-demo/xc2 [--model models/xc2-shapes] [--n 200]
+
+Generates --n scenes with the evaluation seed (different from the training stream and from the
+committed examples), writes them as PNGs to a temporary folder, captions them with
+`xc2 caption --prompt "Describe the picture." --list ...` (greedy) and with xc2_ref (fp32, greedy, the
+same prompt, the same PNG files), and prints:
+  * object-level accuracy: the fraction of the scenes' shapes named in the caption with the right colour,
+    kind and position (parsed from the caption text);
+  * exact-match caption accuracy (the caption equals the ground-truth sentence);
+  * how many of the --n greedy outputs are identical between xc2 and the reference (text and token
+    count); for every disagreement, the token ids of both (xc2 chat --format json) and where they diverge.
+With --qa it also asks every scene one question (how many / what colour / where) and scores the answers.
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import train_demo as td  # noqa: E402
+import xc2_ref  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(HERE, "../.."))
+EVAL_SEED = 777001
+
+
+def eval_scenes(n, seed=EVAL_SEED):
+    rng = random.Random(seed)
+    return [td.make_scene(rng) for _ in range(n)]
+
+
+def qa_for(scene, rng):
+    """one question per scene, cycling through the kinds of question; -> (question, expected answer)"""
+    pairs = td.qa_pairs(scene, rng)
+    present = [p for p in pairs if not p[1].startswith("There is no")]
+    return rng.choice(present)
+
+
+def run_xc2_caption(xc2, model, paths, question, max_new, threads, workdir):
+    lst = os.path.join(workdir, "list.txt")
+    out = os.path.join(workdir, "xc2.jsonl")
+    with open(lst, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    if os.path.exists(out):
+        os.remove(out)
+    cmd = [xc2, "caption", "--model", model, "--prompt", question, "--list", lst, "--out", out,
+           "--no-progress", "-n", str(max_new), "--threads", str(threads), "-q"]
+    t = time.time()
+    subprocess.run(cmd, check=True)
+    dt = time.time() - t
+    res = {}
+    with open(out) as f:
+        for line in f:
+            j = json.loads(line)
+            if "error" in j:
+                raise RuntimeError(f"xc2 failed on {j['path']}: {j['error']}")
+            res[j["path"]] = j
+    return res, dt
+
+
+def xc2_chat_tokens(xc2, model, path, question, max_new, threads):
+    cmd = [xc2, "chat", "--model", model, "--image", path, "--greedy", "--format", "json", "-n", str(max_new),
+           "--threads", str(threads), "-q", question]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def answer_tokens(ref, r):
+    """reference tokens without the trailing stop token (xc2 reports that one as stop_reason)"""
+    t = list(r["tokens"])
+    if t and t[-1] in ref.stop_ids():
+        t.pop()
+    return t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("xc2", help="path of the xc2 binary")
+    ap.add_argument("--model", default=os.path.join(ROOT, "models/xc2-shapes"))
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=EVAL_SEED)
+    ap.add_argument("--question", default=td.EVAL_QUESTION)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--qa", action="store_true", help="also one question per scene (how many/colour/where)")
+    ap.add_argument("--keep", default="", help="write the PNGs here instead of a temporary folder")
+    ap.add_argument("--show", type=int, default=5, help="print this many example captions")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    scenes = eval_scenes(a.n, a.seed)
+    workdir = a.keep or tempfile.mkdtemp(prefix="xc2_eval_demo_")
+    os.makedirs(workdir, exist_ok=True)
+    paths = []
+    for i, sc in enumerate(scenes):
+        p = os.path.join(workdir, f"scene-{i:03d}.png")
+        td.render(sc).save(p)
+        paths.append(p)
+
+    xres, x_dt = run_xc2_caption(a.xc2, a.model, paths, a.question, a.max_new_tokens, a.threads, workdir)
+    ref = xc2_ref.Model(a.model, dtype=torch.float32)
+    t = time.time()
+    rres = []
+    for p in paths:
+        pr = ref.prepare_chat(a.question, [p])
+        rres.append(ref.generate(pr, [p], max_new_tokens=a.max_new_tokens))
+    r_dt = time.time() - t
+
+    stats = {"xc2": [0, 0, 0], "ref": [0, 0, 0]}  # objects ok, objects, exact
+    same, diffs = 0, []
+    for i, (sc, p) in enumerate(zip(scenes, paths)):
+        truth = td.caption(sc)
+        xt = xres[p]["caption"]
+        rt = rres[i]["text"]
+        for name, text in (("xc2", xt), ("ref", rt)):
+            ok, tot = td.object_score(sc, text)
+            stats[name][0] += ok
+            stats[name][1] += tot
+            stats[name][2] += text == truth
+        if xt == rt and xres[p]["generated_tokens"] == len(answer_tokens(ref, rres[i])):
+            same += 1
+        else:
+            diffs.append(i)
+        if i < a.show:
+            print(f"{os.path.basename(p)}: truth {truth!r}\n    xc2 {xt!r}\n    ref {rt!r}")
+
+    print(f"\n{a.n} held-out scenes (seed {a.seed}), question {a.question!r}, greedy, model {a.model}")
+    for name in ("xc2", "ref"):
+        ok, tot, ex = stats[name]
+        print(f"  {name}: object-level accuracy {ok}/{tot} = {ok / tot:.4f}, exact-match captions "
+              f"{ex}/{a.n} = {ex / a.n:.4f}")
+    print(f"  identical greedy outputs xc2 vs reference: {same}/{a.n}")
+    print(f"  time: xc2 caption {x_dt:.1f} s ({a.threads} threads), reference fp32 {r_dt:.1f} s")
+    for i in diffs:
+        p = paths[i]
+        j = xc2_chat_tokens(a.xc2, a.model, p, a.question, a.max_new_tokens, a.threads)
+        rt = answer_tokens(ref, rres[i])
+        k = next((n for n, (u, v) in enumerate(zip(j["tokens"], rt)) if u != v), min(len(j["tokens"]), len(rt)))
+        margin = rres[i]["margins"][k] if k < len(rres[i]["margins"]) else float("nan")
+        print(f"  DIFF {p}: first differing generated token {k} (xc2 {j['tokens'][k:k + 3]}, ref {rt[k:k + 3]}); "
+              f"reference top-1 margin there {margin:.4g}\n    xc2 {j['text']!r}\n    ref {rres[i]['text']!r}")
+
+    if a.qa:
+        rng = random.Random(a.seed + 1)
+        ok_x = ok_r = same_qa = 0
+        for sc, p in zip(scenes, paths):
+            q, want = qa_for(sc, rng)
+            j = xc2_chat_tokens(a.xc2, a.model, p, q, a.max_new_tokens, a.threads)
+            r = ref.generate(ref.prepare_chat(q, [p]), [p], max_new_tokens=a.max_new_tokens)
+            ok_x += j["text"] == want
+            ok_r += r["text"] == want
+            same_qa += j["tokens"] == answer_tokens(ref, r)
+        print(f"  questions (one per scene): xc2 exact {ok_x}/{a.n}, reference exact {ok_r}/{a.n}, "
+              f"identical tokens {same_qa}/{a.n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
