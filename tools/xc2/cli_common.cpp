@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -55,7 +56,7 @@ std::string resolve_model_dir(const CommonOptions& o) {
   for (const std::string& cand : {dir + "/../models/xc2-shapes", dir + "/models/xc2-shapes",
                                   dir + "/../share/xc2/models/xc2-shapes",
                                   std::string(XC2_SOURCE_DIR) + "/models/xc2-shapes"}) {
-    if (is_dir(cand)) return cand;
+    if (is_dir(cand)) return std::filesystem::path(cand).lexically_normal().string();
   }
   throw UsageError("no model given: pass --model DIR or set XC2_MODEL (the bundled demo model was not found)");
 }
