@@ -71,6 +71,9 @@ struct AttentionArgs {
   float scale = 1.0f;
 };
 void attention(const AttentionArgs& args, ThreadPool& pool);
+// Calls with at most this many queries (decode) compute each head directly, all heads in one pass over
+// the pool; longer ones use the per-head GEMM path. The two round differently (summation order).
+constexpr int64_t kAttentionRowsMaxQueries = 4;
 
 // Patch extraction for a Conv2d with kernel = stride = p and no padding (the CLIP patch embedding):
 // pixels: [n_images, 3, S, S] f32 -> cols: [n_images * g * g, 3 * p * p], g = S / p, patches in
