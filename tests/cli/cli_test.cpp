@@ -273,6 +273,29 @@ TEST(CliLogits, EqualGoldenLogits) {
   }
 }
 
+TEST(CliLogits, HugePageWeightCopiesGiveTheSameBits) {
+  // XC2_CPU_HUGEPAGES=1 copies every weight out of the mapped checkpoint (src/backends/cpu_backend.cpp);
+  // the logits must be bit-identical to the mapped run, for both formats.
+  for (const std::string m : {"tiny-a", "tiny-a-bin"}) {
+    SCOPED_TRACE(m);
+    test::TempDir tmp;
+    const std::vector<std::string> tail = {"logits", "--model", model(m), "--image", image("rgb_64x48.png"),
+                                           "Describe the picture."};
+    std::vector<std::string> plain = {kExe};
+    plain.insert(plain.end(), tail.begin(), tail.end());
+    plain.insert(plain.end(), {"--out", tmp.file("a.npy")});
+    std::vector<std::string> copied = {"/usr/bin/env", "XC2_CPU_HUGEPAGES=1", kExe};
+    copied.insert(copied.end(), tail.begin(), tail.end());
+    copied.insert(copied.end(), {"--out", tmp.file("b.npy")});
+    const auto r1 = test::run_process(plain), r2 = test::run_process(copied);
+    ASSERT_EQ(r1.status, 0) << r1.err;
+    ASSERT_EQ(r2.status, 0) << r2.err;
+    const std::string a = test::read_file(tmp.file("a.npy")), b = test::read_file(tmp.file("b.npy"));
+    EXPECT_GT(a.size(), 1000u);
+    EXPECT_TRUE(a == b);
+  }
+}
+
 TEST(CliExitCodes, UsageModelAndInputErrors) {
   EXPECT_EQ(xc2({"--version"}).status, 0);
   EXPECT_EQ(xc2({}).status, 2);
