@@ -146,24 +146,32 @@ TOKENIZERS = {
 }
 
 
-def train_tokenizer(name, out_path):
-    spec = TOKENIZERS[name]
+def spm_train(corpus, out_path, vocab_size, extra_flags):
+    """A SentencePiece BPE model with byte fallback, ids <unk>=0 <s>=1 </s>=2, the chat markers as user pieces
+    (ids 3, 4), an identity normaliser, single-threaded and unshuffled (deterministic), trained on `corpus`
+    and written to out_path. extra_flags: the settings that differ between models (["--add_dummy_prefix=..."])."""
     with tempfile.TemporaryDirectory() as td:
         with open(os.path.join(td, "corpus.txt"), "w", encoding="utf-8") as f:
-            f.write(corpus_text())
+            f.write(corpus)
         cmd = [
             "spm_train", "--input=corpus.txt", "--model_prefix=tokenizer", "--model_type=bpe",
-            f"--vocab_size={spec['vocab_size']}", "--byte_fallback=true", "--character_coverage=1.0",
+            f"--vocab_size={vocab_size}", "--byte_fallback=true", "--character_coverage=1.0",
             "--user_defined_symbols=[UNUSED_TOKEN_145],[UNUSED_TOKEN_146]",
             "--unk_id=0", "--bos_id=1", "--eos_id=2", "--pad_id=-1",
             "--normalization_rule_name=identity", "--remove_extra_whitespaces=false",
-            f"--add_dummy_prefix={spec['add_dummy_prefix']}", f"--split_digits={spec['split_digits']}",
-            f"--allow_whitespace_only_pieces={spec['allow_whitespace_only_pieces']}",
+            *extra_flags,
             "--num_threads=1", "--shuffle_input_sentence=false", "--input_sentence_size=0",
             "--max_sentence_length=8192", "--minloglevel=2",
         ]
         subprocess.run(cmd, cwd=td, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.copyfile(os.path.join(td, "tokenizer.model"), out_path)
+
+
+def train_tokenizer(name, out_path):
+    spec = TOKENIZERS[name]
+    spm_train(corpus_text(), out_path, spec["vocab_size"],
+              [f"--add_dummy_prefix={spec['add_dummy_prefix']}", f"--split_digits={spec['split_digits']}",
+               f"--allow_whitespace_only_pieces={spec['allow_whitespace_only_pieces']}"])
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=out_path)
     for s in ("[UNUSED_TOKEN_146]", "[UNUSED_TOKEN_145]"):

@@ -48,7 +48,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +62,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import safetensors_io as sio  # noqa: E402
 import xc2_ref  # noqa: E402
-from make_tiny import make_config, write_side_files  # noqa: E402
+from make_tiny import make_config, spm_train, write_side_files  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 
@@ -277,22 +276,9 @@ def tokenizer_corpus(seed):
 
 
 def train_tokenizer(out_path, seed, vocab_size):
-    with tempfile.TemporaryDirectory() as td:
-        with open(os.path.join(td, "corpus.txt"), "w", encoding="utf-8") as f:
-            f.write(tokenizer_corpus(seed))
-        cmd = [
-            "spm_train", "--input=corpus.txt", "--model_prefix=tokenizer", "--model_type=bpe",
-            f"--vocab_size={vocab_size}", "--byte_fallback=true", "--character_coverage=1.0",
-            "--user_defined_symbols=[UNUSED_TOKEN_145],[UNUSED_TOKEN_146]",
-            "--unk_id=0", "--bos_id=1", "--eos_id=2", "--pad_id=-1",
-            "--normalization_rule_name=identity", "--remove_extra_whitespaces=false",
-            "--add_dummy_prefix=false", "--split_by_whitespace=false", "--split_by_unicode_script=false",
-            "--max_sentencepiece_length=48", "--split_digits=true",
-            "--num_threads=1", "--shuffle_input_sentence=false", "--input_sentence_size=0",
-            "--max_sentence_length=8192", "--minloglevel=2",
-        ]
-        subprocess.run(cmd, cwd=td, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.copyfile(os.path.join(td, "tokenizer.model"), out_path)
+    spm_train(tokenizer_corpus(seed), out_path, vocab_size,
+              ["--add_dummy_prefix=false", "--split_by_whitespace=false", "--split_by_unicode_script=false",
+               "--max_sentencepiece_length=48", "--split_digits=true"])
     tok = xc2_ref.Tokenizer(out_path)
     assert tok.piece_to_id("[UNUSED_TOKEN_145]") == 3 and tok.piece_to_id("[UNUSED_TOKEN_146]") == 4
     return tok
@@ -874,7 +860,6 @@ def main():
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         tp.append(time.time())
-        phase = [x + y for x, y in zip(phase, (tp[i + 1] - tp[i] for i in range(4)))] if step else [0.0] * 4
         if a.verbose:
             log(f"step {step}: data {tp[1] - tp[0]:.3f} fwd {tp[2] - tp[1]:.3f} bwd {tp[3] - tp[2]:.3f} "
                 f"opt {tp[4] - tp[3]:.3f} T {batch['ids'].shape[1]}")
