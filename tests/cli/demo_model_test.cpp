@@ -36,19 +36,19 @@ struct Scene {
 // Ground truth of the example scenes (train_demo.py example_scenes(), seed 20240601).
 const std::vector<Scene> kScenes = {
     {1, "three shapes",
-     {"a purple triangle at the top right", "a green circle at the bottom middle", "a yellow square at the bottom left"}},
+     {"a purple triangle at the top right", "a yellow square at the bottom left", "a green circle at the bottom middle"}},
     {2, "two shapes", {"an orange star at the top left", "a green circle at the bottom left"}},
     {3, "one shape", {"a purple circle at the bottom right"}},
     {4, "three shapes",
      {"an orange star at the top left", "a blue triangle at the middle left", "a blue circle at the bottom left"}},
 };
 
-// The caption the training data uses: objects in reading order (row by row, left to right).
-std::string truth_caption(const Scene& s, const std::vector<std::string>& reading_order) {
+// The caption the training data uses: the objects in reading order (row by row, left to right).
+std::string truth_caption(const Scene& s) {
   std::string out = std::string("The picture shows ") + s.count + ": ";
-  for (size_t i = 0; i < reading_order.size(); ++i) {
-    if (i) out += (i + 1 == reading_order.size()) ? " and " : ", ";
-    out += reading_order[i];
+  for (size_t i = 0; i < s.objects.size(); ++i) {
+    if (i) out += (i + 1 == s.objects.size()) ? " and " : ", ";
+    out += s.objects[i];
   }
   return out + ".";
 }
@@ -75,18 +75,13 @@ class DemoModel : public ::testing::Test {
 };
 
 TEST_F(DemoModel, GreedyDescriptionsNameEveryShapeColourAndPosition) {
-  // reading order of each scene's objects (row-major grid cells)
-  const std::vector<std::vector<std::string>> order = {
-      {"a purple triangle at the top right", "a yellow square at the bottom left", "a green circle at the bottom middle"},
-      kScenes[1].objects, kScenes[2].objects, kScenes[3].objects};
-  for (size_t k = 0; k < kScenes.size(); ++k) {
-    const Scene& s = kScenes[k];
+  for (const Scene& s : kScenes) {
     const json j = chat_json({"--image", example(s.index), "--greedy"}, "Describe the picture.");
     const std::string text = j["text"].get<std::string>();
     SCOPED_TRACE("shapes-" + std::to_string(s.index) + ".png: " + text);
     EXPECT_NE(text.find(s.count), std::string::npos);
     for (const auto& o : s.objects) EXPECT_NE(text.find(o), std::string::npos) << o;
-    EXPECT_EQ(text, truth_caption(s, order[k]));
+    EXPECT_EQ(text, truth_caption(s));
     EXPECT_EQ(j["stop_reason"].get<std::string>(), "im_end");
   }
 }
