@@ -3,10 +3,14 @@
 //   S = softmax(S * scale)   (f32, masked to the causal prefix of each query)
 //   O_h = S . V_g            (gemm against V_g transposed once per KV head into [head_dim, n_kv])
 // The GEMM parallelises each product over the pool; softmax rows are split across threads.
-// Up to kAttentionRowsMaxQueries queries (decode steps) take a direct per-head path instead.
+// Up to kAttentionRowsMaxQueries queries (decode steps) take a direct path instead: per KV head with its
+// query heads together (keys and values read once per group, vector accumulators, software prefetch of
+// the strided cache rows) when head_dim is a multiple of 16 and the group size 1, 2, 4 or 8, else per head.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/cpu_kernels.h"
@@ -32,6 +36,41 @@ void softmax_row(float* s, int64_t n_valid, int64_t n_total, float scale) {
   for (int64_t j = n_valid; j < n_total; ++j) s[j] = 0.0f;
 }
 
+// q . k in kLanes independent partial sums (one vector FMA per step instead of a chain of scalar adds,
+// which strict IEEE order forbids the compiler to vectorise), then a fixed pairwise reduction.
+constexpr int64_t kLanes = 16;
+inline float dot(const float* q, const float* k, int64_t d) {
+  float acc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= d; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += q[c + l] * k[c + l];
+  for (int64_t l = 0; c < d; ++c, ++l) acc[l] += q[c] * k[c];
+  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+    for (int64_t l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+// 16 floats in a vector register where the target has them (GCC/Clang vector extension; split into
+// narrower registers on older targets), for the grouped decode path below.
+// (-Wpsabi: these are inlined helpers, their calling convention never matters.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float V16 __attribute__((vector_size(64)));
+typedef float V8 __attribute__((vector_size(32)));
+typedef float V4 __attribute__((vector_size(16)));
+inline V16 load16(const float* p) {
+  V16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+// The pairwise order of dot()'s reduction: lanes l and l + 8, then l and l + 4, l + 2, l + 1.
+inline float hsum16(V16 v) {
+  const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
 // Decode (a few queries): each head on its own, all heads in one pass over the pool. Scores are dot
 // products with the keys in place, the output accumulates the value rows in place (no transposed copy
 // of V, no GEMM set-up per head): one barrier per call instead of several per KV head.
@@ -42,12 +81,7 @@ void attend_head_rows(const AttentionArgs& a, int64_t h, float* s) {
   for (int64_t i = 0; i < a.n_q; ++i) {
     const float* q = a.q + i * a.q_stride + h * d;
     const int64_t n_valid = a.causal ? std::min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
-    for (int64_t j = 0; j < n_valid; ++j) {
-      const float* k = a.k + j * a.kv_stride + g * d;
-      float acc = 0.0f;
-      for (int64_t c = 0; c < d; ++c) acc += q[c] * k[c];
-      s[j] = acc;
-    }
+    for (int64_t j = 0; j < n_valid; ++j) s[j] = dot(q, a.k + j * a.kv_stride + g * d, d);
     softmax_row(s, n_valid, n_valid, a.scale);
     float* o = a.out + i * a.out_stride + h * d;
     for (int64_t c = 0; c < d; ++c) o[c] = 0.0f;
@@ -59,6 +93,65 @@ void attend_head_rows(const AttentionArgs& a, int64_t h, float* s) {
   }
 }
 
+// Decode for one query and one KV head g with its G query heads (GQA), G a compile-time constant and
+// head_dim a multiple of 16: each key and value row is read once for all G heads, and the G dot products
+// (and the G output rows, in 64- or 16-column chunks) accumulate in independent 16-lane sums that stay in
+// registers. s: [G, n_kv] scratch.
+template <int G>
+XC2_MULTIVERSION void attend_group(const AttentionArgs& a, int64_t g, int64_t i, float* s) {
+  const int64_t d = a.head_dim, n_kv = a.n_kv;
+  const float* q = a.q + i * a.q_stride + g * G * d;  // the G heads of group g are adjacent
+  const int64_t n_valid = a.causal ? std::min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
+  // Key and value rows of one head are a whole cache row apart (usually another page), which the hardware
+  // prefetcher does not follow: fetch the row kPrefetch keys ahead.
+  constexpr int64_t kPrefetch = 12;
+  for (int64_t j = 0; j < n_valid; ++j) {
+    const float* k = a.k + j * a.kv_stride + g * d;
+    if (j + kPrefetch < n_valid)
+      for (int64_t c = 0; c < d; c += kLanes) __builtin_prefetch(k + kPrefetch * a.kv_stride + c);
+    V16 acc[G] = {};
+    for (int64_t c = 0; c < d; c += kLanes) {
+      const V16 kc = load16(k + c);
+      for (int h = 0; h < G; ++h) acc[h] += load16(q + h * d + c) * kc;
+    }
+    for (int h = 0; h < G; ++h) s[h * n_kv + j] = hsum16(acc[h]);
+  }
+  for (int h = 0; h < G; ++h) softmax_row(s + h * n_kv, n_valid, n_valid, a.scale);
+  float* out = a.out + i * a.out_stride + g * G * d;
+  auto accumulate = [&](auto chunk) {
+    constexpr int64_t C = decltype(chunk)::value;
+    for (int64_t c0 = 0; c0 < d; c0 += C) {
+      float acc[G][C] = {};
+      for (int64_t j = 0; j < n_valid; ++j) {
+        const float* v = a.v + j * a.kv_stride + g * d + c0;
+        if (j + kPrefetch < n_valid)
+          for (int64_t c = 0; c < C; c += kLanes) __builtin_prefetch(v + kPrefetch * a.kv_stride + c);
+        for (int h = 0; h < G; ++h) {
+          const float p = s[h * n_kv + j];
+          for (int64_t l = 0; l < C; ++l) acc[h][l] += p * v[l];
+        }
+      }
+      for (int h = 0; h < G; ++h)
+        for (int64_t l = 0; l < C; ++l) out[h * d + c0 + l] = acc[h][l];
+    }
+  };
+  // Chunks of 16 x 16 accumulator lanes (half the AVX-512 registers): 128 columns for G <= 2, 64 for 4.
+  constexpr int64_t kWide = G <= 2 ? 128 : 256 / G;
+  if (d % kWide == 0) accumulate(std::integral_constant<int64_t, kWide>{});
+  else accumulate(std::integral_constant<int64_t, kLanes>{});
+}
+
+template <int G>
+bool attend_groups(const AttentionArgs& a, ThreadPool& pool) {
+  if (a.n_heads != G * a.n_kv_heads || a.head_dim % kLanes != 0) return false;
+  pool.parallel_for(a.n_kv_heads * a.n_q, [&](int64_t u0, int64_t u1) {
+    std::vector<float> s(static_cast<size_t>(G * a.n_kv));
+    for (int64_t u = u0; u < u1; ++u) attend_group<G>(a, u % a.n_kv_heads, u / a.n_kv_heads, s.data());
+  });
+  return true;
+}
+#pragma GCC diagnostic pop
+
 }  // namespace
 
 void attention(const AttentionArgs& a, ThreadPool& pool) {
@@ -66,6 +159,9 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
   const int64_t group = a.n_heads / a.n_kv_heads;
   const int64_t d = a.head_dim;
   if (a.n_q <= kAttentionRowsMaxQueries) {
+    if (attend_groups<1>(a, pool) || attend_groups<2>(a, pool) || attend_groups<4>(a, pool) ||
+        attend_groups<8>(a, pool))
+      return;
     pool.parallel_for(a.n_heads, [&](int64_t h0, int64_t h1) {
       std::vector<float> s(static_cast<size_t>(a.n_kv));
       for (int64_t h = h0; h < h1; ++h) attend_head_rows(a, h, s.data());

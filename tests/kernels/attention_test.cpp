@@ -1,7 +1,8 @@
 // kernels::cpu::attention against a naive reference (ref_attention below: per head, double accumulation,
 // causal prefix per query, GQA head h reading KV head h / (n_heads / n_kv_heads)).
-// Both code paths are covered: up to kAttentionRowsMaxQueries queries (decode: direct per-head path) and
-// more (per-head GEMM path); the two must agree with each other and with the reference, with strided
+// Every code path is covered: up to kAttentionRowsMaxQueries queries (decode: the grouped path for
+// G = 1, 2, 4, 8 query heads per KV head and head_dim a multiple of 16, else the per-head path) and more
+// (per-head GEMM path); they must agree with each other and with the reference, with strided
 // q/k/v/out rows (padding filled with NaN that must not leak), causal and bidirectional, 1-3 threads.
 #include <gtest/gtest.h>
 
@@ -108,6 +109,10 @@ TEST(CpuAttention, BothPathsMatchTheReference) {
       {1, 1, 4, 2, 64, true},          {1, 37, 4, 2, 64, true},           {1, 300, 8, 2, 128, true},
       {rows_max, 50, 4, 4, 64, true},  {rows_max + 1, 50, 4, 2, 64, true}, {3, 3, 2, 1, 32, true},
       {17, 17, 4, 2, 64, true},        {9, 9, 3, 3, 64, false},           {2, 40, 4, 2, 64, false},
+      // decode, grouped path (G query heads per KV head, head_dim % 16 == 0) at each G and column chunk,
+      // and the per-head fallback (G = 3, head_dim not a multiple of 16)
+      {1, 300, 32, 8, 128, true},      {2, 70, 16, 2, 64, true},          {4, 90, 8, 2, 32, true},
+      {1, 33, 6, 2, 40, true},         {1, 20, 4, 1, 24, true},           {3, 45, 2, 2, 128, false},
   };
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);
