@@ -134,9 +134,33 @@ class Engine {
   ImageHandle encode_image(const std::string& path);
   std::vector<ImageHandle> encode_images(const std::vector<std::string>& paths);
 
+  // The two halves of encode_images(), for pipelines: prepare_image() decodes and preprocesses one file
+  // (no model work, safe to call from another thread while the engine computes; a bad file gives
+  // `error` instead of throwing), encode_prepared() runs the ViT + projector on images prepared without
+  // error (several at once).
+  struct PreparedImage {
+    std::string path;
+    std::vector<float> pixels;  // [3, img_size, img_size], CLIP-normalised
+    double load_ms = 0;
+    std::string error;          // empty: ok
+  };
+  PreparedImage prepare_image(const std::string& path) const;
+  std::vector<ImageHandle> encode_prepared(const std::vector<PreparedImage>& images);
+
   GenerationResult generate(const Request& request, const GenerationOptions& options,
                             const StreamCallback& on_text = {});
   LogitsResult logits(const Request& request, bool truncate_prompt = false);
+
+  // Generates for several requests together: each prompt is prefilled on its own, then the sequences decode
+  // in lockstep, one token each per step with the weights read once per step for the whole batch (finished
+  // sequences leave the batch). Each result is what generate() gives for that request with these options
+  // (the same seed gives the same tokens). A request that fails (prompt too long, marker mismatch, ...)
+  // gets its message in `error` and the others go on; invalid options throw. No streaming.
+  struct BatchResult {
+    GenerationResult result;
+    std::string error;  // empty: ok
+  };
+  std::vector<BatchResult> generate_batch(const std::vector<Request>& requests, const GenerationOptions& options);
 
   // Tokens of a request, as the model sees them (-1 for image rows).
   std::vector<int32_t> prompt_tokens(const Request& request);

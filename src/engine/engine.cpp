@@ -234,30 +234,63 @@ struct Engine::Impl {
     return s;
   }
 
-  // Prefills `a` on top of `cache`, then generates. `penalty_history` holds the ids the repetition
-  // penalty covers before the first generated token.
-  GenerationResult run(Assembled& a, model::KvCache& cache, std::vector<int32_t> penalty_history,
-                       const GenerationOptions& o, const StreamCallback& on_text, Clock::time_point t_start) {
+  static void check_options(const GenerationOptions& o) {
     XC2_CHECK(o.max_new_tokens >= 0, InvalidArgument, "max_new_tokens must be >= 0");
     XC2_CHECK(o.temperature > 0 || !o.do_sample, InvalidArgument, "temperature must be > 0");
     XC2_CHECK(o.top_p > 0 && o.top_p <= 1, InvalidArgument, "top_p must be in (0, 1]");
     XC2_CHECK(o.top_k >= 0, InvalidArgument, "top_k must be >= 0");
     XC2_CHECK(o.repetition_penalty > 0, InvalidArgument, "repetition_penalty must be > 0");
-    GenerationResult r;
-    r.prompt_positions = a.rows.rows();
-    r.prompt_tokens = a.n_text_tokens;
-    r.timings.load_ms = a.load_ms;
-    r.timings.vision_ms = a.vision_ms;
-    r.seed = o.seed ? *o.seed : std::random_device{}();
-    text::Sampler sampler(r.seed);
+  }
+
+  static text::SamplingParams sampling_params(const GenerationOptions& o) {
     text::SamplingParams sp;
     sp.do_sample = o.do_sample;
     sp.temperature = o.temperature;
     sp.top_k = o.top_k;
     sp.top_p = o.top_p;
     sp.repetition_penalty = o.repetition_penalty;
+    return sp;
+  }
+
+  // Positions beyond which generation stops with "context_full".
+  int64_t context_limit() const {
+    return std::max<int64_t>(cfg().max_position_embeddings, cfg().max_length) * 4;
+  }
+
+  // A result with the prompt's sizes and timings filled in and its seed chosen.
+  static GenerationResult start_result(const Assembled& a, const GenerationOptions& o) {
+    GenerationResult r;
+    r.prompt_positions = a.rows.rows();
+    r.prompt_tokens = a.n_text_tokens;
+    r.timings.load_ms = a.load_ms;
+    r.timings.vision_ms = a.vision_ms;
+    r.seed = o.seed ? *o.seed : std::random_device{}();
+    return r;
+  }
+
+  // The stop reason for a stop token.
+  std::string stop_reason(int32_t id) const {
+    return id == tok->eos_id() ? "eos" : id == tok->im_end_id() ? "im_end" : "stop_id";
+  }
+
+  // Drops the stop token (kept in r.tokens until now) and decodes the text.
+  void finish_result(GenerationResult& r) const {
+    if (r.stop_reason == "eos" || r.stop_reason == "im_end" || r.stop_reason == "stop_id") r.tokens.pop_back();
+    r.text = tok->decode(r.tokens, true);
+    const size_t cut = r.text.find("[UNUSED_TOKEN_145]");
+    if (cut != std::string::npos) r.text.resize(cut);
+  }
+
+  // Prefills `a` on top of `cache`, then generates. `penalty_history` holds the ids the repetition
+  // penalty covers before the first generated token.
+  GenerationResult run(Assembled& a, model::KvCache& cache, std::vector<int32_t> penalty_history,
+                       const GenerationOptions& o, const StreamCallback& on_text, Clock::time_point t_start) {
+    check_options(o);
+    GenerationResult r = start_result(a, o);
+    text::Sampler sampler(r.seed);
+    const text::SamplingParams sp = sampling_params(o);
     const std::set<int32_t> stops = stop_set(o);
-    const int64_t ctx_limit = std::max<int64_t>(cfg().max_position_embeddings, cfg().max_length) * 4;
+    const int64_t ctx_limit = context_limit();
 
     auto t0 = Clock::now();
     // On a GPU the logits, the token choice and the decode steps stay on the device (model/device_decoder.h);
@@ -278,7 +311,7 @@ struct Engine::Impl {
       const int32_t id = dev ? dev->select(sampler) : sampler.next(logits, penalty_history, sp);
       if (step == 0) r.timings.first_token_ms = ms_since(t_start);
       if (stops.count(id)) {
-        r.stop_reason = id == tok->eos_id() ? "eos" : id == tok->im_end_id() ? "im_end" : "stop_id";
+        r.stop_reason = stop_reason(id);
         r.tokens.push_back(id);  // popped below; kept here so the session can feed it next turn
         break;
       }
@@ -304,11 +337,19 @@ struct Engine::Impl {
     const std::string rest = stream.finish();
     if (!rest.empty() && on_text && r.stop_reason != "cancelled") on_text(rest);
     r.timings.decode_ms = ms_since(t_dec);
-    if (r.stop_reason == "eos" || r.stop_reason == "im_end" || r.stop_reason == "stop_id") r.tokens.pop_back();
-    r.text = tok->decode(r.tokens, true);
-    const size_t cut = r.text.find("[UNUSED_TOKEN_145]");
-    if (cut != std::string::npos) r.text.resize(cut);
+    finish_result(r);
     return r;
+  }
+
+  // The request's prompt rows and the ids its repetition penalty starts with.
+  Assembled assemble_request(const Request& request, bool truncate, std::vector<int32_t>* history) {
+    text::Prompt prompt = tokenize_request(request);
+    Assembled a = assemble(prompt, request.images, truncate, 0);
+    history->clear();
+    if (request.penalize_prompt)
+      for (int32_t id : a.tokens)
+        if (id >= 0) history->push_back(id);
+    return a;
   }
 };
 
@@ -357,28 +398,50 @@ const ModelInfo& Engine::info() const { return impl_->info; }
 ImageHandle Engine::encode_image(const std::string& path) { return encode_images({path}).at(0); }
 
 std::vector<ImageHandle> Engine::encode_images(const std::vector<std::string>& paths) {
-  Impl& m = *impl_;
-  std::vector<ImageHandle> out;
-  if (paths.empty()) return out;
-  const int S = m.cfg().img_size;
-  std::vector<std::vector<float>> pixels;
-  std::vector<double> load_ms;
+  std::vector<PreparedImage> prepared;
   for (const std::string& p : paths) {
     auto t0 = Clock::now();
-    vision::Image img = vision::load_image(p);
-    pixels.push_back(vision::preprocess_clip(img, S));
-    load_ms.push_back(ms_since(t0));
+    PreparedImage img;
+    img.path = p;
+    img.pixels = vision::preprocess_clip(vision::load_image(p), impl_->cfg().img_size);  // throws on a bad file
+    img.load_ms = ms_since(t0);
+    prepared.push_back(std::move(img));
+  }
+  return encode_prepared(prepared);
+}
+
+Engine::PreparedImage Engine::prepare_image(const std::string& path) const {
+  PreparedImage img;
+  img.path = path;
+  auto t0 = Clock::now();
+  try {
+    img.pixels = vision::preprocess_clip(vision::load_image(path), impl_->cfg().img_size);
+  } catch (const Error& e) {
+    img.error = e.what();
+  }
+  img.load_ms = ms_since(t0);
+  return img;
+}
+
+std::vector<ImageHandle> Engine::encode_prepared(const std::vector<PreparedImage>& images) {
+  Impl& m = *impl_;
+  std::vector<ImageHandle> out;
+  if (images.empty()) return out;
+  std::vector<std::vector<float>> pixels;
+  for (const PreparedImage& img : images) {
+    XC2_CHECK(img.error.empty(), InvalidArgument, img.error);
+    pixels.push_back(img.pixels);
   }
   auto t0 = Clock::now();
   Tensor rows = m.model->encode_images(pixels);
   const double vision_ms = ms_since(t0);
   const int64_t vt = m.cfg().visual_tokens();
-  for (size_t i = 0; i < paths.size(); ++i) {
+  for (size_t i = 0; i < images.size(); ++i) {
     auto e = std::make_shared<EncodedImage>();
-    e->path = paths[i];
+    e->path = images[i].path;
     e->rows = rows.rows(static_cast<int64_t>(i) * vt, vt);
-    e->load_ms = load_ms[i];
-    e->vision_ms = vision_ms / static_cast<double>(paths.size());
+    e->load_ms = images[i].load_ms;
+    e->vision_ms = vision_ms / static_cast<double>(images.size());
     out.push_back(e);
   }
   return out;
@@ -388,14 +451,97 @@ GenerationResult Engine::generate(const Request& request, const GenerationOption
                                   const StreamCallback& on_text) {
   Impl& m = *impl_;
   const auto t_start = Clock::now();
-  text::Prompt prompt = m.tokenize_request(request);
-  Impl::Assembled a = m.assemble(prompt, request.images, options.truncate_prompt, 0);
   std::vector<int32_t> history;
-  if (request.penalize_prompt)
-    for (int32_t id : a.tokens)
-      if (id >= 0) history.push_back(id);
+  Impl::Assembled a = m.assemble_request(request, options.truncate_prompt, &history);
   auto cache = m.model->new_cache();
   return m.run(a, *cache, std::move(history), options, on_text, t_start);
+}
+
+std::vector<Engine::BatchResult> Engine::generate_batch(const std::vector<Request>& requests,
+                                                        const GenerationOptions& options) {
+  Impl& m = *impl_;
+  Impl::check_options(options);
+  const text::SamplingParams sp = Impl::sampling_params(options);
+  const std::set<int32_t> stops = m.stop_set(options);
+  const int64_t ctx_limit = m.context_limit();
+  const auto t_start = Clock::now();
+
+  struct Seq {
+    size_t index = 0;
+    std::unique_ptr<model::KvCache> cache;
+    std::vector<int32_t> history;
+    std::unique_ptr<text::Sampler> sampler;
+    std::vector<float> logits;  // [vocab] for the next choice
+  };
+  std::vector<BatchResult> out(requests.size());
+  std::vector<Seq> live;
+  // Prefill, one request at a time (image prompts are long: each prefill is a full GEMM already).
+  for (size_t i = 0; i < requests.size(); ++i) {
+    try {
+      Seq s;
+      s.index = i;
+      Impl::Assembled a = m.assemble_request(requests[i], options.truncate_prompt, &s.history);
+      GenerationResult& r = out[i].result;
+      r = Impl::start_result(a, options);
+      s.sampler = std::make_unique<text::Sampler>(r.seed);
+      s.cache = m.model->new_cache();
+      auto t1 = Clock::now();
+      s.logits = m.model->forward(a.rows, a.spans, *s.cache, 1);
+      r.timings.prefill_ms = ms_since(t1);
+      r.stop_reason = "max_new_tokens";
+      live.push_back(std::move(s));
+    } catch (const Error& e) {
+      out[i] = BatchResult{};
+      out[i].error = e.what();
+    }
+  }
+
+  // Decode in lockstep; a sequence leaves the batch when it stops.
+  const auto t_dec = Clock::now();
+  const double first_token_ms = ms_since(t_start);  // every first token is chosen once all prompts are in
+  for (Seq& s : live) out[s.index].result.timings.first_token_ms = first_token_ms;
+  const int vocab = m.cfg().vocab_size;
+  for (int step = 0; step < options.max_new_tokens && !live.empty(); ++step) {
+    std::vector<int32_t> feed;
+    std::vector<model::KvCache*> caches;
+    std::vector<Seq> next;
+    for (Seq& s : live) {
+      GenerationResult& r = out[s.index].result;
+      const int32_t id = s.sampler->next(s.logits, s.history, sp);
+      bool done = false;
+      if (stops.count(id)) {
+        r.stop_reason = m.stop_reason(id);
+        r.tokens.push_back(id);  // dropped by finish_result
+        done = true;
+      } else {
+        r.tokens.push_back(id);
+        s.history.push_back(id);
+        if (step + 1 == options.max_new_tokens) {
+          done = true;
+        } else if (s.cache->length() + 1 > ctx_limit) {
+          r.stop_reason = "context_full";
+          done = true;
+        }
+      }
+      if (done) {
+        r.timings.decode_ms = ms_since(t_dec);
+        continue;
+      }
+      feed.push_back(id);
+      caches.push_back(s.cache.get());
+      next.push_back(std::move(s));
+    }
+    live = std::move(next);
+    if (live.empty()) break;
+    const std::vector<float> logits = m.model->decode_batch(feed, caches);
+    for (size_t b = 0; b < live.size(); ++b)
+      live[b].logits.assign(logits.begin() + static_cast<std::ptrdiff_t>(b) * vocab,
+                            logits.begin() + static_cast<std::ptrdiff_t>(b + 1) * vocab);
+  }
+  for (Seq& s : live) out[s.index].result.timings.decode_ms = ms_since(t_dec);  // max_new_tokens == 0
+  for (BatchResult& b : out)
+    if (b.error.empty()) m.finish_result(b.result);
+  return out;
 }
 
 LogitsResult Engine::logits(const Request& request, bool truncate_prompt) {

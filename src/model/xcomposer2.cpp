@@ -432,6 +432,66 @@ Tensor XComposer2::forward_device(const Tensor& rows, const std::vector<RowSpan>
   return lg;
 }
 
+std::vector<float> XComposer2::decode_batch(const std::vector<int32_t>& tokens,
+                                            const std::vector<KvCache*>& caches) {
+  const io::ModelConfig& c = cfg_;
+  const int64_t B = static_cast<int64_t>(tokens.size()), D = c.hidden_size, I = c.intermediate_size;
+  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  XC2_CHECK(B > 0, Internal, "decode_batch: empty batch");
+  XC2_CHECK(caches.size() == tokens.size(), Internal, "decode_batch: ", tokens.size(), " tokens but ", caches.size(),
+            " caches");
+  std::vector<int64_t> pos(static_cast<size_t>(B));
+  std::vector<double> theta(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    KvCache* kv = caches[static_cast<size_t>(b)];
+    XC2_CHECK(kv != nullptr, Internal, "decode_batch: null cache");
+    for (int64_t o = 0; o < b; ++o)
+      XC2_CHECK(caches[static_cast<size_t>(o)] != kv, Internal, "decode_batch: one cache given twice");
+    pos[static_cast<size_t>(b)] = kv->length();
+    theta[static_cast<size_t>(b)] = rope_theta_for(kv->length() + 1);
+    kv->reserve(kv->length() + 1);
+  }
+
+  Tensor h = embed_tokens(tokens);
+  Tensor a = be_.empty({B, D}), qkv = be_.empty({B, (H + 2 * Hk) * d}), q = be_.empty({B, H, d});
+  Tensor att = be_.empty({B, H * d}), o = be_.empty({B, D});
+  Tensor gate = be_.empty({B, I}), up = be_.empty({B, I});
+  const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const DecoderLayer& W = layers_[static_cast<size_t>(l)];
+    be_.rms_norm(h, W.attention_norm, eps, a);
+    be_.linear(a, W.wqkv.weight, nullptr, qkv, false);  // decode rows are text: no Partial LoRA
+    for (int64_t b = 0; b < B; ++b) {
+      KvCache& kv = *caches[static_cast<size_t>(b)];
+      const int64_t p = pos[static_cast<size_t>(b)];
+      const double th = theta[static_cast<size_t>(b)];
+      Tensor qb = q.rows(b, 1), kc = kv.k(l).rows(p, 1), vc = kv.v(l).rows(p, 1), ob = att.rows(b, 1);
+      be_.split_qkv(qkv.rows(b, 1), H, Hk, d, qb, kc, vc);
+      be_.rope(qb, H, d, p, th);
+      be_.rope(kc, Hk, d, p, th);
+      be_.attention(qb, kv.k(l), kv.v(l), p + 1, H, Hk, d, p, true, attn_scale, ob);
+    }
+    be_.linear(att, W.wo.weight, nullptr, o, false);
+    be_.add(h, o, h);
+    be_.rms_norm(h, W.ffn_norm, eps, a);
+    be_.linear(a, W.w1.weight, nullptr, gate, false);
+    be_.linear(a, W.w3.weight, nullptr, up, false);
+    be_.silu_mul(gate, up, gate);
+    be_.linear(gate, W.w2.weight, nullptr, o, false);
+    be_.add(h, o, h);
+  }
+  for (int64_t b = 0; b < B; ++b) caches[static_cast<size_t>(b)]->set_length(pos[static_cast<size_t>(b)] + 1);
+
+  Tensor fin = be_.empty({B, D});
+  be_.rms_norm(h, norm_w_, eps, fin);
+  Tensor lg = be_.empty({B, c.vocab_size});
+  be_.linear(fin, output_w_, nullptr, lg, false);
+  std::vector<float> logits(static_cast<size_t>(lg.numel()));
+  be_.to_host_f32(lg, logits.data());
+  return logits;
+}
+
 void XComposer2::decode_step_at(const IntBuffer& token, const IntBuffer& pos, KvCache& cache, double theta,
                                 Tensor& logits) {
   const io::ModelConfig& c = cfg_;

@@ -103,6 +103,13 @@ class XComposer2 {
   // replayed: the math of forward(embed_tokens({token}), {}, cache, 1) with RoPE base `theta`, k and v
   // written at row pos of the cache (whose capacity must not change while a recording is in use), the
   // logits written into `logits` ([1, vocab]). Neither pos nor cache.length() is advanced here.
+  // One decode step for B independent sequences: tokens[b] is appended to *caches[b], each at its own
+  // position and with its own RoPE base (rope_theta_for of its new length). The linears run once on the B
+  // stacked rows, so each weight is read once per step for the whole batch; RoPE and attention run per
+  // sequence on its own cache. Returns the logits [B, vocab] (f32, host). Per sequence the math is that of
+  // forward(embed_tokens({tokens[b]}), {}, *caches[b], 1); on the CPU backend the bits are the same too
+  // (a GEMM row's result does not depend on the other rows of the call).
+  std::vector<float> decode_batch(const std::vector<int32_t>& tokens, const std::vector<KvCache*>& caches);
   void decode_step_at(const IntBuffer& token, const IntBuffer& pos, KvCache& cache, double theta, Tensor& logits);
 
   std::unique_ptr<KvCache> new_cache();
