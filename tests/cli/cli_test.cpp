@@ -162,9 +162,35 @@ TEST_F(CliCaption, BadFilesGetErrorRecordsAndTheBatchGoesOn) {
   EXPECT_NE(recs["c_corrupt.png"]["error"].get<std::string>().find("c_corrupt.png"), std::string::npos);
   EXPECT_TRUE(recs["d_text.png"].contains("error"));
 
-  const auto rr = xc2({"caption", "--model", model("tiny-a"), "--recursive", dir(), "-n", "4", "--batch-size", "3"});
-  EXPECT_EQ(rr.status, 1) << rr.err;
-  EXPECT_EQ(lines_of(rr.out).size(), 5u) << rr.out;
+}
+
+// --batch-size N decodes N captions together: the records (all but the timing) are those of N = 1, in the
+// same order, bad files included, whatever N and however the batches fall.
+TEST_F(CliCaption, BatchedCaptionsEqualOneAtATime) {
+  make_folder();
+  for (int i = 0; i < 3; ++i) fs::copy_file(image("photo_48x40.jpg"), dir() + "/f" + std::to_string(i) + ".jpg");
+  auto without_ms = [](const std::string& out) {
+    std::vector<json> v;
+    for (const auto& l : lines_of(out)) {
+      json j = json::parse(l);
+      j.erase("ms");
+      v.push_back(j);
+    }
+    return v;
+  };
+  for (const std::string m : {"tiny-a", "tiny-b"}) {
+    SCOPED_TRACE(m);
+    const auto one = xc2({"caption", "--model", model(m), "--recursive", dir(), "-n", "10"});
+    EXPECT_EQ(one.status, 1) << one.err;
+    const std::vector<json> want = without_ms(one.out);
+    ASSERT_EQ(want.size(), 8u) << one.out;
+    for (const std::string bs : {"3", "8"}) {
+      SCOPED_TRACE("batch " + bs);
+      const auto r = xc2({"caption", "--model", model(m), "--recursive", dir(), "-n", "10", "--batch-size", bs});
+      EXPECT_EQ(r.status, 1) << r.err;
+      EXPECT_EQ(without_ms(r.out), want) << r.out;
+    }
+  }
 }
 
 TEST_F(CliCaption, ResumeAfterKillRedoesNothingFinished) {

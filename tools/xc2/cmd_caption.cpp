@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -185,7 +186,11 @@ Handler register_caption(CLI::App& app) {
 
 Each line: {"path", "caption", "prompt_tokens", "prompt_positions", "generated_tokens", "ms"}, or
 {"path", "error"} for an image that fails; the batch goes on. Lines are flushed as they are done, so a
-killed run loses only the images in flight. Folders list their PNG/JPEG/BMP/GIF/WebP files (sorted;
+killed run loses only the images in flight (with --batch-size N, the N of the current batch, whose lines
+are written together, in input order). --batch-size N runs N images through the vision tower together
+and decodes their captions together, reading each weight once per step for all N: several times the
+images/s of N = 1 when decoding is bandwidth-bound (see docs/perf.md); the captions are the same.
+The next batch's images are read and preprocessed while the current one is captioned. Folders list their PNG/JPEG/BMP/GIF/WebP files (sorted;
 --recursive descends). --shard K/N keeps items K, K+N, K+2N, ... (1-based) of the full list.
 Decoding is greedy by default (reproducible); --sample uses the chat() sampling settings.
 Exit status: 0 if every image succeeded, 1 if some failed.)");
@@ -200,7 +205,8 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
   cmd->add_option("--system", f->system, "System prompt (default: the upstream chat() meta instruction)")
       ->each([f](const std::string&) { f->system_set = true; });
   cmd->add_flag("--no-system", f->no_system, "No system prompt");
-  cmd->add_option("-b,--batch-size", f->batch_size, "Images encoded together through the vision tower")
+  cmd->add_option("-b,--batch-size", f->batch_size,
+                  "Images encoded together through the vision tower and decoded together")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--shard", f->shard, "Process shard K of N (K/N, 1-based)")->type_name("K/N");
@@ -257,51 +263,98 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
     size_t n_done = 0, n_failed = 0;
     progress.update(0, 0);
     const size_t bs = static_cast<size_t>(f->batch_size);
+    auto record = [](const std::string& path, const GenerationResult& r) {
+      const double ms = r.timings.load_ms + r.timings.vision_ms + r.timings.prefill_ms + r.timings.decode_ms;
+      char msbuf[32];
+      std::snprintf(msbuf, sizeof(msbuf), "%.1f", ms);
+      std::ostringstream os;
+      os << "{\"path\": " << json_escape(path) << ", \"caption\": " << json_escape(r.text)
+         << ", \"prompt_tokens\": " << r.prompt_tokens << ", \"prompt_positions\": " << r.prompt_positions
+         << ", \"generated_tokens\": " << r.tokens.size() << ", \"ms\": " << msbuf << "}";
+      return os.str();
+    };
+    auto error_record = [](const std::string& path, const std::string& error) {
+      return "{\"path\": " + json_escape(path) + ", \"error\": " + json_escape(error) + "}";
+    };
+    // Images are read and preprocessed one batch ahead, on another thread, while the engine works.
+    auto prepare = [&engine, &todo, bs](size_t b0) {
+      std::vector<Engine::PreparedImage> v;
+      for (size_t i = b0; i < std::min(todo.size(), b0 + bs); ++i) v.push_back(engine->prepare_image(todo[i]));
+      return v;
+    };
+    std::future<std::vector<Engine::PreparedImage>> ahead = std::async(std::launch::async, prepare, size_t{0});
     for (size_t b0 = 0; b0 < todo.size(); b0 += bs) {
-      const std::vector<std::string> batch(todo.begin() + static_cast<std::ptrdiff_t>(b0),
-                                           todo.begin() + static_cast<std::ptrdiff_t>(std::min(todo.size(), b0 + bs)));
-      // Encode the batch together; if any image fails, fall back to one at a time to isolate it.
-      std::vector<ImageHandle> handles(batch.size());
-      std::vector<std::string> errors(batch.size());
-      try {
-        handles = engine->encode_images(batch);
-      } catch (const Error&) {
-        for (size_t i = 0; i < batch.size(); ++i) {
-          try {
-            handles[i] = engine->encode_image(batch[i]);
-          } catch (const Error& e) {
-            errors[i] = e.what();
-          }
-        }
-      }
-      for (size_t i = 0; i < batch.size(); ++i) {
-        if (!handles[i]) {
-          emit("{\"path\": " + json_escape(batch[i]) + ", \"error\": " + json_escape(errors[i]) + "}");
-          ++n_failed;
+      std::vector<Engine::PreparedImage> batch = ahead.get();
+      if (b0 + bs < todo.size()) ahead = std::async(std::launch::async, prepare, b0 + bs);
+      const size_t n = batch.size();
+      std::vector<std::string> lines(n);
+      std::vector<bool> failed(n, false);
+      auto fail = [&](size_t i, const std::string& error) {
+        lines[i] = error_record(batch[i].path, error);
+        failed[i] = true;
+      };
+      // The ViT on the good images together (one at a time if that fails, to isolate the culprit).
+      std::vector<size_t> good;
+      std::vector<Engine::PreparedImage> good_images;
+      for (size_t i = 0; i < n; ++i) {
+        if (!batch[i].error.empty()) {
+          fail(i, batch[i].error);
         } else {
+          good.push_back(i);
+          good_images.push_back(std::move(batch[i]));
+        }
+      }
+      std::vector<ImageHandle> handles(good.size());
+      try {
+        handles = engine->encode_prepared(good_images);
+      } catch (const Error&) {
+        for (size_t j = 0; j < good.size(); ++j) {
           try {
-            Request req;
-            req.text = text;
-            req.images = {handles[i]};
-            req.style = PromptStyle::ChatImage;
-            const GenerationResult r = engine->generate(req, opts);
-            const double ms = r.timings.load_ms + r.timings.vision_ms + r.timings.prefill_ms + r.timings.decode_ms;
-            char msbuf[32];
-            std::snprintf(msbuf, sizeof(msbuf), "%.1f", ms);
-            std::ostringstream os;
-            os << "{\"path\": " << json_escape(batch[i]) << ", \"caption\": " << json_escape(r.text)
-               << ", \"prompt_tokens\": " << r.prompt_tokens << ", \"prompt_positions\": " << r.prompt_positions
-               << ", \"generated_tokens\": " << r.tokens.size() << ", \"ms\": " << msbuf << "}";
-            emit(os.str());
+            handles[j] = engine->encode_prepared({good_images[j]}).at(0);
           } catch (const Error& e) {
-            emit("{\"path\": " + json_escape(batch[i]) + ", \"error\": " + json_escape(e.what()) + "}");
-            ++n_failed;
+            fail(good[j], e.what());
           }
         }
-        handles[i].reset();
-        ++n_done;
-        progress.update(n_done, n_failed);
       }
+      good_images.clear();
+      std::vector<size_t> idx;
+      std::vector<Request> requests;
+      for (size_t j = 0; j < good.size(); ++j) {
+        if (!handles[j]) continue;
+        Request req;
+        req.text = text;
+        req.images = {handles[j]};
+        req.style = PromptStyle::ChatImage;
+        idx.push_back(good[j]);
+        requests.push_back(std::move(req));
+      }
+      handles.clear();
+      // One request: the single-sequence path (on a GPU, the graph-replayed decode). Several: decoded
+      // together, each weight read once per step for the whole batch.
+      if (requests.size() == 1) {
+        try {
+          lines[idx[0]] = record(todo[b0 + idx[0]], engine->generate(requests[0], opts));
+        } catch (const Error& e) {
+          fail(idx[0], e.what());
+        }
+      } else if (!requests.empty()) {
+        try {
+          std::vector<Engine::BatchResult> results = engine->generate_batch(requests, opts);
+          for (size_t j = 0; j < idx.size(); ++j) {
+            if (results[j].error.empty()) lines[idx[j]] = record(todo[b0 + idx[j]], results[j].result);
+            else fail(idx[j], results[j].error);
+          }
+        } catch (const Error& e) {
+          for (size_t i : idx) fail(i, e.what());
+        }
+      }
+      requests.clear();
+      for (size_t i = 0; i < n; ++i) {
+        emit(lines[i]);
+        if (failed[i]) ++n_failed;
+        ++n_done;
+      }
+      progress.update(n_done, n_failed);
     }
     progress.finish();
     if (n_failed && !f->common.quiet)
