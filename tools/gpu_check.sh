@@ -9,7 +9,8 @@
 #   5. bench         `xc2 bench --device cuda` on a synthetic checkpoint with the full XC2-VL-7B dimensions
 #                    (32 decoder + 24 ViT layers, 490 px, bf16, ~15.5 GB written to disk once): ViT ms/image,
 #                    one-image + 64-token prefill ms, batch-1 decode tok/s vs the copy-bandwidth roofline,
-#                    captions/s at batch 16 (sequential decode), then the PyTorch reference (bench_ref.py
+#                    batched decode tok/s at 4 and 16 sequences, captions/s at batch 16 (ViT together,
+#                    decoded together), then the PyTorch reference (bench_ref.py
 #                    --device cuda, bfloat16) on the same checkpoint and the ratios
 #   6. summary       one table: card, copy bandwidth, the numbers, the targets met or missed
 #
@@ -167,7 +168,7 @@ else
   (( LEFT > 60 )) || die "only ${LEFT}s left for the benchmark"
   step "xc2 bench --device cuda: $LAYERS decoder layers, 24 ViT layers, 490 px, bf16 (synthetic checkpoint in $WORK; ${LEFT}s left)"
   if timeout "$LEFT" "$XC2" bench --device cuda --dtype bf16 --layers "$LAYERS" --vit-layers 24 --img-size 490 \
-      --text-tokens 64 --decode-steps 64 --repeats 3 --caption-batch 16 --caption-tokens 32 --work-dir "$WORK" \
+      --text-tokens 64 --decode-steps 64 --repeats 3 --decode-batch 4,16 --caption-batch 16 --caption-tokens 32 --work-dir "$WORK" \
       "${REF_FLAGS[@]}" > "$BENCH_OUT" 2> "$RESULTS/bench.log"; then
     step "benchmark done"
   else

@@ -270,6 +270,44 @@ std::string fmt(double v, int prec = 2) {
   return b;
 }
 
+// A copy of `src` (its first length() rows), with room for `extra` more positions.
+std::unique_ptr<model::KvCache> clone_cache(model::XComposer2& m, model::KvCache& src, int64_t extra) {
+  auto dst = m.new_cache();
+  dst->reserve(src.length() + extra);
+  for (int64_t l = 0; l < m.config().num_hidden_layers; ++l) {
+    Tensor k = dst->k(l).rows(0, src.length()), v = dst->v(l).rows(0, src.length());
+    m.backend().copy(src.k(l).rows(0, src.length()), k);
+    m.backend().copy(src.v(l).rows(0, src.length()), v);
+  }
+  dst->set_length(src.length());
+  return dst;
+}
+
+// Batched decode: B sequences continuing `proto` (each with its own copy of the cache) take `steps` greedy
+// steps together through decode_batch(); returns tokens per second summed over the batch (the first step,
+// which may allocate, is not timed).
+double batched_decode_tok_s(model::XComposer2& m, model::KvCache& proto, int B, int steps) {
+  std::vector<std::unique_ptr<model::KvCache>> caches;
+  std::vector<model::KvCache*> ptrs;
+  for (int b = 0; b < B; ++b) {
+    caches.push_back(clone_cache(m, proto, steps + 1));
+    ptrs.push_back(caches.back().get());
+  }
+  const size_t V = static_cast<size_t>(m.config().vocab_size);
+  std::vector<int32_t> ids(static_cast<size_t>(B));
+  for (int b = 0; b < B; ++b) ids[static_cast<size_t>(b)] = 1000 + 17 * b;
+  Clock::time_point t0{};
+  for (int s = 0; s <= steps; ++s) {
+    if (s == 1) t0 = Clock::now();
+    const std::vector<float> logits = m.decode_batch(ids, ptrs);
+    for (size_t b = 0; b < ids.size(); ++b) {
+      const auto row = logits.begin() + static_cast<std::ptrdiff_t>(b * V);
+      ids[b] = static_cast<int32_t>(std::max_element(row, row + static_cast<std::ptrdiff_t>(V)) - row);
+    }
+  }
+  return static_cast<double>(B) * steps * 1000.0 / ms_since(t0);
+}
+
 // ---- CUDA ------------------------------------------------------------------------------------------
 
 // Greedy decode of `steps` tokens after `rows`; returns ms per token over the steps after the first two
@@ -381,7 +419,19 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
     graphs = dr.graphs;
   }
 
-  // Captioning: a batch of images through the ViT at once, then one prompt after another.
+  // Batched decode over copies of one prefilled prompt.
+  std::vector<std::pair<int, double>> batched;
+  if (!o.decode_batches.empty()) {
+    auto proto = model->new_cache();
+    model->forward(assemble(model->encode_images({pixels})), {{1, vt}}, *proto, 0);
+    for (int B : o.decode_batches) {
+      std::cerr << "xc2 bench: batched decode, batch " << B << " ...\n";
+      batched.push_back({B, batched_decode_tok_s(*model, *proto, B, o.decode_steps)});
+    }
+  }
+
+  // Captioning as `xc2 caption --batch-size N` runs it: the batch through the ViT at once, each prompt
+  // prefilled, then all decoded together.
   double caption_s = 0;
   if (o.caption_batch > 0 && o.caption_tokens > 2) {
     std::cerr << "xc2 bench: captioning " << o.caption_batch << " images (" << o.caption_tokens << " tokens each) ...\n";
@@ -389,8 +439,22 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
     for (int i = 0; i < o.caption_batch; ++i) batch.push_back(make_pixels(100 + static_cast<uint64_t>(i)));
     auto t0 = Clock::now();
     Tensor imgs = model->encode_images(batch);
-    for (int i = 0; i < o.caption_batch; ++i)
-      prefill_and_decode(*model, assemble(imgs.rows(i * vt, vt)), {{1, vt}}, o.caption_tokens);
+    std::vector<std::unique_ptr<model::KvCache>> caches;
+    std::vector<model::KvCache*> ptrs;
+    std::vector<int32_t> ids;
+    for (int i = 0; i < o.caption_batch; ++i) {
+      caches.push_back(model->new_cache());
+      ptrs.push_back(caches.back().get());
+      const std::vector<float> lg = model->forward(assemble(imgs.rows(i * vt, vt)), {{1, vt}}, *caches.back(), 1);
+      ids.push_back(static_cast<int32_t>(std::max_element(lg.begin(), lg.end()) - lg.begin()));
+    }
+    for (int s = 1; s < o.caption_tokens; ++s) {
+      const std::vector<float> lg = model->decode_batch(ids, ptrs);
+      for (size_t b = 0; b < ids.size(); ++b) {
+        const auto row = lg.begin() + static_cast<std::ptrdiff_t>(b * static_cast<size_t>(V));
+        ids[b] = static_cast<int32_t>(std::max_element(row, row + V) - row);
+      }
+    }
     backend->synchronize();
     caption_s = ms_since(t0) / 1000.0;
   }
@@ -424,10 +488,17 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
           " GB per token; copy-bandwidth roofline " + fmt(roofline_tok_s, 1) + " tok/s = " +
           fmt(100.0 * decode_tok_s / roofline_tok_s, 0) + "%" +
           (peak_bw > 0 ? ", " + fmt(100.0 * decode_tok_s * bytes_per_token / (peak_bw * 1e9), 0) + "% of peak" : ""));
+  for (const auto& [B, tok_s] : batched) {
+    const double roof = B * copy_bw * 1e9 / (weight_bytes + B * kv_bytes);
+    add("decode batch " + std::to_string(B), tok_s, "tok/s",
+        "summed over " + std::to_string(B) + " sequences, no graph; " + fmt(tok_s / decode_tok_s) +
+            "x batch 1; " + fmt(100.0 * tok_s / roof, 0) + "% of the batch-" + std::to_string(B) +
+            " copy-bandwidth roofline");
+  }
   if (caption_s > 0)
     add("caption", o.caption_batch / caption_s, "img/s",
-        "batch " + std::to_string(o.caption_batch) + " through the ViT, then sequential prefill + " +
-            std::to_string(o.caption_tokens) + " greedy tokens each (no batched decode)");
+        "batch " + std::to_string(o.caption_batch) + ": ViT together, prefill one by one, " +
+            std::to_string(o.caption_tokens) + " greedy tokens each decoded together");
 
   if (o.reference) {
     model.reset();
@@ -505,6 +576,7 @@ BenchReport run_bench(const BenchOptions& o) {
 
   double vit_ms = 1e30, prefill_ms = 1e30, decode_ms = 1e30;
   int64_t T = 0;
+  std::unique_ptr<model::KvCache> proto;  // the last run's cache, continued by the batched decode
   for (int rep_i = 0; rep_i < o.repeats; ++rep_i) {
     std::cerr << "xc2 bench: run " << rep_i + 1 << "/" << o.repeats << " ...\n";
     auto t0 = Clock::now();
@@ -534,7 +606,14 @@ BenchReport run_bench(const BenchOptions& o) {
       next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     }
     decode_ms = std::min(decode_ms, ms_since(t0));
+    proto = std::move(cache);
   }
+  std::vector<std::pair<int, double>> batched;
+  for (int B : o.decode_batches) {
+    std::cerr << "xc2 bench: batched decode, batch " << B << " ...\n";
+    batched.push_back({B, batched_decode_tok_s(*model, *proto, B, o.decode_steps)});
+  }
+  proto.reset();
 
   const double decode_tok_s = o.decode_steps * 1000.0 / decode_ms;
   const double ctx = static_cast<double>(T) + o.decode_steps / 2.0;
@@ -563,6 +642,12 @@ BenchReport run_bench(const BenchOptions& o) {
   add("decode", decode_tok_s, "tok/s",
       fmt(bytes_per_token / 1e9, 3) + " GB read per token; roofline " + fmt(roofline_tok_s, 2) + " tok/s; " +
           fmt(100.0 * decode_tok_s / roofline_tok_s, 0) + "% of the read-bandwidth roofline");
+  for (const auto& [B, tok_s] : batched) {
+    const double roof = B * read_bw * 1e9 / (weight_bytes + B * kv_bytes);
+    add("decode batch " + std::to_string(B), tok_s, "tok/s",
+        "summed over " + std::to_string(B) + " sequences; " + fmt(tok_s / decode_tok_s) + "x batch 1; " +
+            fmt(100.0 * tok_s / roof, 0) + "% of the batch-" + std::to_string(B) + " read-bandwidth roofline");
+  }
   add("peak RSS", peak_rss_gib(), "GiB", "process maximum resident set");
 
   if (o.reference) {

@@ -1,4 +1,5 @@
 // xc2 bench: engine throughput next to the machine's limits (include/xc2/bench.h).
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -20,7 +21,9 @@ Handler register_bench(CLI::App& app) {
 
 The synthetic checkpoint (about 2.6 GB for 2 decoder layers) is written once under --work-dir and reused.
 Decode is reported against the streaming-read roofline (weight + KV bytes per token / measured read
-bandwidth), prefill and ViT against the measured f32 FMA peak of the GEMM's instructions.)");
+bandwidth), prefill and ViT against the measured f32 FMA peak of the GEMM's instructions. The
+"decode batch N" rows decode N sequences together (as `xc2 caption --batch-size N` does), each weight read
+once per step for all N, against the same roofline with N tokens per weight read.)");
   cmd->add_option("-m,--model", o->model_dir, "Benchmark this model folder instead of a synthetic one")->type_name("DIR");
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--work-dir", o->work_dir, "Where the synthetic checkpoint is cached")->capture_default_str();
@@ -33,6 +36,11 @@ bandwidth), prefill and ViT against the measured f32 FMA peak of the GEMM's inst
       ->check(CLI::Range(1, 2048))->capture_default_str();
   cmd->add_option("--decode-steps", o->decode_steps, "Decode steps timed")->check(CLI::Range(1, 4096))->capture_default_str();
   cmd->add_option("--repeats", o->repeats, "Runs; the best is reported")->check(CLI::Range(1, 100))->capture_default_str();
+  cmd->add_option("--decode-batch", o->decode_batches,
+                  "Batch sizes for the batched-decode rows (as caption --batch-size decodes); 0 = skip")
+      ->check(CLI::Range(0, 256))
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_option("--device", o->device, "cpu, or cuda (GPU 0; adds captioning at --caption-batch)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
@@ -48,6 +56,8 @@ bandwidth), prefill and ViT against the measured f32 FMA peak of the GEMM's inst
   return [o, common, no_ref]() -> int {
     apply_log_level(*common);
     o->reference = !*no_ref;
+    o->decode_batches.erase(std::remove(o->decode_batches.begin(), o->decode_batches.end(), 0),
+                            o->decode_batches.end());
     const BenchReport r = run_bench(*o);
     std::cout << "machine  " << r.machine << "\nmodel    " << r.model << "\n\n";
     for (const BenchRow& row : r.rows) {
