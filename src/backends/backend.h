@@ -38,6 +38,8 @@ class Backend {
   virtual Tensor empty(const std::vector<int64_t>& shape, DType dtype) = 0;
   Tensor empty(const std::vector<int64_t>& shape) { return empty(shape, act_dtype()); }
   virtual Tensor weight(const io::TensorView& w) = 0;
+  // Called once before a model's weight() calls with the checkpoint's total size (a placement hint).
+  virtual void plan_weights(uint64_t total_bytes) { (void)total_bytes; }
   virtual Tensor from_host_f32(const float* data, const std::vector<int64_t>& shape) = 0;  // -> act_dtype
   virtual void to_host_f32(const Tensor& t, float* dst) = 0;
   virtual void copy(const Tensor& src, Tensor& dst) = 0;  // same dtype and element count
@@ -116,8 +118,12 @@ class Backend {
   virtual double peak_bandwidth_gbs() const { return 0; }
 };
 
+// Where the CPU backend keeps weights: Auto copies large tensors into transparent-huge-page memory when
+// the machine has room (XC2_CPU_HUGEPAGES overrides; see weight() in cpu_backend.cpp), Mapped always reads
+// them in place from the mapped checkpoint (for loads that only inspect a model).
+enum class CpuWeights { Auto, Mapped };
 // The CPU backend with its own thread pool (n_threads <= 0: all cores).
-std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, CpuWeights weights = CpuWeights::Auto);
 // The CUDA backend (device index); Error{Unsupported} when xc2 was built without CUDA,
 // Error{Cuda} when no usable GPU is present.
 std::unique_ptr<Backend> make_cuda_backend(int device_index);

@@ -1,17 +1,21 @@
-// CpuBackend: f32 activations, weights viewed in place from the mapped checkpoint (f32/f16/bf16; or
-// copied into huge-page memory with XC2_CPU_HUGEPAGES), every op forwarded to kernels/cpu with the
-// backend's thread pool.
+// CpuBackend: f32 activations, weights viewed in place from the mapped checkpoint (f32/f16/bf16) or,
+// the large ones when memory allows, copied into huge-page memory (see weight()), every op forwarded to
+// kernels/cpu with the backend's thread pool.
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "backends/backend.h"
 #include "core/check.h"
+#include "core/log.h"
 #include "core/thread_pool.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/gemm.h"
@@ -41,31 +45,96 @@ namespace {
 
 namespace kc = kernels::cpu;
 
+// Memory the automatic huge-page copies leave free for the KV caches, activations and everything else.
+constexpr size_t kHeadroom = size_t{4} << 30;
+
+struct HugePagePolicy {
+  size_t min_bytes = 0;  // 0: never copy
+  bool forced = false;   // copy whatever the memory and THP settings
+  bool thp = false;      // transparent huge pages enabled (always or madvise)
+};
+
+HugePagePolicy read_huge_page_policy() {
+  HugePagePolicy p;
+  const char* e = std::getenv("XC2_CPU_HUGEPAGES");
+  const std::string v = e ? e : "";
+  if (v.empty() || v == "auto") {
+    p.min_bytes = size_t{1} << 20;
+  } else {
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+    if (end == v.c_str() || *end != '\0') {
+      XC2_LOG_WARN("XC2_CPU_HUGEPAGES='" << v << "' is not auto, 0 or a byte count; using auto");
+      p.min_bytes = size_t{1} << 20;
+    } else {
+      p.min_bytes = static_cast<size_t>(n);
+      p.forced = true;
+    }
+  }
+  std::ifstream f("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  if (std::getline(f, line))
+    p.thp = line.find("[always]") != std::string::npos || line.find("[madvise]") != std::string::npos;
+  return p;
+}
+
+const HugePagePolicy& huge_page_policy() {
+  static const HugePagePolicy p = read_huge_page_policy();
+  return p;
+}
+
+// MemAvailable of /proc/meminfo in bytes (0 when unknown).
+size_t mem_available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+  CpuBackend(int n_threads, CpuWeights weights) : pool_(n_threads), weights_(weights) {}
 
   Device device() const override { return Device::Cpu; }
   std::string name() const override {
-    return std::string("cpu (") + kc::gemm_isa() + ", " + std::to_string(pool_.size()) + " threads)";
+    std::string s = std::string("cpu (") + kc::gemm_isa() + ", " + std::to_string(pool_.size()) + " threads";
+    if (huge_bytes_ > 0) {
+      char buf[64];
+      const double b = static_cast<double>(huge_bytes_);
+      if (b >= 1e9) std::snprintf(buf, sizeof(buf), ", %.2f GB of weights in huge pages", b / 1e9);
+      else std::snprintf(buf, sizeof(buf), ", %.1f MB of weights in huge pages", b / 1e6);
+      s += buf;
+    }
+    return s + ")";
   }
   DType act_dtype() const override { return DType::F32; }
 
   Tensor empty(const std::vector<int64_t>& shape, DType dtype) override { return Tensor::empty_cpu(shape, dtype); }
 
-  // Weights are views of the mapped checkpoint. With XC2_CPU_HUGEPAGES=N (bytes; 1 = every tensor) each
-  // tensor of at least N bytes is copied once into anonymous memory advised for transparent huge pages
-  // and its file pages are released: at 7B size decode streams 15 GB per token, and with 4 KB file pages
-  // the page-table walks no longer fit in cache (docs/perf.md: 0.82 -> 2.29 tok/s at 32 layers, about
-  // the same peak RSS).
+  // Weights are views of the mapped checkpoint, except that large ones are copied once into anonymous
+  // memory advised for transparent huge pages, with their file pages released: at 7B size decode streams
+  // 15 GB per token, and with 4 KB file pages the page-table walks no longer fit in cache (docs/perf.md:
+  // 0.82 -> 2.29 tok/s at 32 layers, about the same peak RSS). The copies cannot be paged back to the file,
+  // so by default (XC2_CPU_HUGEPAGES unset or "auto") a tensor of >= 1 MiB is copied only while transparent
+  // huge pages are enabled and MemAvailable holds the whole checkpoint (plan_weights()) plus kHeadroom;
+  // otherwise everything stays mapped. XC2_CPU_HUGEPAGES=0 maps everything; =N (bytes) copies every tensor
+  // of >= N bytes unconditionally.
+  void plan_weights(uint64_t total_bytes) override {
+    const HugePagePolicy& policy = huge_page_policy();
+    auto_copy_ = policy.thp && mem_available_bytes() >= total_bytes + kHeadroom;
+    XC2_LOG_DEBUG("CPU weights: " << (policy.forced ? "huge-page copies forced (XC2_CPU_HUGEPAGES)"
+                                    : auto_copy_   ? "large tensors copied into huge pages"
+                                                   : "mapped (transparent huge pages off or not enough memory)"));
+  }
+
   Tensor weight(const io::TensorView& w) override {
-    static const size_t min_bytes = [] {
-      const char* e = std::getenv("XC2_CPU_HUGEPAGES");
-      return (e != nullptr && *e) ? static_cast<size_t>(std::strtoull(e, nullptr, 10)) : size_t{0};
-    }();
-    if (min_bytes == 0 || w.nbytes < min_bytes) {
-      return Tensor::view(const_cast<void*>(w.data), w.shape, w.dtype, Device::Cpu);
-    }
+    const HugePagePolicy& policy = huge_page_policy();
+    const bool copy = weights_ == CpuWeights::Auto && policy.min_bytes > 0 && w.nbytes >= policy.min_bytes &&
+                      (policy.forced || auto_copy_);
+    if (!copy) return Tensor::view(const_cast<void*>(w.data), w.shape, w.dtype, Device::Cpu);
     const size_t huge = size_t{2} << 20;
     const size_t alloc = (w.nbytes + huge - 1) / huge * huge;
     void* p = std::aligned_alloc(huge, alloc);
@@ -80,6 +149,7 @@ class CpuBackend final : public Backend {
     if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
     Tensor t = Tensor::view(p, w.shape, w.dtype, Device::Cpu);
     t.owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+    huge_bytes_ += w.nbytes;
     return t;
   }
 
@@ -200,10 +270,15 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  CpuWeights weights_;
+  bool auto_copy_ = false;  // set by plan_weights(): the automatic copies fit in memory
+  size_t huge_bytes_ = 0;   // weight bytes copied into huge-page memory
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, CpuWeights weights) {
+  return std::make_unique<CpuBackend>(n_threads, weights);
+}
 
 }  // namespace xc2

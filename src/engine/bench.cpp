@@ -548,7 +548,7 @@ BenchReport run_bench(const BenchOptions& o) {
   auto model = model::XComposer2::load(dir, *backend);
   const io::ModelConfig& c = model->config();
   rep.model = dir + " (" + c.variant() + ", " + std::to_string(c.num_hidden_layers) + " decoder layers, " +
-              std::to_string(c.vision.num_hidden_layers) + " ViT layers)";
+              std::to_string(c.vision.num_hidden_layers) + " ViT layers) on " + backend->name();
   const int64_t S = c.img_size, vt = c.visual_tokens(), D = c.hidden_size;
 
   // Parameter counts for FLOPs and bytes.

@@ -91,7 +91,7 @@ ModelInfo inspect_model(const std::string& model_dir, bool check) {
   check_model_dir(model_dir);
   const io::ModelConfig cfg = io::ModelConfig::load(path_join(model_dir, "config.json"));
   if (check) {
-    auto be = make_cpu_backend(1);
+    auto be = make_cpu_backend(1, CpuWeights::Mapped);  // checks names and shapes only: no weight copies
     auto model = model::XComposer2::load(model_dir, *be);
     return make_info(model_dir, model->config(), model->checkpoint());
   }

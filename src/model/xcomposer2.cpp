@@ -127,6 +127,7 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
   m->checkpoint_ = std::make_unique<io::Checkpoint>(io::Checkpoint::open_dir(dir));
   io::WeightStore ws(*m->checkpoint_, dir);
   Backend& be = backend;
+  be.plan_weights(m->checkpoint_->total_bytes());
 
   const int64_t D = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
