@@ -433,6 +433,18 @@ Tensor XComposer2::forward_device(const Tensor& rows, const std::vector<RowSpan>
   return lg;
 }
 
+void XComposer2::text_layer_tail(const DecoderLayer& W, const Tensor& att, Tensor& h, Tensor& a, Tensor& gate,
+                                 Tensor& up, Tensor& o) {
+  be_.linear(att, W.wo.weight, nullptr, o, false);
+  be_.add(h, o, h);
+  be_.rms_norm(h, W.ffn_norm, static_cast<float>(cfg_.rms_norm_eps), a);
+  be_.linear(a, W.w1.weight, nullptr, gate, false);
+  be_.linear(a, W.w3.weight, nullptr, up, false);
+  be_.silu_mul(gate, up, gate);
+  be_.linear(gate, W.w2.weight, nullptr, o, false);
+  be_.add(h, o, h);
+}
+
 std::vector<float> XComposer2::decode_batch(const std::vector<int32_t>& tokens,
                                             const std::vector<KvCache*>& caches) {
   const io::ModelConfig& c = cfg_;
@@ -473,14 +485,7 @@ std::vector<float> XComposer2::decode_batch(const std::vector<int32_t>& tokens,
       be_.rope(kc, Hk, d, p, th);
       be_.attention(qb, kv.k(l), kv.v(l), p + 1, H, Hk, d, p, true, attn_scale, ob);
     }
-    be_.linear(att, W.wo.weight, nullptr, o, false);
-    be_.add(h, o, h);
-    be_.rms_norm(h, W.ffn_norm, eps, a);
-    be_.linear(a, W.w1.weight, nullptr, gate, false);
-    be_.linear(a, W.w3.weight, nullptr, up, false);
-    be_.silu_mul(gate, up, gate);
-    be_.linear(gate, W.w2.weight, nullptr, o, false);
-    be_.add(h, o, h);
+    text_layer_tail(W, att, h, a, gate, up, o);
   }
   for (int64_t b = 0; b < B; ++b) caches[static_cast<size_t>(b)]->set_length(pos[static_cast<size_t>(b)] + 1);
 
@@ -519,14 +524,7 @@ void XComposer2::decode_step_at(const IntBuffer& token, const IntBuffer& pos, Kv
     be_.rope_at(q, 1, H, d, pos, false, theta, capacity);
     be_.rope_at(cache.k(l), 1, Hk, d, pos, true, theta, capacity);
     be_.attention_at(q, cache.k(l), cache.v(l), H, Hk, d, pos, attn_scale, att);
-    be_.linear(att, W.wo.weight, nullptr, o, false);
-    be_.add(h, o, h);
-    be_.rms_norm(h, W.ffn_norm, eps, a);
-    be_.linear(a, W.w1.weight, nullptr, gate, false);
-    be_.linear(a, W.w3.weight, nullptr, up, false);
-    be_.silu_mul(gate, up, gate);
-    be_.linear(gate, W.w2.weight, nullptr, o, false);
-    be_.add(h, o, h);
+    text_layer_tail(W, att, h, a, gate, up, o);
   }
   Tensor fin = be_.empty({1, D});
   be_.rms_norm(h, norm_w_, eps, fin);

@@ -121,6 +121,10 @@ class XComposer2 {
   XComposer2(Backend& backend) : be_(backend) {}
   void plora_linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y);
   Tensor vit_forward(const Tensor& pixels_dev, int64_t n_images);
+  // A decoder layer after attention on text rows (no Partial LoRA; decode steps): h += wo(att), then
+  // h += w2(silu(w1 a) * w3 a) with a = ffn_norm(h). a, gate, up, o: scratch with h's rows.
+  void text_layer_tail(const DecoderLayer& W, const Tensor& att, Tensor& h, Tensor& a, Tensor& gate, Tensor& up,
+                       Tensor& o);
 
   Backend& be_;
   io::ModelConfig cfg_;

@@ -14,17 +14,13 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "model/model_test_util.h"
 #include "model/xcomposer2.h"
 #include "support/test_util.h"
 #include "xc2/engine.h"
 
 namespace xc2 {
 namespace {
-
-#define XC2_SKIP_IF_NO_CUDA()                                                  \
-  do {                                                                         \
-    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device available"; \
-  } while (0)
 
 std::vector<int32_t> random_ids(size_t n, int32_t vocab, uint32_t seed) {
   std::mt19937 rng(seed);

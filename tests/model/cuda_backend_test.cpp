@@ -20,17 +20,13 @@
 #include "backends/backend.h"
 #include "core/half.h"
 #include "io/checkpoint.h"
+#include "model/model_test_util.h"
 #include "support/test_util.h"
 #include "text/sampler.h"
 #include "xc2/error.h"
 
 namespace xc2 {
 namespace {
-
-#define XC2_SKIP_IF_NO_CUDA()                                                  \
-  do {                                                                         \
-    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device available"; \
-  } while (0)
 
 using Vec = std::vector<float>;
 

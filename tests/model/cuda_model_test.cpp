@@ -32,11 +32,6 @@
 namespace xc2 {
 namespace {
 
-#define XC2_SKIP_IF_NO_CUDA()                                                  \
-  do {                                                                         \
-    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device available"; \
-  } while (0)
-
 namespace fs = std::filesystem;
 using nlohmann::json;
 
