@@ -122,7 +122,7 @@ elif (( $(remaining) < 300 )); then
 else
   step "compute-sanitizer memcheck + racecheck (small tests)"
   MODEL_TESTS="$BUILD/tests/xc2_model_tests"
-  SMALL='CudaOps.EmbeddingIm2colSplitQkvAreExact:CudaOps.DeviceDecodeOpsMatchHostPositionOps:CudaOps.GraphReplaysWithDeviceState:CudaOps.LinearTinyAndOddShapes:CudaDeviceDecode.*:Golden/CudaModel.GreedyTokensF32MatchGolden/tiny_a_img1'
+  SMALL='CudaOps.RopeTablesFollowQueuedWorkAndManyThetas:CudaOps.EmbeddingIm2colSplitQkvAreExact:CudaOps.DeviceDecodeOpsMatchHostPositionOps:CudaOps.GraphReplaysWithDeviceState:CudaOps.LinearTinyAndOddShapes:CudaDeviceDecode.*:Golden/CudaModel.GreedyTokensF32MatchGolden/tiny_a_img1'
   SAN_RESULT=""
   if timeout 100 "$SAN" --tool memcheck --error-exitcode 9 --print-limit 20 "$MODEL_TESTS" --gtest_filter="$SMALL" \
       > "$RESULTS/sanitizer_memcheck.log" 2>&1; then

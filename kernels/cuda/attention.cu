@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(kSplitWarps * 32) attn_split_kernel(AttnArgs<T
   int q_pos0 = a.q_pos0, n_kv = a.n_kv;
   if (a.pos_dev) {
     q_pos0 = *a.pos_dev;
-    n_kv = q_pos0 + a.n_q;
+    n_kv = min(q_pos0 + a.n_q, a.n_kv);  // a.n_kv: the cache's capacity (the host checks the position fits)
   }
   const int kv_end = a.causal ? min(n_kv, q_pos0 + qi + 1) : n_kv;
   const int chunk = (kv_end + a.n_splits - 1) / a.n_splits;
@@ -316,8 +316,13 @@ void launch_prefill(const AttnArgs<T>& a, cudaStream_t stream) {
   using Smem = PrefillSmem<D>;
   static_assert(Smem::kBytes <= 227 * 1024, "prefill tile does not fit in shared memory");
   // Idempotent and cheap; done per launch so no static state is needed.
-  cudaFuncSetAttribute(attn_prefill_wmma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                       static_cast<int>(Smem::kBytes));
+  const cudaError_t e = cudaFuncSetAttribute(attn_prefill_wmma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(Smem::kBytes));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    XC2_THROW(Cuda, "CUDA attention: cannot opt in to ", Smem::kBytes, " bytes of shared memory per block (head_dim ",
+              D, "): ", cudaGetErrorString(e));
+  }
   const dim3 grid(static_cast<unsigned>(ceil_div(a.n_q, kBq)), static_cast<unsigned>(a.n_heads));
   attn_prefill_wmma<T, D><<<grid, kPrefillWarps * 32, Smem::kBytes, stream>>>(a);
 }
@@ -366,6 +371,8 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
             " per KV head)");
   XC2_CHECK(p.n_q < (int64_t(1) << 31) && p.n_kv < (int64_t(1) << 31), InvalidArgument, "CUDA attention: too long");
   const int splits = attention_splits(p);
+  XC2_CHECK(use_tensor_cores(p) || p.n_q <= 65535, Unsupported, "CUDA attention: ", p.n_q,
+            " query rows in one call without the tensor-core kernel (at most 65535: the grid's y dimension)");
   XC2_CUDA_DISPATCH(p.dtype, T, {
     AttnArgs<T> a{};
     a.q = static_cast<const T*>(p.q);

@@ -56,7 +56,7 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // Sum over the block; every thread gets the result. `scratch`: >= 32 floats of shared memory.
-// Must be called by all threads of the block.
+// Must be called by all threads of the block; blockDim.x a multiple of 32 (full-warp shuffles).
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
   v = warp_sum(v);
@@ -97,5 +97,7 @@ inline void launch_check(const char* what) {
         __VA_ARGS__;                                                              \
         break;                                                                    \
       }                                                                           \
+      default:                                                                    \
+        XC2_THROW(Internal, "CUDA kernel called with dtype ", ::xc2::dtype_name(dtype)); \
     }                                                                             \
   } while (0)

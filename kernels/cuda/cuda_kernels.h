@@ -57,11 +57,11 @@ void split_qkv(const void* qkv, int64_t n_tokens, int64_t n_heads, int64_t n_kv_
                void* k, void* v, const int32_t* pos_dev, DType dtype, cudaStream_t stream);
 
 // ---- rope.cu ---------------------------------------------------------------------------------------
-// In-place rotate_half RoPE on x: token t, head j at x + (row0 + t) * token_stride + j * head_dim, with
-// row0 = pos_dev ? *pos_dev : 0 and position pos = (pos_dev ? *pos_dev : pos0) + t.
+// In-place rotate_half RoPE on x: token t has position pos = (pos_dev ? *pos_dev : pos0) + t, and head j of
+// it is at x + row * token_stride + j * head_dim with row = rows_follow_pos ? pos : t.
 //   x'[i] = x[i] cos[pos, i] - x[i + h] sin[pos, i],  x'[i + h] = x[i + h] cos[pos, i] + x[i] sin[pos, i]
 // cos, sin: [n_table_positions, head_dim / 2] f32 (backends/backend.h rope_tables()).
-// `rows_follow_pos`: the row of token t is row0 + t (x is a whole KV cache); otherwise t.
+// `rows_follow_pos`: x is a whole KV cache, rows indexed by position.
 void rope(void* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t token_stride, const float* cos,
           const float* sin, int64_t pos0, const int32_t* pos_dev, bool rows_follow_pos, DType dtype,
           cudaStream_t stream);
@@ -106,6 +106,11 @@ constexpr int kGemvMaxRows = 8;
 bool gemv_fits(const void* x, const void* w, int64_t m, int64_t k, DType dtype);
 void gemv(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t n, int64_t k, bool accumulate,
           DType dtype, cudaStream_t stream);
+
+// y[m, n] (+)= x[m, k] . w[n, k]^T (+ bias[n]) for any shape and alignment (tiled, f32 accumulation; slow):
+// what the linear layers fall back to when cuBLASLt has no algorithm, and XC2_CUDA_GEMM=simple forces.
+void linear_simple(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t n, int64_t k,
+                   bool accumulate, DType dtype, cudaStream_t stream);
 
 // ---- sampling.cu -----------------------------------------------------------------------------------
 // work[i] = f32(logits[i]) with the repetition penalty on seen ids (l < 0 ? l * penalty : l / penalty), then

@@ -2,6 +2,7 @@
 #include "cuda/gemm.h"
 
 #include "core/check.h"
+#include "core/log.h"
 #include "cuda/cuda_kernels.h"
 
 namespace xc2::kernels::cuda {
@@ -94,8 +95,12 @@ LtGemm::Plan& LtGemm::plan(const Key& key, const void* bias) {
     cublasLtMatrixLayoutDestroy(p.b);
     cublasLtMatrixLayoutDestroy(p.c);
     cublasLtMatmulDescDestroy(p.desc);
-    XC2_THROW(Cuda, "cuBLASLt has no algorithm for linear m=", m, " n=", n, " k=", k, " dtype ",
-              dtype_name(static_cast<DType>(dt_i)), " (alignments x ", al_x, ", w ", al_w, ", y ", al_y, ")");
+    p = Plan{};
+    p.simple = true;
+    XC2_LOG_DEBUG("cuBLASLt has no algorithm for linear m=" << m << " n=" << n << " k=" << k << " dtype "
+                  << dtype_name(static_cast<DType>(dt_i)) << " (alignments x " << al_x << ", w " << al_w << ", y "
+                  << al_y << "): the plain kernel computes it");
+    return plans_.emplace(key, p).first->second;
   }
   p.algo = res.algo;
   return plans_.emplace(key, p).first->second;
@@ -116,6 +121,10 @@ void LtGemm::linear(const void* x, const void* w, const void* bias, void* y, int
   const Key key{m, n, k, static_cast<int>(dtype), bias != nullptr, alignment(x, k * es), alignment(w, k * es),
                 alignment(y, n * es)};
   Plan& p = plan(key, bias);
+  if (p.simple) {
+    linear_simple(x, w, bias, y, m, n, k, accumulate, dtype, stream);
+    return;
+  }
   if (bias && p.bias_epilogue)
     XC2_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;

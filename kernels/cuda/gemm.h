@@ -4,7 +4,8 @@
 // Row-major x [m, k] is the column-major k x m matrix B; w [n, k] (checkpoint layout, never transposed) is
 // the column-major k x n matrix A used as op(A) = A^T; y [m, n] is the column-major n x m matrix D, so
 // D = A^T B. accumulate sets beta = 1 with C = D = y (the Partial-LoRA delta adds into the base output);
-// a bias uses the BIAS epilogue, or a separate add when cuBLASLt offers no algorithm with it.
+// a bias uses the BIAS epilogue, or a separate add when cuBLASLt offers no algorithm with it. A shape with no
+// cuBLASLt algorithm at all (odd leading dimensions) goes to the plain tiled kernel linear_simple().
 // Descriptors, layouts and the heuristic's algorithm are cached per shape; the handle and workspace belong
 // to the object (one per CudaBackend), never to a global.
 #pragma once
@@ -42,6 +43,7 @@ class LtGemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool bias_epilogue = false;
+    bool simple = false;  // no cuBLASLt algorithm: linear_simple() computes this shape
   };
   // (m, n, k, dtype, has_bias, alignment of x / w / y in bytes)
   using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, int, int, int>;

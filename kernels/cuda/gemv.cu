@@ -90,7 +90,54 @@ void launch(const void* x, const void* w, const void* bias, void* y, int64_t m, 
                                               static_cast<int>(n), static_cast<int>(k), acc ? 1 : 0);
 }
 
+// The plain linear: 16 x 16 output tiles through shared memory, any shape and alignment, f32 accumulation.
+// For shapes cuBLASLt has no algorithm for, and as the slow path to check the fast ones against.
+constexpr int kTile = 16;
+
+template <typename T>
+__global__ void __launch_bounds__(kTile* kTile)
+    linear_simple_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias, T* y, int64_t m,
+                         int64_t n, int64_t k, int accumulate) {
+  __shared__ float xs[kTile][kTile + 1], ws[kTile][kTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t row = static_cast<int64_t>(blockIdx.y) * kTile + ty;   // of x and y
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * kTile + tx;   // of y
+  const int64_t wrow = static_cast<int64_t>(blockIdx.x) * kTile + ty;  // of w, loaded by this thread
+  float acc = 0.0f;
+  for (int64_t k0 = 0; k0 < k; k0 += kTile) {
+    const int64_t kk = k0 + tx;
+    xs[ty][tx] = row < m && kk < k ? to_f(x[row * k + kk]) : 0.0f;
+    ws[ty][tx] = wrow < n && kk < k ? to_f(w[wrow * k + kk]) : 0.0f;
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kTile; ++i) acc += xs[ty][i] * ws[tx][i];
+    __syncthreads();
+  }
+  if (row < m && col < n) {
+    float v = acc;
+    T* out = y + row * n + col;
+    if (accumulate) v += to_f(*out);
+    if (bias) v += to_f(bias[col]);
+    *out = from_f<T>(v);
+  }
+}
+
 }  // namespace
+
+void linear_simple(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t n, int64_t k,
+                   bool accumulate, DType dtype, cudaStream_t stream) {
+  if (m <= 0 || n <= 0) return;
+  XC2_CHECK(ceil_div(m, kTile) <= 65535 && ceil_div(n, kTile) < (int64_t(1) << 31), Unsupported,
+            "linear_simple: ", m, " x ", n, " is too large");
+  const dim3 grid(static_cast<unsigned>(ceil_div(n, kTile)), static_cast<unsigned>(ceil_div(m, kTile)));
+  const dim3 block(kTile, kTile);
+  XC2_CUDA_DISPATCH(dtype, T, {
+    linear_simple_kernel<T><<<grid, block, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+                                                        static_cast<const T*>(bias), static_cast<T*>(y), m, n, k,
+                                                        accumulate ? 1 : 0);
+  });
+  launch_check("linear_simple");
+}
 
 bool gemv_fits(const void* x, const void* w, int64_t m, int64_t k, DType dtype) {
   const int64_t v = 16 / static_cast<int64_t>(dtype_size(dtype));

@@ -63,8 +63,10 @@ __global__ void __launch_bounds__(kBlock) argmax_kernel(const float* __restrict_
   }
 }
 
-// Order-preserving key of an f32 (larger value -> larger key); -0 and +0 share a key.
+// Order-preserving key of an f32 (larger value -> larger key); -0 and +0 share a key; NaN gets the lowest
+// key, so it is never a candidate.
 __device__ __forceinline__ uint32_t key_of(float f) {
+  if (f != f) return 0u;
   if (f == 0.0f) f = 0.0f;
   const uint32_t u = __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -123,6 +125,8 @@ __global__ void add_scalar_kernel(int32_t* x, int32_t delta) { *x += delta; }
 
 void prepare_logits(const void* logits, DType dtype, int64_t vocab, const int32_t* seen, float penalty,
                     float temperature, float* work, cudaStream_t stream) {
+  XC2_CHECK(vocab > 0 && temperature > 0, InvalidArgument, "prepare_logits: vocabulary ", vocab, ", temperature ",
+            temperature);
   const int grid = static_cast<int>(std::min<int64_t>(ceil_div(vocab, 256), 1024));
   XC2_CUDA_DISPATCH(dtype, T, {
     prepare_kernel<T><<<grid, 256, 0, stream>>>(static_cast<const T*>(logits), vocab, seen, penalty, temperature, work);

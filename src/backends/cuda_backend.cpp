@@ -5,9 +5,12 @@
 //     no TF32) so the tiny models can be checked token for token against the CPU backend. Weights are
 //     uploaded once through weight(), converted on the device from the checkpoint dtype.
 //   - Linear layers through cuBLASLt (kernels/cuda/gemm.h), except m <= 8 rows (decode), which take the
-//     bandwidth-bound GEMV kernel (XC2_CUDA_GEMV=0 forces cuBLASLt). accumulate = true is beta = 1.
+//     bandwidth-bound GEMV kernel (XC2_CUDA_GEMV=0 forces cuBLASLt). accumulate = true is beta = 1. Shapes
+//     cuBLASLt has no algorithm for, and all of them with XC2_CUDA_GEMM=simple, take a plain tiled kernel.
 //   - RoPE tables (rope_tables(), f32, exactly the CPU's numbers) are built on the host once per theta for
 //     a range of positions and kept on the device, so decode steps upload nothing.
+//   - Out of device memory: the allocator waits for the stream, returns its cached blocks to the driver and
+//     tries again (during a graph capture, where no wait is allowed, it reuses a cached block instead).
 //   - The host waits for the GPU only in to_host_f32(), read_ints() and synchronize(). XC2_CUDA_SYNC=1
 //     synchronises after every op, so an asynchronous fault is reported by the op that caused it.
 //   - Every CUDA / cuBLASLt failure becomes xc2::Error{Cuda} with the call and cudaGetErrorString().
@@ -40,9 +43,11 @@ namespace kc = kernels::cuda;
 #define XC2_CUDA_CHECK(expr)                                                                         \
   do {                                                                                               \
     const cudaError_t xc2_e_ = (expr);                                                               \
-    if (xc2_e_ != cudaSuccess)                                                                       \
+    if (xc2_e_ != cudaSuccess) {                                                                     \
+      (void)cudaGetLastError(); /* cleared, so that the next check does not report it again */       \
       XC2_THROW(Cuda, "CUDA call failed: ", #expr, ": ", cudaGetErrorName(xc2_e_), ": ",             \
                 cudaGetErrorString(xc2_e_));                                                         \
+    }                                                                                                \
   } while (0)
 
 bool env_flag(const char* name, bool def) {
@@ -71,7 +76,9 @@ class DevicePool {
     return (bytes + q - 1) / q * q;
   }
 
-  void* alloc(size_t bytes, size_t* got) {
+  // A cached block of at least `bytes` (and at most 1/8 larger), else a new cudaMalloc; nullptr when the
+  // device is out of memory.
+  void* try_alloc(size_t bytes, size_t* got) {
     const size_t want = round(bytes);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -84,20 +91,27 @@ class DevicePool {
       }
     }
     void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, want);
+    const cudaError_t e = cudaMalloc(&p, want);
     if (e == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();
-      release_cached();
-      e = cudaMalloc(&p, want);
+      return nullptr;
     }
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
-      size_t free_b = 0, total_b = 0;
-      cudaMemGetInfo(&free_b, &total_b);
-      XC2_THROW(Cuda, "cudaMalloc of ", want, " bytes failed: ", cudaGetErrorString(e), " (", free_b >> 20,
-                " MiB free of ", total_b >> 20, " MiB)");
+      XC2_THROW(Cuda, "cudaMalloc of ", want, " bytes failed: ", cudaGetErrorString(e));
     }
     *got = want;
+    return p;
+  }
+
+  // The smallest cached block of at least `bytes`, whatever its slack, taken off the free list; nullptr if none.
+  void* take_cached(size_t bytes, size_t* got) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.lower_bound(round(bytes));
+    if (it == free_.end()) return nullptr;
+    void* p = it->second;
+    *got = it->first;
+    free_.erase(it);
     return p;
   }
 
@@ -106,9 +120,10 @@ class DevicePool {
     free_.emplace(size, p);
   }
 
-  void release_cached() {
+  // cudaFree every cached block. The caller makes sure that no queued work uses them and that no graph is being
+  // captured (cudaFree synchronises).
+  void free_cached() {
     std::lock_guard<std::mutex> lock(mu_);
-    cudaDeviceSynchronize();
     for (auto& [size, p] : free_) cudaFree(p);
     free_.clear();
   }
@@ -137,6 +152,8 @@ struct RopeTable {
   double theta = 0;
   int64_t head_dim = 0, n_positions = 0;
   Tensor cos, sin;  // [n_positions, head_dim / 2] f32 on the device
+  uint64_t last_use = 0;
+  bool in_graph = false;  // looked up while a graph was being captured
 };
 
 class CudaBackend final : public Backend {
@@ -157,6 +174,8 @@ class CudaBackend final : public Backend {
     lt_->set_workspace(workspace_.get(), kWorkspaceBytes);
     sync_each_op_ = env_flag("XC2_CUDA_SYNC", false);
     use_gemv_ = env_flag("XC2_CUDA_GEMV", true);
+    const char* gemm = std::getenv("XC2_CUDA_GEMM");
+    simple_gemm_ = gemm != nullptr && std::strcmp(gemm, "simple") == 0;
     use_flash_ = env_flag("XC2_CUDA_FLASH", true);
     XC2_CUDA_CHECK(cudaMallocHost(&pinned_, kPinnedBytes));
   }
@@ -186,10 +205,8 @@ class CudaBackend final : public Backend {
     t.device = Device::Cuda;
     t.shape = shape;
     for (int64_t d : shape) XC2_CHECK(d >= 0, Internal, "negative tensor dimension in ", t.shape_str());
-    size_t got = 0;
-    void* p = active_pool_->alloc(t.nbytes(), &got);
-    t.data = p;
-    t.owner = pool_owner(active_pool_, p, got);
+    t.owner = device_alloc(t.nbytes());
+    t.data = t.owner.get();
     return t;
   }
 
@@ -279,7 +296,9 @@ class CudaBackend final : public Backend {
     const int64_t m = x.rows(), k = x.row_numel(), n = w.rows();
     XC2_CHECK(w.row_numel() == k && y.rows() == m && y.row_numel() == n, Internal, "linear: x ", x.shape_str(),
               ", w ", w.shape_str(), ", y ", y.shape_str());
-    if (use_gemv_ && m <= kc::kGemvMaxRows && kc::gemv_fits(x.data, w.data, m, k, act_)) {
+    if (simple_gemm_) {
+      kc::linear_simple(x.data, w.data, bias ? bias->data : nullptr, y.data, m, n, k, accumulate, act_, stream_);
+    } else if (use_gemv_ && m <= kc::kGemvMaxRows && kc::gemv_fits(x.data, w.data, m, k, act_)) {
       kc::gemv(x.data, w.data, bias ? bias->data : nullptr, y.data, m, n, k, accumulate, act_, stream_);
     } else {
       lt_->linear(x.data, w.data, bias ? bias->data : nullptr, y.data, m, n, k, accumulate, act_, stream_);
@@ -376,11 +395,10 @@ class CudaBackend final : public Backend {
 
   IntBuffer ints(int64_t n) override {
     IntBuffer b;
-    size_t got = 0;
-    void* p = active_pool_->alloc(static_cast<size_t>(std::max<int64_t>(n, 1)) * 4, &got);
+    b.owner = device_alloc(static_cast<size_t>(std::max<int64_t>(n, 1)) * 4);
+    void* p = b.owner.get();
     b.data = static_cast<int32_t*>(p);
     b.size = n;
-    b.owner = pool_owner(active_pool_, p, got);
     XC2_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * 4, stream_));
     after_op("ints");
     return b;
@@ -549,10 +567,29 @@ class CudaBackend final : public Backend {
   static constexpr size_t kWorkspaceBytes = size_t(32) << 20;
   static constexpr size_t kPinnedBytes = size_t(64) << 20;
 
-  std::shared_ptr<void> alloc_raw(size_t bytes) {
+  // Device memory from the active pool (the graph's while one is being captured).
+  std::shared_ptr<void> device_alloc(size_t bytes) { return alloc_in(active_pool_, bytes); }
+  // Device memory from the main pool, never a graph's (buffers that outlive a capture).
+  std::shared_ptr<void> alloc_raw(size_t bytes) { return alloc_in(pool_, bytes); }
+
+  // When the device is full: outside a capture, wait for the stream, hand the main pool's cached blocks back
+  // to the driver and try again; while capturing (no synchronisation allowed) take a cached block of the main
+  // pool instead: it is free, since all work that used it was queued before the graph's replays can run.
+  std::shared_ptr<void> alloc_in(const std::shared_ptr<DevicePool>& pool, size_t bytes) {
     size_t got = 0;
-    void* p = pool_->alloc(bytes, &got);
-    return pool_owner(pool_, p, got);
+    if (void* p = pool->try_alloc(bytes, &got)) return pool_owner(pool, p, got);
+    if (capturing_) {
+      if (void* p = pool_->take_cached(bytes, &got)) return pool_owner(pool, p, got);
+    } else {
+      XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      pool_->free_cached();
+      if (void* p = pool->try_alloc(bytes, &got)) return pool_owner(pool, p, got);
+    }
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    (void)cudaGetLastError();
+    XC2_THROW(Cuda, "out of GPU memory: ", DevicePool::round(bytes), " bytes wanted, ", free_b >> 20, " MiB free of ",
+              total_b >> 20, " MiB", capturing_ ? " (while recording the decode step as a CUDA graph)" : "");
   }
 
   void check_act(const Tensor& t, const char* what) const {
@@ -604,38 +641,57 @@ class CudaBackend final : public Backend {
   }
 
   // The table for (theta, head_dim) covering positions [0, n_positions). The first theta seen keeps its
-  // table (grown by doubling); another theta (dynamic NTK past max_position_embeddings) gets a table of
-  // just the positions asked for, replacing the previous such one.
+  // table (grown by doubling); other thetas (dynamic NTK past max_position_embeddings, one per sequence in a
+  // batch) get tables of just the positions asked for, the kRopeCache most recently used kept.
   const RopeTable& rope_table(double theta, int64_t head_dim, int64_t n_positions) {
-    for (RopeTable& t : rope_)
-      if (t.theta == theta && t.head_dim == head_dim && t.n_positions >= n_positions) return t;
+    ++rope_clock_;
+    for (auto& t : rope_)
+      if (t->theta == theta && t->head_dim == head_dim && t->n_positions >= n_positions) {
+        t->last_use = rope_clock_;
+        if (capturing_) t->in_graph = true;
+        return *t;
+      }
     XC2_CHECK(!capturing_, Internal, "rope table for ", n_positions, " positions built while capturing a graph");
-    const bool primary = rope_.empty() || (rope_[0].theta == theta && rope_[0].head_dim == head_dim);
-    const int64_t n = primary ? std::max<int64_t>({n_positions, 4096, rope_.empty() ? 0 : 2 * rope_[0].n_positions})
+    const bool primary = rope_.empty() || (rope_[0]->theta == theta && rope_[0]->head_dim == head_dim);
+    const int64_t n = primary ? std::max<int64_t>({n_positions, 4096, rope_.empty() ? 0 : 2 * rope_[0]->n_positions})
                               : (n_positions + 63) / 64 * 64;
-    RopeTable t;
-    t.theta = theta;
-    t.head_dim = head_dim;
-    t.n_positions = n;
+    auto t = std::make_unique<RopeTable>();
+    t->theta = theta;
+    t->head_dim = head_dim;
+    t->n_positions = n;
+    t->last_use = rope_clock_;
     std::vector<float> c(static_cast<size_t>(n * head_dim / 2)), s(c.size());
     rope_tables(0, n, head_dim, theta, c.data(), s.data());
-    // Uploaded as f32 regardless of the activation dtype.
-    t.cos = empty({n, head_dim / 2}, DType::F32);
-    t.sin = empty({n, head_dim / 2}, DType::F32);
-    XC2_CUDA_CHECK(cudaMemcpy(t.cos.data, c.data(), c.size() * 4, cudaMemcpyHostToDevice));
-    XC2_CUDA_CHECK(cudaMemcpy(t.sin.data, s.data(), s.size() * 4, cudaMemcpyHostToDevice));
+    // Uploaded as f32 regardless of the activation dtype, in order on the backend's stream (the blocks may
+    // have been released by work still queued there). The wait lets the host vectors go, and it means no
+    // queued kernel still reads a table dropped below.
+    t->cos = empty({n, head_dim / 2}, DType::F32);
+    t->sin = empty({n, head_dim / 2}, DType::F32);
+    XC2_CUDA_CHECK(cudaMemcpyAsync(t->cos.data, c.data(), c.size() * 4, cudaMemcpyHostToDevice, stream_));
+    XC2_CUDA_CHECK(cudaMemcpyAsync(t->sin.data, s.data(), s.size() * 4, cudaMemcpyHostToDevice, stream_));
+    XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
     if (primary) {
       if (rope_.empty()) {
         rope_.push_back(std::move(t));
       } else {
-        retired_.push_back(std::move(rope_[0]));
+        drop_rope_table(std::move(rope_[0]));
         rope_[0] = std::move(t);
       }
-      return rope_[0];
+      return *rope_[0];
     }
-    if (rope_.size() < 2) rope_.push_back(std::move(t));
-    else rope_[1] = std::move(t);
-    return rope_[1];
+    if (rope_.size() >= 1 + kRopeCache) {
+      auto lru = std::min_element(rope_.begin() + 1, rope_.end(),
+                                  [](const auto& x, const auto& y) { return x->last_use < y->last_use; });
+      drop_rope_table(std::move(*lru));
+      rope_.erase(lru);
+    }
+    rope_.push_back(std::move(t));
+    return *rope_.back();
+  }
+
+  // A table a captured graph reads is kept for the graph's replays; any other is freed (the stream is idle).
+  void drop_rope_table(std::unique_ptr<RopeTable> t) {
+    if (t->in_graph) retired_.push_back(std::move(t));
   }
 
   int device_;
@@ -648,10 +704,13 @@ class CudaBackend final : public Backend {
   void* pinned_ = nullptr;
   bool sync_each_op_ = false;
   bool use_gemv_ = true;
+  bool simple_gemm_ = false;  // XC2_CUDA_GEMM=simple: every linear through the plain tiled kernel
   bool use_flash_ = true;
   bool capturing_ = false;
-  std::vector<RopeTable> rope_;
-  std::vector<RopeTable> retired_;  // outgrown primary tables: a captured graph may still read them
+  static constexpr size_t kRopeCache = 8;
+  std::vector<std::unique_ptr<RopeTable>> rope_;     // [0]: the first theta's table
+  std::vector<std::unique_ptr<RopeTable>> retired_;  // dropped tables that a captured graph reads
+  uint64_t rope_clock_ = 0;
 };
 
 }  // namespace

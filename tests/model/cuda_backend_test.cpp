@@ -209,6 +209,19 @@ TEST(CudaOps, LinearTinyAndOddShapes) {
     check_linear(b, c, seed += 7);
 }
 
+// The plain tiled kernel (the fallback for shapes cuBLASLt has no algorithm for), forced for every linear.
+TEST(CudaOps, LinearSimpleKernelMatchesReference) {
+  XC2_SKIP_IF_NO_CUDA();
+  setenv("XC2_CUDA_GEMM", "simple", 1);
+  Backends b = make_backends();
+  unsetenv("XC2_CUDA_GEMM");
+  uint32_t seed = 40;
+  for (const LinearCase& c : std::vector<LinearCase>{{1, 7, 33, false, false}, {7, 33, 127, true, false},
+                                                      {33, 129, 65, false, true}, {127, 320, 256, true, true},
+                                                      {5, 37, 1025, true, false}, {300, 1024, 1024, true, true}})
+    check_linear(b, c, seed += 7);
+}
+
 TEST(CudaOps, LinearRealShapes) {
   XC2_SKIP_IF_NO_CUDA();
   Backends b = make_backends();
@@ -374,6 +387,41 @@ TEST(CudaOps, RopeMatchesCpu) {
     expect_rel_l2(run(*b.f32), cpu, 1e-6, "rope f32");
     expect_rel_l2(run(*b.bf16), cpu, 1e-2, "rope bf16");
   }
+}
+
+// A RoPE table is built on the first rope() call with a new theta, possibly into a block that queued work
+// just released: the upload must wait for that work, and the work must not see the table. Then more thetas
+// than the backend keeps tables for (dynamic NTK, one per sequence in a batch), each checked against the CPU.
+TEST(CudaOps, RopeTablesFollowQueuedWorkAndManyThetas) {
+  XC2_SKIP_IF_NO_CUDA();
+  auto be = make_cuda_backend(0, DType::F32);
+  auto cpu = make_cpu_backend(1);
+  const int64_t n = 4096 * 64;  // the bytes of one 4096-position table for head_dim 128
+  const Vec a = random_vec(static_cast<size_t>(n), 60);
+  Tensor dst = be->from_host_f32(Vec(static_cast<size_t>(n), 0.0f).data(), {n});
+  Vec want(static_cast<size_t>(n), 0.0f);
+  {
+    Tensor src = be->from_host_f32(a.data(), {n});
+    for (int r = 0; r < 200; ++r) be->add(dst, src, dst);  // queued; src is released before it has run
+  }
+  for (int r = 0; r < 200; ++r)
+    for (size_t i = 0; i < want.size(); ++i) want[i] += a[i];
+  const int64_t H = 4, d = 128, T = 3;
+  const Vec x = random_vec(static_cast<size_t>(T * H * d), 61, 2.0f);
+  auto rope = [&](Backend& b, int64_t pos0, double theta) {
+    Tensor t = b.from_host_f32(x.data(), {T, H, d});
+    b.rope(t, H, d, pos0, theta);
+    return host(b, t);
+  };
+  expect_rel_l2(rope(*be, 1000, 1e6), rope(*cpu, 1000, 1e6), 1e-6, "rope after queued work");
+  expect_bitwise(host(*be, dst), want, "queued adds next to the table upload");
+  for (int round = 0; round < 2; ++round)
+    for (int j = 0; j < 12; ++j) {
+      const double theta = 1e6 * (1.0 + 0.125 * j);
+      const int64_t pos0 = 33000 + 7 * j + round;
+      SCOPED_TRACE("theta " + std::to_string(theta) + " round " + std::to_string(round));
+      expect_rel_l2(rope(*be, pos0, theta), rope(*cpu, pos0, theta), 1e-6, "rope with another theta");
+    }
 }
 
 // ---- attention -----------------------------------------------------------------------------------------
