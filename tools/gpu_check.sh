@@ -9,7 +9,8 @@
 #   5. bench         `xc2 bench --device cuda` on a synthetic checkpoint with the full XC2-VL-7B dimensions
 #                    (32 decoder + 24 ViT layers, 490 px, bf16, ~15.5 GB written to disk once): ViT ms/image,
 #                    one-image + 64-token prefill ms, batch-1 decode tok/s vs the copy-bandwidth roofline,
-#                    batched decode tok/s at 4 and 16 sequences, captions/s at batch 16 (ViT together,
+#                    batched decode tok/s at 4 and 16 sequences, the GPU memory a 4096-token context needs
+#                    (allocator peak + CUDA context), captions/s at batch 16 (ViT together,
 #                    decoded together), then the PyTorch reference (bench_ref.py
 #                    --device cuda, bfloat16) on the same checkpoint and the ratios
 #   6. summary       one table: card, copy bandwidth, the numbers, the targets met or missed
@@ -209,6 +210,7 @@ DECODE_PCT=$(row "decode" | grep -Eo 'tok/s = [0-9]+%' | grep -Eo '[0-9]+' | hea
   check "one-image prefill, ms" "$(val prefill)" "<=" 60
   check "decode vs PyTorch reference, x" "$(ratio 'reference decode')" ">=" 3
   check "prefill vs PyTorch reference, x" "$(ratio 'reference prefill')" ">=" 1.5
+  check "GPU memory at a 4096-token context, GiB" "$(val 'GPU memory')" "<=" 24
   echo
   echo "total $(elapsed)s; logs in $RESULTS"
   if (( ${#FAILURES[@]} )); then

@@ -28,7 +28,8 @@ struct BenchOptions {
   // CUDA (device = "cuda"): the model in `dtype` ("bf16", "f16" or "f32") on GPU 0; decode through the
   // device decode path (graphs + on-device argmax), the copy bandwidth as the roofline, the reference
   // in bfloat16 on the GPU (bench_ref.py --device cuda); plus captioning: caption_batch images through the
-  // ViT at once, each prompt prefilled, then all decoded together for caption_tokens greedy tokens.
+  // ViT at once, each prompt prefilled, then all decoded together for caption_tokens greedy tokens; and the
+  // GPU memory a 4096-token context needs (the allocator's peak plus the CUDA context).
   // Batched decode (XComposer2::decode_batch, what `xc2 caption --batch-size` runs): tokens/s summed over B
   // sequences that share the benchmark prompt's context, for each B here (empty: skip).
   std::vector<int> decode_batches = {4, 16};

@@ -116,6 +116,16 @@ class Backend {
   virtual double measure_copy_bandwidth_gbs() { return 0; }
   // Theoretical memory bandwidth from the memory clock and bus width, in GB/s.
   virtual double peak_bandwidth_gbs() const { return 0; }
+  // Device memory, in bytes (all 0 on the CPU). needed: what xc2's tensors and recorded graphs hold now
+  // (allocator blocks handed out, plus every block a graph keeps); peak: its maximum since
+  // reset_memory_peak(); cached: held by the allocator on top, free for reuse (given back when the device
+  // runs out); device_used / device_total: the whole device as the driver reports it (the CUDA context,
+  // cuBLASLt and any other process included).
+  struct MemoryStats {
+    uint64_t needed = 0, peak = 0, cached = 0, device_used = 0, device_total = 0;
+  };
+  virtual MemoryStats memory_stats() { return {}; }
+  virtual void reset_memory_peak() {}
 };
 
 // Where the CPU backend keeps weights: Auto copies large tensors into transparent-huge-page memory when

@@ -61,11 +61,25 @@ bool env_flag(const char* name, bool def) {
 // steady state allocates nothing. Safe to reuse at once because all work runs on one stream, in order.
 // A pool is shared by the tensors it handed out (their deleters hold it), so it outlives the backend if
 // a tensor does. A CUDA graph gets its own pool: what a captured step used stays reserved for replays.
+
+// Byte counts shared by a backend's pools: the main pool's blocks handed out, every block a graph pool
+// holds, and all that cudaMalloc gave (reserved).
+struct PoolUsage {
+  std::mutex mu;
+  uint64_t main_in_use = 0, graph_held = 0, reserved = 0, peak = 0;
+  void bump() { peak = std::max(peak, main_in_use + graph_held); }
+};
+
 class DevicePool {
  public:
-  explicit DevicePool(int device) : device_(device) {}
+  DevicePool(std::shared_ptr<PoolUsage> usage, bool graph) : usage_(std::move(usage)), graph_(graph) {}
   ~DevicePool() {
-    for (auto& [size, p] : free_) cudaFree(p);
+    std::lock_guard<std::mutex> lock(usage_->mu);
+    for (auto& [size, p] : free_) {
+      cudaFree(p);
+      usage_->reserved -= size;
+      if (graph_) usage_->graph_held -= size;
+    }
   }
   DevicePool(const DevicePool&) = delete;
   DevicePool& operator=(const DevicePool&) = delete;
@@ -87,6 +101,7 @@ class DevicePool {
         void* p = it->second;
         *got = it->first;
         free_.erase(it);
+        handed_out(*got);
         return p;
       }
     }
@@ -101,35 +116,67 @@ class DevicePool {
       XC2_THROW(Cuda, "cudaMalloc of ", want, " bytes failed: ", cudaGetErrorString(e));
     }
     *got = want;
+    {
+      std::lock_guard<std::mutex> lock(usage_->mu);
+      usage_->reserved += want;
+      if (graph_) usage_->graph_held += want;
+    }
+    handed_out(want);
     return p;
   }
 
-  // The smallest cached block of at least `bytes`, whatever its slack, taken off the free list; nullptr if none.
-  void* take_cached(size_t bytes, size_t* got) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = free_.lower_bound(round(bytes));
-    if (it == free_.end()) return nullptr;
-    void* p = it->second;
-    *got = it->first;
-    free_.erase(it);
+  // The smallest cached block of at least `bytes`, whatever its slack, taken off the free list for `to`
+  // (which owns it from now on); nullptr if none.
+  void* take_cached(size_t bytes, size_t* got, DevicePool& to) {
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.lower_bound(round(bytes));
+      if (it == free_.end()) return nullptr;
+      *got = it->first;
+      p = it->second;
+      free_.erase(it);
+    }
+    std::lock_guard<std::mutex> ulock(usage_->mu);
+    if (graph_) usage_->graph_held -= *got;
+    if (to.graph_) usage_->graph_held += *got;
+    else usage_->main_in_use += *got;
+    usage_->bump();
     return p;
   }
 
   void release(void* p, size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
     free_.emplace(size, p);
+    if (!graph_) {
+      std::lock_guard<std::mutex> ulock(usage_->mu);
+      usage_->main_in_use -= size;
+    }
   }
 
   // cudaFree every cached block. The caller makes sure that no queued work uses them and that no graph is being
   // captured (cudaFree synchronises).
   void free_cached() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, p] : free_) cudaFree(p);
+    std::lock_guard<std::mutex> ulock(usage_->mu);
+    for (auto& [size, p] : free_) {
+      cudaFree(p);
+      usage_->reserved -= size;
+      if (graph_) usage_->graph_held -= size;
+    }
     free_.clear();
   }
 
  private:
-  int device_;
+  void handed_out(size_t size) {
+    if (graph_) return;  // a graph pool's blocks count from their cudaMalloc on
+    std::lock_guard<std::mutex> lock(usage_->mu);
+    usage_->main_in_use += size;
+    usage_->bump();
+  }
+
+  std::shared_ptr<PoolUsage> usage_;
+  bool graph_;
   std::mutex mu_;
   std::multimap<size_t, void*> free_;
 };
@@ -167,7 +214,8 @@ class CudaBackend final : public Backend {
     XC2_CHECK(prop_.major >= 8, Unsupported, "GPU '", prop_.name, "' has compute capability ", prop_.major, ".",
               prop_.minor, "; xc2 needs 8.0 or newer (bf16 tensor cores)");
     XC2_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    pool_ = std::make_shared<DevicePool>(device);
+    usage_ = std::make_shared<PoolUsage>();
+    pool_ = std::make_shared<DevicePool>(usage_, false);
     active_pool_ = pool_;
     workspace_ = alloc_raw(kWorkspaceBytes);
     lt_ = std::make_unique<kc::LtGemm>();
@@ -501,7 +549,7 @@ class CudaBackend final : public Backend {
 
   void graph_begin() override {
     XC2_CHECK(!capturing_, Internal, "graph_begin: already capturing");
-    graph_pool_ = std::make_shared<DevicePool>(device_);
+    graph_pool_ = std::make_shared<DevicePool>(usage_, true);
     active_pool_ = graph_pool_;
     // Relaxed: the graph pool may cudaMalloc while the step is being recorded.
     const cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed);
@@ -546,6 +594,29 @@ class CudaBackend final : public Backend {
     return 2.0 * static_cast<double>(bytes) / (static_cast<double>(best_ms) * 1e6);
   }
 
+  MemoryStats memory_stats() override {
+    MemoryStats m;
+    {
+      std::lock_guard<std::mutex> lock(usage_->mu);
+      m.needed = usage_->main_in_use + usage_->graph_held;
+      m.peak = usage_->peak;
+      m.cached = usage_->reserved - m.needed;
+    }
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+      m.device_used = total_b - free_b;
+      m.device_total = total_b;
+    } else {
+      (void)cudaGetLastError();
+    }
+    return m;
+  }
+
+  void reset_memory_peak() override {
+    std::lock_guard<std::mutex> lock(usage_->mu);
+    usage_->peak = usage_->main_in_use + usage_->graph_held;
+  }
+
   double peak_bandwidth_gbs() const override {
     int clock_khz = 0, bus_bits = 0;
     if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device_) != cudaSuccess ||
@@ -579,7 +650,7 @@ class CudaBackend final : public Backend {
     size_t got = 0;
     if (void* p = pool->try_alloc(bytes, &got)) return pool_owner(pool, p, got);
     if (capturing_) {
-      if (void* p = pool_->take_cached(bytes, &got)) return pool_owner(pool, p, got);
+      if (void* p = pool_->take_cached(bytes, &got, *pool)) return pool_owner(pool, p, got);
     } else {
       XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
       pool_->free_cached();
@@ -698,6 +769,7 @@ class CudaBackend final : public Backend {
   DType act_;
   cudaDeviceProp prop_{};
   cudaStream_t stream_ = nullptr;
+  std::shared_ptr<PoolUsage> usage_;
   std::shared_ptr<DevicePool> pool_, graph_pool_, active_pool_;
   std::shared_ptr<void> workspace_;
   std::unique_ptr<kc::LtGemm> lt_;

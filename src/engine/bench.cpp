@@ -264,6 +264,14 @@ std::vector<RefNumbers> run_reference(const BenchOptions& o, const std::string& 
   return out;
 }
 
+// The prompt's text tokens: spread over the vocabulary, valid for any vocabulary size.
+std::vector<int32_t> bench_text_ids(int n, int64_t vocab) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (size_t i = 0; i < ids.size(); ++i)
+    ids[i] = static_cast<int32_t>((1000 + (static_cast<int64_t>(i) * 7919) % 50000) % vocab);
+  return ids;
+}
+
 std::string fmt(double v, int prec = 2) {
   char b[64];
   std::snprintf(b, sizeof(b), "%.*f", prec, v);
@@ -295,7 +303,7 @@ double batched_decode_tok_s(model::XComposer2& m, model::KvCache& proto, int B, 
   }
   const size_t V = static_cast<size_t>(m.config().vocab_size);
   std::vector<int32_t> ids(static_cast<size_t>(B));
-  for (int b = 0; b < B; ++b) ids[static_cast<size_t>(b)] = 1000 + 17 * b;
+  for (int b = 0; b < B; ++b) ids[static_cast<size_t>(b)] = static_cast<int32_t>((1000 + 17 * b) % V);
   Clock::time_point t0{};
   for (int s = 0; s <= steps; ++s) {
     if (s == 1) t0 = Clock::now();
@@ -360,6 +368,8 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
   XC2_CHECK(o.decode_steps >= 4, InvalidArgument, "bench --device cuda needs --decode-steps >= 4");
   const DType dt = o.dtype == "f32" ? DType::F32 : o.dtype == "f16" ? DType::F16 : DType::BF16;
   auto backend = make_cuda_backend(0, dt);
+  // What the CUDA context, cuBLASLt and the backend's own buffers take before any model memory.
+  const Backend::MemoryStats m_start = backend->memory_stats();
   BenchReport rep;
   rep.machine = backend->name();
   std::cerr << "xc2 bench: measuring the device copy bandwidth ...\n";
@@ -371,6 +381,7 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
   auto model = model::XComposer2::load(dir, *backend);
   backend->synchronize();
   const double load_ms = ms_since(t_load);
+  const Backend::MemoryStats m_load = backend->memory_stats();
   const io::ModelConfig& c = model->config();
   rep.model = dir + " (" + c.variant() + ", " + std::to_string(c.num_hidden_layers) + " decoder layers, " +
               std::to_string(c.vision.num_hidden_layers) + " ViT layers, " + dtype_name(dt) + ")";
@@ -393,8 +404,7 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
     return px;
   };
   const std::vector<float> pixels = make_pixels(42);
-  std::vector<int32_t> text_ids(static_cast<size_t>(o.text_tokens));
-  for (size_t i = 0; i < text_ids.size(); ++i) text_ids[i] = static_cast<int32_t>(1000 + (i * 7919) % 50000);
+  const std::vector<int32_t> text_ids = bench_text_ids(o.text_tokens, V);
   const int64_t T = 1 + vt + o.text_tokens;
   auto assemble = [&](const Tensor& img) {
     Tensor rows = backend->empty({T, D});
@@ -417,6 +427,37 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
     prefill_ms = std::min(prefill_ms, dr.prefill_ms);
     tok_ms = std::min(tok_ms, dr.ms_per_token);
     graphs = dr.graphs;
+  }
+
+  // Memory at a full context, as `xc2 chat` runs it: the cache reserved for kMemoryContext positions, one
+  // image prompt prefilled, a few steps decoded (the step recorded as a graph).
+  constexpr int64_t kMemoryContext = 4096;
+  Backend::MemoryStats m_ctx;
+  uint64_t kv_ctx_bytes = 0;
+  if (T + 8 < kMemoryContext) {
+    std::cerr << "xc2 bench: memory at a " << kMemoryContext << "-token context ...\n";
+    backend->synchronize();
+    backend->reset_memory_peak();
+    auto cache = model->new_cache();
+    text::SamplingParams sp;
+    sp.do_sample = false;
+    sp.repetition_penalty = 1.0f;
+    text::Sampler sampler(1);
+    Tensor rows = assemble(model->encode_images({pixels}));
+    std::unique_ptr<model::DeviceDecoder> dev =
+        model::DeviceDecoder::create(*model, *cache, sp, {}, T, kMemoryContext - T - 1);
+    if (dev) {
+      dev->prefill(rows, {{1, vt}});
+      for (int s = 0; s < 4; ++s) dev->feed(dev->select(sampler));
+      dev->select(sampler);
+    } else {  // XC2_DEVICE_DECODE=0
+      cache->reserve(kMemoryContext);
+      model->forward(rows, {{1, vt}}, *cache, 1);
+    }
+    backend->synchronize();
+    m_ctx = backend->memory_stats();
+    kv_ctx_bytes = static_cast<uint64_t>(cache->capacity()) * static_cast<uint64_t>(2 * L * Hk * d) *
+                   static_cast<uint64_t>(es);
   }
 
   // Batched decode over copies of one prefilled prompt.
@@ -495,6 +536,21 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
             "x batch 1; " + fmt(100.0 * tok_s / roof, 0) + "% of the batch-" + std::to_string(B) +
             " copy-bandwidth roofline");
   }
+  if (m_ctx.peak > 0) {
+    // On a card of 24 GiB: xc2's peak (the cuBLASLt workspace included), plus what the driver held before
+    // xc2 allocated anything (the CUDA context, cuBLASLt's handle).
+    const double gib = 1024.0 * 1024.0 * 1024.0;
+    const uint64_t ctx_overhead = m_start.device_used > m_start.needed + m_start.cached
+                                      ? m_start.device_used - m_start.needed - m_start.cached
+                                      : 0;
+    const double total = static_cast<double>(m_ctx.peak + ctx_overhead) / gib;
+    auto g = [&](uint64_t bytes) { return fmt(static_cast<double>(bytes) / gib); };
+    add("GPU memory", total, "GiB",
+        "needed at a 4096-token context: peak " + g(m_ctx.peak) + " GiB held by xc2 (weights " +
+            g(m_load.needed - m_start.needed) + ", KV cache " + g(kv_ctx_bytes) + ", the rest work buffers) + " +
+            g(ctx_overhead) + " CUDA context; " + (total <= 24.0 ? "fits" : "does NOT fit") + " in 24 GiB; driver: " +
+            g(m_ctx.device_used) + " of " + g(m_ctx.device_total) + " GiB used (allocator cache included)");
+  }
   if (caption_s > 0)
     add("caption", o.caption_batch / caption_s, "img/s",
         "batch " + std::to_string(o.caption_batch) + ": ViT together, prefill one by one, " +
@@ -571,8 +627,7 @@ BenchReport run_bench(const BenchOptions& o) {
     st = st * 6364136223846793005ull + 1442695040888963407ull;
     v = static_cast<float>((st >> 40) % 2000) / 1000.0f - 1.0f;
   }
-  std::vector<int32_t> text_ids(static_cast<size_t>(o.text_tokens));
-  for (size_t i = 0; i < text_ids.size(); ++i) text_ids[i] = static_cast<int32_t>(1000 + (i * 7919) % 50000);
+  const std::vector<int32_t> text_ids = bench_text_ids(o.text_tokens, V);
 
   double vit_ms = 1e30, prefill_ms = 1e30, decode_ms = 1e30;
   int64_t T = 0;
@@ -599,7 +654,7 @@ BenchReport run_bench(const BenchOptions& o) {
     prefill_ms = std::min(prefill_ms, ms_since(t0));
 
     t0 = Clock::now();
-    int32_t next = 1000;
+    int32_t next = static_cast<int32_t>(1000 % V);
     for (int s = 0; s < o.decode_steps; ++s) {
       Tensor row = model->embed_tokens({next});
       logits = model->forward(row, {}, *cache, 1);

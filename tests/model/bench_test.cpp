@@ -1,0 +1,82 @@
+// run_bench on a tiny checkpoint: every row is there with a measured, positive number (the speeds
+// themselves are for `xc2 bench` to print, never asserted). CPU here; CUDA (label `cuda`) also checks the
+// GPU memory row against the device's size.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+#include "backends/backend.h"
+#include "model/model_test_util.h"
+#include "support/test_util.h"
+#include "xc2/bench.h"
+
+namespace xc2 {
+namespace {
+
+BenchOptions tiny_options(const std::string& device) {
+  BenchOptions o;
+  o.model_dir = test::data_path("models/tiny-a");
+  o.device = device;
+  o.threads = 1;
+  o.text_tokens = 8;
+  o.decode_steps = 6;
+  o.repeats = 1;
+  o.reference = false;
+  o.decode_batches = {2};
+  o.caption_batch = 2;
+  o.caption_tokens = 4;
+  return o;
+}
+
+std::map<std::string, BenchRow> by_name(const BenchReport& r) {
+  std::map<std::string, BenchRow> m;
+  for (const BenchRow& row : r.rows) m[row.name] = row;
+  return m;
+}
+
+TEST(Bench, CpuTinyModelMeasuresEveryRow) {
+  const BenchReport r = run_bench(tiny_options("cpu"));
+  const auto rows = by_name(r);
+  for (const char* name :
+       {"read bandwidth", "f32 FMA peak", "ViT", "prefill", "decode", "decode batch 2", "peak RSS"}) {
+    ASSERT_TRUE(rows.count(name)) << "no row '" << name << "'";
+    EXPECT_GT(rows.at(name).value, 0) << name;
+  }
+  EXPECT_NE(rows.at("decode").note.find("roofline"), std::string::npos) << rows.at("decode").note;
+}
+
+TEST(CudaBench, TinyModelMeasuresEveryRowAndTheMemory) {
+  XC2_SKIP_IF_NO_CUDA();
+  const BenchReport r = run_bench(tiny_options("cuda"));
+  const auto rows = by_name(r);
+  for (const char* name :
+       {"copy bandwidth", "load", "ViT", "prefill", "decode", "decode batch 2", "caption", "GPU memory"}) {
+    ASSERT_TRUE(rows.count(name)) << "no row '" << name << "'";
+    EXPECT_GT(rows.at(name).value, 0) << name;
+  }
+  // A tiny model at a 4096-token context: the CUDA context and a few MiB, far below the card.
+  EXPECT_LT(rows.at("GPU memory").value, 8.0) << rows.at("GPU memory").note;
+  EXPECT_EQ(rows.at("GPU memory").note.find("does NOT fit"), std::string::npos) << rows.at("GPU memory").note;
+}
+
+// The allocator's accounting: what a tensor holds counts while it lives, the peak remembers it.
+TEST(CudaBench, MemoryStatsFollowTensors) {
+  XC2_SKIP_IF_NO_CUDA();
+  auto be = make_cuda_backend(0, DType::BF16);
+  const Backend::MemoryStats m0 = be->memory_stats();
+  EXPECT_GT(m0.device_total, 0u);
+  be->reset_memory_peak();
+  {
+    Tensor t = be->empty({64, 1024, 1024}, DType::BF16);  // 128 MiB
+    const Backend::MemoryStats m1 = be->memory_stats();
+    EXPECT_EQ(m1.needed, m0.needed + (uint64_t(128) << 20));
+  }
+  const Backend::MemoryStats m2 = be->memory_stats();
+  EXPECT_EQ(m2.needed, m0.needed);
+  EXPECT_EQ(m2.peak, m0.needed + (uint64_t(128) << 20));
+  EXPECT_GE(m2.cached, uint64_t(128) << 20);
+}
+
+}  // namespace
+}  // namespace xc2
