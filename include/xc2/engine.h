@@ -23,14 +23,22 @@
 
 namespace xc2 {
 
+// Where an engine runs: Auto is CUDA when xc2 was built with it and a GPU is present, else the CPU.
+enum class DeviceChoice { Auto, Cpu, Cuda };
+
 struct EngineOptions {
   std::string model_dir;
-  std::string device = "auto";  // "auto" (CUDA when built and a GPU is present, else CPU), "cpu", "cuda"
-  int threads = 0;              // CPU threads; 0 = all cores
-  // Compute dtype: "auto" (CUDA: bf16; CPU: f32), "f32", "bf16" or "f16". The CPU backend computes in f32
-  // only; CUDA f32 (TF32 off) is for checking the GPU against the CPU token for token.
-  std::string dtype = "auto";
+  DeviceChoice device = DeviceChoice::Auto;
+  int threads = 0;  // CPU threads; 0 = all cores
+  // Compute dtype; unset: CUDA bf16, CPU f32. The CPU backend computes in f32 only; CUDA f32 (TF32 off) is for
+  // checking the GPU against the CPU token for token.
+  std::optional<DType> dtype;
 };
+
+// The spellings of the CLI: "auto", "cpu", "cuda"; "auto" (nullopt), "f32", "bf16", "f16".
+// Error{InvalidArgument} for anything else.
+DeviceChoice parse_device(const std::string& name);
+std::optional<DType> parse_dtype(const std::string& name);
 
 // Generation settings. The defaults are those of upstream chat() (model-spec §11.2).
 struct GenerationOptions {
@@ -77,12 +85,24 @@ struct Timings {
   double first_token_ms = 0;  // from the call to the first generated token
 };
 
+// Why generation ended.
+enum class StopReason {
+  Eos,           // </s>
+  ImEnd,         // [UNUSED_TOKEN_145], the end of an assistant turn
+  StopId,        // one of GenerationOptions::stop_ids
+  MaxNewTokens,  // max_new_tokens generated
+  Cancelled,     // the stream callback returned false
+  ContextFull,   // the sequence reached the context limit
+};
+// "eos", "im_end", "stop_id", "max_new_tokens", "cancelled", "context_full" (the JSON spelling).
+const char* stop_reason_name(StopReason reason);
+
 struct GenerationResult {
   std::string text;              // decoded answer (special tokens skipped, cut at [UNUSED_TOKEN_145])
   std::vector<int32_t> tokens;   // generated ids, the stop token excluded
   int64_t prompt_positions = 0;  // prompt length including image rows
   int64_t prompt_tokens = 0;     // text tokens of the prompt
-  std::string stop_reason;       // "eos", "im_end", "stop_id", "max_new_tokens", "cancelled", "context_full"
+  StopReason stop_reason = StopReason::MaxNewTokens;
   uint64_t seed = 0;
   Timings timings;
 };
@@ -171,9 +191,9 @@ class Engine {
   // A multi-turn conversation that keeps its KV cache between turns.
   std::unique_ptr<ChatSession> new_chat(std::optional<std::string> system = std::nullopt);
 
-  struct Impl;
-
  private:
+  struct Impl;
+  friend struct EngineAccess;  // src/engine: reaches Impl
   Engine();
   std::unique_ptr<Impl> impl_;
   friend class ChatSession;
@@ -193,9 +213,8 @@ class ChatSession {
   // The sequence in the KV cache: a token id per position, -1 for image rows.
   const std::vector<int32_t>& tokens() const;
 
-  struct State;
-
  private:
+  struct State;
   friend class Engine;
   ChatSession(Engine& engine, std::string system);
   std::unique_ptr<State> state_;

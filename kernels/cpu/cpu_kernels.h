@@ -48,6 +48,11 @@ void quick_gelu(float* x, int64_t n, ThreadPool& pool);
 void embedding_gather(const void* table, DType table_dtype, int64_t dim, const int32_t* ids, int64_t n_ids,
                       float* y, ThreadPool& pool);
 
+// Packed wqkv rows (model-spec §4.2: per KV head, G = n_heads / n_kv_heads query heads, then its K and V head)
+// -> q [n_tokens, n_heads, head_dim], k and v [n_tokens, n_kv_heads, head_dim] (KV-cache rows).
+void split_qkv(const float* qkv, int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* q,
+               float* k, float* v, ThreadPool& pool);
+
 // Rotary embedding, NeoX "rotate_half" layout, in place on n_heads vectors of head_dim per token:
 //   x'[i] = x[i] cos[t, i] - x[i + h] sin[t, i],  x'[i + h] = x[i + h] cos[t, i] + x[i] sin[t, i],  h = head_dim/2
 // x: token t, head j starts at x + t * token_stride + j * head_dim; cos, sin: [n_tokens, head_dim / 2].

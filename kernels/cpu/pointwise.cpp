@@ -1,4 +1,5 @@
-// Element-wise kernels: dtype widening, add, scale, SiLU*mul, exact GELU, quick_gelu.
+// Element-wise kernels: dtype widening, add, scale, SiLU*mul, exact GELU, quick_gelu; embedding rows, the wqkv
+// split and RoPE.
 #include <cmath>
 #include <cstring>
 
@@ -99,6 +100,24 @@ void embedding_gather(const void* table, DType table_dtype, int64_t dim, const i
         }
       },
       1);
+}
+
+void split_qkv(const float* qkv, int64_t n_tokens, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, float* q,
+               float* k, float* v, ThreadPool& pool) {
+  const int64_t group = n_heads / n_kv_heads;
+  const int64_t row = (n_heads + 2 * n_kv_heads) * head_dim;
+  const size_t hb = static_cast<size_t>(head_dim) * sizeof(float);
+  pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* r = qkv + t * row;
+      for (int64_t g = 0; g < n_kv_heads; ++g) {
+        const float* grp = r + g * (group + 2) * head_dim;
+        std::memcpy(q + (t * n_heads + g * group) * head_dim, grp, hb * static_cast<size_t>(group));
+        std::memcpy(k + (t * n_kv_heads + g) * head_dim, grp + group * head_dim, hb);
+        std::memcpy(v + (t * n_kv_heads + g) * head_dim, grp + (group + 1) * head_dim, hb);
+      }
+    }
+  });
 }
 
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t token_stride, const float* cos,

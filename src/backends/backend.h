@@ -27,6 +27,50 @@ struct IntBuffer {
 // An executable graph captured by graph_end() (opaque; a CUDA graph on the CUDA backend).
 using GraphHandle = std::shared_ptr<void>;
 
+// Where the positions of a run of T consecutive rows start: known on the host when the op is enqueued, or
+// an int32 in an IntBuffer read when the op runs (graph-replayed decode steps). `bound`: for device
+// positions, an upper bound of position + T (the KV-cache capacity; it sizes RoPE tables and attention splits).
+struct Positions {
+  int64_t pos0 = 0;
+  const IntBuffer* device = nullptr;
+  int64_t bound = 0;
+  static Positions at(int64_t pos0) { return Positions{pos0, nullptr, 0}; }
+  static Positions in(const IntBuffer& pos, int64_t bound) { return Positions{0, &pos, bound}; }
+  bool on_device() const { return device != nullptr; }
+  // The first position (reads the buffer: host memory backends only).
+  int64_t host_value() const { return device ? device->data[0] : pos0; }
+  // An upper bound of the positions of n rows: pos0 + n on the host, `bound` on the device.
+  int64_t end(int64_t n) const { return device ? bound : pos0 + n; }
+};
+
+// Token ids of an op: host ids, or an IntBuffer read when the op runs.
+struct TokenIds {
+  const int32_t* host = nullptr;
+  const IntBuffer* device = nullptr;
+  int64_t n = 0;
+  static TokenIds of(const std::vector<int32_t>& ids) {
+    return TokenIds{ids.data(), nullptr, static_cast<int64_t>(ids.size())};
+  }
+  static TokenIds in(const IntBuffer& ids, int64_t n) { return TokenIds{nullptr, &ids, n}; }
+};
+
+// Scaled dot-product attention, one struct for every backend:
+//   out[i, h, :] = softmax_j(scale * q[i, h, :] . k[j, h / G, :]) v[j, h / G, :],  G = n_heads / n_kv_heads,
+// over keys j < n_kv, and with `causal` j <= q_pos + i. q: [n_q, n_heads, head_dim]; k, v: [>= n_kv, n_kv_heads,
+// head_dim] (a KV cache: rows are positions); out: [n_q, n_heads * head_dim]. With q_pos on the device, n_kv is
+// q_pos + n_q, read when the op runs (the attention of a decode step over its cache).
+struct AttentionArgs {
+  const Tensor* q = nullptr;
+  const Tensor* k = nullptr;
+  const Tensor* v = nullptr;
+  Tensor* out = nullptr;
+  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  Positions q_pos;
+  int64_t n_kv = 0;  // host positions: keys used
+  bool causal = true;
+  float scale = 1.0f;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -46,55 +90,44 @@ class Backend {
   virtual void synchronize() {}
 
   // ---- ops ----
+  // The op front end: each op checks its shapes here, once for every backend, then calls the backend's
+  // do_* implementation, which only translates the call to its kernels.
+
   // y (+)= x . w^T (+ bias).  x: [m, k]; w: [n, k]; bias: [n] or null; y: [m, n]
-  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) = 0;
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate);
   // x, y: [rows, dim]; w (and b): [dim]. y may be x.
-  virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) = 0;
-  virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) = 0;
-  virtual void add(const Tensor& a, const Tensor& b, Tensor& y) = 0;  // y may alias a or b
-  virtual void scale(Tensor& x, float s) = 0;
-  virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) = 0;
-  virtual void gelu_erf(Tensor& x) = 0;
-  virtual void quick_gelu(Tensor& x) = 0;
-  // y[t, :] = table[ids[t], :]. table: [vocab, dim] weight; y: [ids.size(), dim]
-  virtual void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& y) = 0;
-
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
+  void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y);
+  void add(const Tensor& a, const Tensor& b, Tensor& y);  // y may alias a or b
+  void scale(Tensor& x, float s);
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& y);  // y may alias gate or up
+  void gelu_erf(Tensor& x);
+  void quick_gelu(Tensor& x);
+  // y[t, :] = table[ids[t], :]. table: [vocab, dim] weight; y: [ids.n, dim]
+  void embedding(const Tensor& table, const TokenIds& ids, Tensor& y);
   // Splits packed wqkv output rows (model-spec §4.2, groups of G query heads + 1 K + 1 V head) into
-  // q [T, n_heads, head_dim] and k, v [T, n_kv_heads, head_dim] (k and v may be KV-cache row views).
-  virtual void split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
-                         Tensor& k, Tensor& v) = 0;
-  // In-place rotary embedding (rotate_half) on x: [T, n_heads, head_dim] for positions pos0 .. pos0+T-1
-  // with base theta; inv_freq, angles and cos/sin follow the upstream fp32 recipe.
-  virtual void rope(Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, double theta) = 0;
-  // q: [T, n_heads, head_dim]; k, v: [n_kv, n_kv_heads, head_dim] (the first n_kv rows are used);
-  // out: [T, n_heads * head_dim]. Causal: query i sits at position q_pos0 + i.
-  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t n_heads,
-                         int64_t n_kv_heads, int64_t head_dim, int64_t q_pos0, bool causal, float scale,
-                         Tensor& out) = 0;
+  // q [T, n_heads, head_dim] and the rows pos .. pos + T - 1 of k_cache, v_cache [capacity, n_kv_heads, head_dim].
+  void split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
+                 Tensor& k_cache, Tensor& v_cache, const Positions& pos);
+  // In-place rotary embedding (rotate_half) of n_tokens tokens at positions pos .. pos + n_tokens - 1 with base
+  // theta; inv_freq, angles and cos/sin follow the upstream fp32 recipe. x: [rows, n_heads, head_dim]; token t is
+  // row t, or with rows_at_pos (x is a whole KV cache) row pos + t.
+  void rope(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const Positions& pos, bool rows_at_pos,
+            double theta);
+  void attention(const AttentionArgs& args);
   // pixels: [N, 3, S, S] -> cols: [N * g * g, 3 * p * p]
-  virtual void im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) = 0;
+  void im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols);
 
-  // ---- device-resident decode steps (optional; the CPU backend has none) ----
-  // A decode step whose token id and position live in device memory, so it can be captured once as a graph
-  // and replayed, and whose next token is chosen on the device (model/device_decoder.h drives these). The
-  // defaults throw Error{Unsupported}; supports_device_decode() says whether a backend has them.
-  virtual bool supports_device_decode() const { return false; }
+  // ---- int32 buffers (token ids, positions, penalty masks); device memory on a GPU, host memory on the CPU ----
   virtual IntBuffer ints(int64_t n);                                          // zero-filled
   virtual void write_ints(IntBuffer& dst, const std::vector<int32_t>& values);  // values.size() <= dst.size
   virtual std::vector<int32_t> read_ints(const IntBuffer& src, int64_t n);      // waits for the device
-  // y[t, :] = table[ids[t], :] for t < y.rows()
-  virtual void embedding_at(const Tensor& table, const IntBuffer& ids, Tensor& y);
-  // split_qkv with k, v written at rows *pos .. *pos + T - 1 of the whole caches k_cache, v_cache.
-  virtual void split_qkv_at(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
-                            Tensor& k_cache, Tensor& v_cache, const IntBuffer& pos);
-  // rope for positions *pos + t, t < n_tokens; rows_at_pos: x is a whole cache and token t is row *pos + t
-  // (else row t). max_positions: an upper bound of *pos + n_tokens (the tables are built up to it).
-  virtual void rope_at(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const IntBuffer& pos,
-                       bool rows_at_pos, double theta, int64_t max_positions);
-  // Causal attention of q ([T, n_heads, head_dim], positions *pos + t) over cache rows [0, *pos + T);
-  // k, v: whole caches whose first dimension bounds *pos + T.
-  virtual void attention_at(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_heads, int64_t n_kv_heads,
-                            int64_t head_dim, const IntBuffer& pos, float scale, Tensor& out);
+
+  // ---- device-resident decode steps (optional; the CPU backend has none) ----
+  // A decode step whose token id and position live in device memory, so it can be captured once as a graph
+  // and replayed, and whose next token is chosen on the device (engine/device_decoder.h drives these). The
+  // defaults throw Error{Unsupported}; supports_device_decode() says whether a backend has them.
+  virtual bool supports_device_decode() const { return false; }
   // Token selection on logits [1, vocab] with the repetition penalty on ids flagged in `seen` ([vocab], 0/1):
   //   select_greedy: token[0] = argmax (lowest id on ties);
   //   select_candidates: after penalty and / temperature, every id >= the top_k-th largest value (ties kept):
@@ -126,6 +159,25 @@ class Backend {
   };
   virtual MemoryStats memory_stats() { return {}; }
   virtual void reset_memory_peak() {}
+
+ protected:
+  // Implementations behind the front end above; arguments are checked. Positions on the device are read
+  // when the op runs (for a captured graph, at every replay).
+  virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) = 0;
+  virtual void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) = 0;
+  virtual void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) = 0;
+  virtual void do_add(const Tensor& a, const Tensor& b, Tensor& y) = 0;
+  virtual void do_scale(Tensor& x, float s) = 0;
+  virtual void do_silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) = 0;
+  virtual void do_gelu_erf(Tensor& x) = 0;
+  virtual void do_quick_gelu(Tensor& x) = 0;
+  virtual void do_embedding(const Tensor& table, const TokenIds& ids, Tensor& y) = 0;
+  virtual void do_split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
+                            Tensor& k_cache, Tensor& v_cache, const Positions& pos) = 0;
+  virtual void do_rope(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const Positions& pos,
+                       bool rows_at_pos, double theta) = 0;
+  virtual void do_attention(const AttentionArgs& args) = 0;
+  virtual void do_im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) = 0;
 };
 
 // Where the CPU backend keeps weights: Auto copies large tensors into transparent-huge-page memory when

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -166,7 +167,7 @@ class CpuBackend final : public Backend {
     std::memmove(dst.data, src.data, src.nbytes());
   }
 
-  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) override {
+  void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) override {
     kc::GemmArgs a;
     a.x = x.ptr<float>();
     a.m = x.rows();
@@ -186,85 +187,91 @@ class CpuBackend final : public Backend {
     kc::gemm(a, pool_);
   }
 
-  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+  void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
     kc::rms_norm(x.ptr<float>(), w.data, w.dtype, y.ptr<float>(), x.rows(), x.row_numel(), eps, pool_);
   }
 
-  void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override {
-    XC2_ASSERT(w.dtype == b.dtype);
+  void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override {
     kc::layer_norm(x.ptr<float>(), w.data, b.data, w.dtype, y.ptr<float>(), x.rows(), x.row_numel(), eps, pool_);
   }
 
-  void add(const Tensor& a, const Tensor& b, Tensor& y) override {
+  void do_add(const Tensor& a, const Tensor& b, Tensor& y) override {
     kc::add(a.ptr<float>(), b.ptr<float>(), y.ptr<float>(), y.numel(), pool_);
   }
 
-  void scale(Tensor& x, float s) override { kc::scale(x.ptr<float>(), s, x.numel(), pool_); }
+  void do_scale(Tensor& x, float s) override { kc::scale(x.ptr<float>(), s, x.numel(), pool_); }
 
-  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) override {
+  void do_silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) override {
     kc::silu_mul(gate.ptr<float>(), up.ptr<float>(), y.ptr<float>(), y.numel(), pool_);
   }
 
-  void gelu_erf(Tensor& x) override { kc::gelu_erf(x.ptr<float>(), x.numel(), pool_); }
-  void quick_gelu(Tensor& x) override { kc::quick_gelu(x.ptr<float>(), x.numel(), pool_); }
+  void do_gelu_erf(Tensor& x) override { kc::gelu_erf(x.ptr<float>(), x.numel(), pool_); }
+  void do_quick_gelu(Tensor& x) override { kc::quick_gelu(x.ptr<float>(), x.numel(), pool_); }
 
-  void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& y) override {
-    kc::embedding_gather(table.data, table.dtype, table.row_numel(), ids.data(), static_cast<int64_t>(ids.size()),
+  void do_embedding(const Tensor& table, const TokenIds& ids, Tensor& y) override {
+    kc::embedding_gather(table.data, table.dtype, table.row_numel(), ids.host ? ids.host : ids.device->data, ids.n,
                          y.ptr<float>(), pool_);
   }
 
-  void split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q, Tensor& k,
-                 Tensor& v) override {
-    const int64_t group = n_heads / n_kv_heads;
-    const int64_t row = (n_heads + 2 * n_kv_heads) * head_dim;
-    const size_t hb = static_cast<size_t>(head_dim) * 4;
-    const float* src = qkv.ptr<float>();
-    float* qd = q.ptr<float>();
-    float* kd = k.ptr<float>();
-    float* vd = v.ptr<float>();
-    pool_.parallel_for(qkv.rows(), [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const float* r = src + t * row;
-        for (int64_t g = 0; g < n_kv_heads; ++g) {
-          const float* grp = r + g * (group + 2) * head_dim;
-          std::memcpy(qd + (t * n_heads + g * group) * head_dim, grp, hb * static_cast<size_t>(group));
-          std::memcpy(kd + (t * n_kv_heads + g) * head_dim, grp + group * head_dim, hb);
-          std::memcpy(vd + (t * n_kv_heads + g) * head_dim, grp + (group + 1) * head_dim, hb);
-        }
-      }
-    });
+  void do_split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
+                    Tensor& k_cache, Tensor& v_cache, const Positions& pos) override {
+    const int64_t row0 = pos.host_value();
+    kc::split_qkv(qkv.ptr<float>(), qkv.rows(), n_heads, n_kv_heads, head_dim, q.ptr<float>(),
+                  k_cache.rows(row0, 1).ptr<float>(), v_cache.rows(row0, 1).ptr<float>(), pool_);
   }
 
-  void rope(Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, double theta) override {
-    const int64_t n_tokens = x.rows();
+  void do_rope(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const Positions& pos, bool rows_at_pos,
+               double theta) override {
+    const int64_t pos0 = pos.host_value();
     std::vector<float> cos(static_cast<size_t>(n_tokens * head_dim / 2)), sin(cos.size());
     rope_tables(pos0, n_tokens, head_dim, theta, cos.data(), sin.data());
-    kc::rope(x.ptr<float>(), n_tokens, n_heads, head_dim, n_heads * head_dim, cos.data(), sin.data(), pool_);
+    float* rows = x.rows(rows_at_pos ? pos0 : 0, 1).ptr<float>();
+    kc::rope(rows, n_tokens, n_heads, head_dim, n_heads * head_dim, cos.data(), sin.data(), pool_);
   }
 
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t n_heads,
-                 int64_t n_kv_heads, int64_t head_dim, int64_t q_pos0, bool causal, float scale,
-                 Tensor& out) override {
+  void do_attention(const AttentionArgs& args) override {
+    const int64_t q_pos0 = args.q_pos.host_value();
     kc::AttentionArgs a;
-    a.q = q.ptr<float>();
-    a.q_stride = n_heads * head_dim;
-    a.k = k.ptr<float>();
-    a.v = v.ptr<float>();
-    a.kv_stride = n_kv_heads * head_dim;
-    a.out = out.ptr<float>();
-    a.out_stride = n_heads * head_dim;
-    a.n_q = q.rows();
-    a.n_kv = n_kv;
-    a.n_heads = n_heads;
-    a.n_kv_heads = n_kv_heads;
-    a.head_dim = head_dim;
+    a.q = args.q->ptr<float>();
+    a.q_stride = args.n_heads * args.head_dim;
+    a.k = args.k->ptr<float>();
+    a.v = args.v->ptr<float>();
+    a.kv_stride = args.n_kv_heads * args.head_dim;
+    a.out = args.out->ptr<float>();
+    a.out_stride = args.n_heads * args.head_dim;
+    a.n_q = args.q->rows();
+    a.n_kv = args.q_pos.on_device() ? q_pos0 + a.n_q : args.n_kv;
+    a.n_heads = args.n_heads;
+    a.n_kv_heads = args.n_kv_heads;
+    a.head_dim = args.head_dim;
     a.q_pos0 = q_pos0;
-    a.causal = causal;
-    a.scale = scale;
+    a.causal = args.causal;
+    a.scale = args.scale;
     kc::attention(a, pool_);
   }
 
-  void im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) override {
+  // Int buffers are host memory: positions and ids on the "device" are plain values read when an op runs.
+  IntBuffer ints(int64_t n) override {
+    auto v = std::make_shared<std::vector<int32_t>>(static_cast<size_t>(std::max<int64_t>(n, 1)), 0);
+    IntBuffer b;
+    b.data = v->data();
+    b.size = n;
+    b.owner = v;
+    return b;
+  }
+
+  void write_ints(IntBuffer& dst, const std::vector<int32_t>& values) override {
+    XC2_CHECK(static_cast<int64_t>(values.size()) <= dst.size, Internal, "write_ints: ", values.size(),
+              " values into ", dst.size);
+    std::copy(values.begin(), values.end(), dst.data);
+  }
+
+  std::vector<int32_t> read_ints(const IntBuffer& src, int64_t n) override {
+    XC2_CHECK(n <= src.size, Internal, "read_ints: ", n, " values from ", src.size);
+    return std::vector<int32_t>(src.data, src.data + n);
+  }
+
+  void do_im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) override {
     kc::im2col_patches(pixels.ptr<float>(), pixels.dim(0), pixels.dim(2), patch, cols.ptr<float>(), pool_);
   }
 

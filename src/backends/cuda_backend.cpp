@@ -31,6 +31,7 @@
 
 #include "backends/backend.h"
 #include "core/check.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "cuda/cuda_kernels.h"
 #include "cuda/gemm.h"
@@ -49,12 +50,6 @@ namespace kc = kernels::cuda;
                 cudaGetErrorString(xc2_e_));                                                         \
     }                                                                                                \
   } while (0)
-
-bool env_flag(const char* name, bool def) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == 0) return def;
-  return !(std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "off") == 0);
-}
 
 // ---- caching allocator --------------------------------------------------------------------------------
 // Blocks are rounded (512 B below 1 MiB, 128 KiB above) and kept on a free list when released, so the
@@ -336,14 +331,12 @@ class CudaBackend final : public Backend {
 
   // ---- ops ----
 
-  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) override {
+  void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) override {
     check_act(x, "linear x");
     check_act(w, "linear w");
     check_act(y, "linear y");
     if (bias) check_act(*bias, "linear bias");
     const int64_t m = x.rows(), k = x.row_numel(), n = w.rows();
-    XC2_CHECK(w.row_numel() == k && y.rows() == m && y.row_numel() == n, Internal, "linear: x ", x.shape_str(),
-              ", w ", w.shape_str(), ", y ", y.shape_str());
     if (simple_gemm_) {
       kc::linear_simple(x.data, w.data, bias ? bias->data : nullptr, y.data, m, n, k, accumulate, act_, stream_);
     } else if (use_gemv_ && m <= kc::kGemvMaxRows && kc::gemv_fits(x.data, w.data, m, k, act_)) {
@@ -354,14 +347,14 @@ class CudaBackend final : public Backend {
     after_op("linear");
   }
 
-  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
+  void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
     check_act(x, "rms_norm x");
     check_act(w, "rms_norm w");
     kc::rms_norm(x.data, w.data, y.data, x.rows(), x.row_numel(), eps, act_, stream_);
     after_op("rms_norm");
   }
 
-  void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override {
+  void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override {
     check_act(x, "layer_norm x");
     check_act(w, "layer_norm w");
     check_act(b, "layer_norm b");
@@ -369,70 +362,102 @@ class CudaBackend final : public Backend {
     after_op("layer_norm");
   }
 
-  void add(const Tensor& a, const Tensor& b, Tensor& y) override {
-    XC2_CHECK(a.numel() == y.numel() && b.numel() == y.numel(), Internal, "add: ", a.shape_str(), " + ",
-              b.shape_str(), " -> ", y.shape_str());
+  void do_add(const Tensor& a, const Tensor& b, Tensor& y) override {
     kc::add(a.data, b.data, y.data, y.numel(), act_, stream_);
     after_op("add");
   }
 
-  void scale(Tensor& x, float s) override {
+  void do_scale(Tensor& x, float s) override {
     kc::scale(x.data, s, x.numel(), act_, stream_);
     after_op("scale");
   }
 
-  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) override {
+  void do_silu_mul(const Tensor& gate, const Tensor& up, Tensor& y) override {
     kc::silu_mul(gate.data, up.data, y.data, y.numel(), act_, stream_);
     after_op("silu_mul");
   }
 
-  void gelu_erf(Tensor& x) override {
+  void do_gelu_erf(Tensor& x) override {
     kc::gelu_erf(x.data, x.numel(), act_, stream_);
     after_op("gelu_erf");
   }
 
-  void quick_gelu(Tensor& x) override {
+  void do_quick_gelu(Tensor& x) override {
     kc::quick_gelu(x.data, x.numel(), act_, stream_);
     after_op("quick_gelu");
   }
 
-  void embedding(const Tensor& table, const std::vector<int32_t>& ids, Tensor& y) override {
+  void do_embedding(const Tensor& table, const TokenIds& ids, Tensor& y) override {
     check_act(table, "embedding table");
-    const int64_t n = static_cast<int64_t>(ids.size());
-    if (n == 0) return;
-    Tensor dev_ids = empty({n}, DType::F32);  // 4-byte slots holding int32 ids
-    XC2_CUDA_CHECK(cudaMemcpyAsync(dev_ids.data, ids.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice,
-                                   stream_));
-    kc::embedding(table.data, static_cast<const int32_t*>(dev_ids.data), n, table.row_numel(), y.data, act_,
-                  stream_);
+    const int32_t* dev = ids.device ? ids.device->data : nullptr;
+    Tensor staged;
+    if (!dev) {
+      staged = empty({ids.n}, DType::F32);  // 4-byte slots holding int32 ids
+      XC2_CUDA_CHECK(cudaMemcpyAsync(staged.data, ids.host, static_cast<size_t>(ids.n) * 4, cudaMemcpyHostToDevice,
+                                     stream_));
+      dev = static_cast<const int32_t*>(staged.data);
+    }
+    kc::embedding(table.data, dev, ids.n, table.row_numel(), y.data, act_, stream_);
     after_op("embedding");
   }
 
-  void split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q, Tensor& k,
-                 Tensor& v) override {
-    kc::split_qkv(qkv.data, qkv.rows(), n_heads, n_kv_heads, head_dim, q.data, k.data, v.data, nullptr, act_,
-                  stream_);
+  // Host positions become a row offset into the caches; device positions are read by the kernel.
+  void do_split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
+                    Tensor& k_cache, Tensor& v_cache, const Positions& pos) override {
+    const int64_t row0 = pos.on_device() ? 0 : pos.pos0;
+    kc::split_qkv(qkv.data, qkv.rows(), n_heads, n_kv_heads, head_dim, q.data, k_cache.rows(row0, 1).data,
+                  v_cache.rows(row0, 1).data, pos.on_device() ? pos.device->data : nullptr, act_, stream_);
     after_op("split_qkv");
   }
 
-  void rope(Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, double theta) override {
-    const int64_t n_tokens = x.rows();
-    const RopeTable& tab = rope_table(theta, head_dim, pos0 + n_tokens);
+  void do_rope(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const Positions& pos, bool rows_at_pos,
+               double theta) override {
+    const RopeTable& tab = rope_table(theta, head_dim, pos.end(n_tokens));
     kc::rope(x.data, n_tokens, n_heads, head_dim, n_heads * head_dim, tab.cos.ptr<float>(), tab.sin.ptr<float>(),
-             pos0, nullptr, false, act_, stream_);
+             pos.pos0, pos.on_device() ? pos.device->data : nullptr, rows_at_pos, act_, stream_);
     after_op("rope");
   }
 
-  void attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t n_heads, int64_t n_kv_heads,
-                 int64_t head_dim, int64_t q_pos0, bool causal, float scale, Tensor& out) override {
-    kc::AttentionParams p = attention_params(q, k, v, n_heads, n_kv_heads, head_dim, scale, out);
-    p.n_kv = n_kv;
-    p.q_pos0 = q_pos0;
-    p.causal = causal;
-    run_attention(p);
+  void do_attention(const AttentionArgs& a) override {
+    check_act(*a.q, "attention q");
+    check_act(*a.k, "attention k");
+    check_act(*a.v, "attention v");
+    kc::AttentionParams p;
+    p.q = a.q->data;
+    p.q_stride = a.n_heads * a.head_dim;
+    p.k = a.k->data;
+    p.v = a.v->data;
+    p.kv_stride = a.n_kv_heads * a.head_dim;
+    p.out = a.out->data;
+    p.out_stride = a.n_heads * a.head_dim;
+    p.n_q = a.q->rows();
+    p.n_heads = a.n_heads;
+    p.n_kv_heads = a.n_kv_heads;
+    p.head_dim = a.head_dim;
+    p.scale = a.scale;
+    p.causal = a.causal;
+    p.dtype = act_;
+    p.num_sms = prop_.multiProcessorCount;
+    p.allow_tensor_cores = use_flash_;
+    if (a.q_pos.on_device()) {
+      p.n_kv = a.q_pos.bound;  // an upper bound that sizes the splits
+      p.pos_dev = a.q_pos.device->data;
+    } else {
+      p.n_kv = a.n_kv;
+      p.q_pos0 = a.q_pos.pos0;
+    }
+    const size_t ws = kc::attention_workspace_bytes(p);
+    Tensor scratch;
+    if (ws > 0) {
+      scratch = empty({static_cast<int64_t>((ws + 3) / 4)}, DType::F32);
+      p.workspace = scratch.data;
+    }
+    p.n_splits = kc::attention_splits(p);
+    kc::attention(p, stream_);
+    after_op("attention");
   }
 
-  void im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) override {
+  void do_im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) override {
     kc::im2col_patches(pixels.data, pixels.dim(0), pixels.dim(2), patch, cols.data, act_, stream_);
     after_op("im2col_patches");
   }
@@ -482,37 +507,6 @@ class CudaBackend final : public Backend {
       XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
     return out;
-  }
-
-  void embedding_at(const Tensor& table, const IntBuffer& ids, Tensor& y) override {
-    check_act(table, "embedding_at table");
-    XC2_CHECK(y.rows() <= ids.size, Internal, "embedding_at: ", y.rows(), " rows from ", ids.size, " ids");
-    kc::embedding(table.data, ids.data, y.rows(), table.row_numel(), y.data, act_, stream_);
-    after_op("embedding_at");
-  }
-
-  void split_qkv_at(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
-                    Tensor& k_cache, Tensor& v_cache, const IntBuffer& pos) override {
-    kc::split_qkv(qkv.data, qkv.rows(), n_heads, n_kv_heads, head_dim, q.data, k_cache.data, v_cache.data, pos.data,
-                  act_, stream_);
-    after_op("split_qkv_at");
-  }
-
-  void rope_at(Tensor& x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const IntBuffer& pos, bool rows_at_pos,
-               double theta, int64_t max_positions) override {
-    const RopeTable& tab = rope_table(theta, head_dim, max_positions);
-    kc::rope(x.data, n_tokens, n_heads, head_dim, n_heads * head_dim, tab.cos.ptr<float>(), tab.sin.ptr<float>(), 0,
-             pos.data, rows_at_pos, act_, stream_);
-    after_op("rope_at");
-  }
-
-  void attention_at(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_heads, int64_t n_kv_heads,
-                    int64_t head_dim, const IntBuffer& pos, float scale, Tensor& out) override {
-    kc::AttentionParams p = attention_params(q, k, v, n_heads, n_kv_heads, head_dim, scale, out);
-    p.n_kv = k.rows();  // the capacity: an upper bound that sizes the splits
-    p.pos_dev = pos.data;
-    p.causal = true;
-    run_attention(p);
   }
 
   void select_greedy(const Tensor& logits, const IntBuffer& seen, float penalty, IntBuffer& token) override {
@@ -673,42 +667,6 @@ class CudaBackend final : public Backend {
     if (!sync_each_op_ || capturing_) return;
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (e != cudaSuccess) XC2_THROW(Cuda, "CUDA error after ", what, " (XC2_CUDA_SYNC=1): ", cudaGetErrorString(e));
-  }
-
-  kc::AttentionParams attention_params(const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_heads,
-                                       int64_t n_kv_heads, int64_t head_dim, float scale, Tensor& out) {
-    check_act(q, "attention q");
-    check_act(k, "attention k");
-    check_act(v, "attention v");
-    kc::AttentionParams p;
-    p.q = q.data;
-    p.q_stride = n_heads * head_dim;
-    p.k = k.data;
-    p.v = v.data;
-    p.kv_stride = n_kv_heads * head_dim;
-    p.out = out.data;
-    p.out_stride = n_heads * head_dim;
-    p.n_q = q.rows();
-    p.n_heads = n_heads;
-    p.n_kv_heads = n_kv_heads;
-    p.head_dim = head_dim;
-    p.scale = scale;
-    p.dtype = act_;
-    p.num_sms = prop_.multiProcessorCount;
-    p.allow_tensor_cores = use_flash_;
-    return p;
-  }
-
-  void run_attention(kc::AttentionParams& p) {
-    const size_t ws = kc::attention_workspace_bytes(p);
-    Tensor scratch;
-    if (ws > 0) {
-      scratch = empty({static_cast<int64_t>((ws + 3) / 4)}, DType::F32);
-      p.workspace = scratch.data;
-    }
-    p.n_splits = kc::attention_splits(p);
-    kc::attention(p, stream_);
-    after_op("attention");
   }
 
   // The table for (theta, head_dim) covering positions [0, n_positions). The first theta seen keeps its

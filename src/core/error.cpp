@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "core/env.h"
 #include "xc2/dtype.h"
 #include "xc2/error.h"
 
@@ -46,10 +47,7 @@ namespace detail {
 // The message users see is `msg`; file:line is appended only when XC2_DEBUG_ERRORS is set, so CLI
 // errors stay one readable line while developers can still find the throw site.
 void throw_error(ErrorCode code, const char* file, int line, const std::string& msg) {
-  static const bool debug = [] {
-    const char* v = std::getenv("XC2_DEBUG_ERRORS");
-    return v != nullptr && std::strcmp(v, "0") != 0;
-  }();
+  static const bool debug = env_flag("XC2_DEBUG_ERRORS", false);
   if (debug) {
     const char* base = std::strrchr(file, '/');
     throw Error(code, msg + " [" + (base ? base + 1 : file) + ":" + std::to_string(line) + "]");

@@ -22,7 +22,7 @@
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
 #include "cpu/microbench.h"
-#include "model/device_decoder.h"
+#include "engine/device_decoder.h"
 #include "model/xcomposer2.h"
 #include "text/sampler.h"
 #include "xc2/build_config.h"
@@ -335,8 +335,8 @@ DecodeRun prefill_and_decode(model::XComposer2& m, const Tensor& rows, const std
   text::Sampler sampler(1);
   DecodeRun r;
   auto t0 = Clock::now();
-  std::unique_ptr<model::DeviceDecoder> dev =
-      model::DeviceDecoder::create(m, *cache, sp, {}, cache->length() + rows.rows(), steps + 1);
+  std::unique_ptr<engine::DeviceDecoder> dev =
+      engine::DeviceDecoder::create(m, *cache, sp, {}, cache->length() + rows.rows(), steps + 1);
   if (!dev) {  // XC2_DEVICE_DECODE=0: the host path the engine would take
     std::vector<float> logits = m.forward(rows, spans, *cache, 1);
     r.prefill_ms = ms_since(t0);
@@ -444,8 +444,8 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
     sp.repetition_penalty = 1.0f;
     text::Sampler sampler(1);
     Tensor rows = assemble(model->encode_images({pixels}));
-    std::unique_ptr<model::DeviceDecoder> dev =
-        model::DeviceDecoder::create(*model, *cache, sp, {}, T, kMemoryContext - T - 1);
+    std::unique_ptr<engine::DeviceDecoder> dev =
+        engine::DeviceDecoder::create(*model, *cache, sp, {}, T, kMemoryContext - T - 1);
     if (dev) {
       dev->prefill(rows, {{1, vt}});
       for (int s = 0; s < 4; ++s) dev->feed(dev->select(sampler));

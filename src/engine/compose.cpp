@@ -1007,7 +1007,7 @@ ComposeResult compose(Engine& engine, const ComposeOptions& o, const Events& eve
     const GenerationResult r = run.run(Step::Article, "article", req, run.options(Step::Article, o.generation, o.seed),
                                        events.on_article_text);
     res.article_text = r.text;
-    if (r.stop_reason == "max_new_tokens")
+    if (r.stop_reason == StopReason::MaxNewTokens)
       run.progress("step 1/" + n_steps + ": the article reached the token limit (" + std::to_string(r.tokens.size()) +
                    " tokens) and may end mid-sentence");
   }

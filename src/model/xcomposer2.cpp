@@ -13,33 +13,6 @@
 namespace xc2::model {
 
 // ---------------------------------------------------------------------------------------------
-// KV cache
-// ---------------------------------------------------------------------------------------------
-
-KvCache::KvCache(Backend& backend, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim)
-    : be_(backend), n_layers_(n_layers), n_kv_heads_(n_kv_heads), head_dim_(head_dim) {
-  k_.resize(static_cast<size_t>(n_layers));
-  v_.resize(static_cast<size_t>(n_layers));
-}
-
-void KvCache::reserve(int64_t n_positions) {
-  if (n_positions <= capacity_) return;
-  const int64_t new_cap = std::max<int64_t>(n_positions, std::max<int64_t>(256, capacity_ * 3 / 2));
-  for (int64_t l = 0; l < n_layers_; ++l) {
-    for (auto* vec : {&k_, &v_}) {
-      Tensor t = be_.empty({new_cap, n_kv_heads_, head_dim_}, be_.act_dtype());
-      Tensor& old = (*vec)[static_cast<size_t>(l)];
-      if (length_ > 0) {
-        Tensor dst = t.rows(0, length_);
-        be_.copy(old.rows(0, length_), dst);
-      }
-      old = t;
-    }
-  }
-  capacity_ = new_cap;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Position-table resize (model-spec §8.3): PyTorch upsample_bicubic2d, align_corners=False, A=-0.75
 // ---------------------------------------------------------------------------------------------
 
@@ -240,6 +213,10 @@ std::unique_ptr<KvCache> XComposer2::new_cache() {
   return std::make_unique<KvCache>(be_, cfg_.num_hidden_layers, cfg_.num_key_value_heads, cfg_.head_dim());
 }
 
+std::unique_ptr<KvPool> XComposer2::new_pool() {
+  return std::make_unique<KvPool>(be_, cfg_.num_hidden_layers, cfg_.num_key_value_heads, cfg_.head_dim());
+}
+
 double XComposer2::rope_theta_for(int64_t seq_len) const {
   const double base = cfg_.rope_theta;
   if (cfg_.rope_scaling_type != "dynamic" || seq_len <= cfg_.max_position_embeddings) return base;
@@ -286,7 +263,20 @@ Tensor XComposer2::vit_forward(const Tensor& pixels, int64_t n_images) {
     be_.scale(q, q_scale);
     for (int64_t i = 0; i < n_images; ++i) {
       Tensor out = att.rows(i * n, n);
-      be_.attention(q.rows(i * n, n), k.rows(i * n, n), v.rows(i * n, n), n, Hv, Hv, dv, 0, false, 1.0f, out);
+      const Tensor qi = q.rows(i * n, n), ki = k.rows(i * n, n), vi = v.rows(i * n, n);
+      AttentionArgs args;
+      args.q = &qi;
+      args.k = &ki;
+      args.v = &vi;
+      args.out = &out;
+      args.n_heads = Hv;
+      args.n_kv_heads = Hv;
+      args.head_dim = dv;
+      args.q_pos = Positions::at(0);
+      args.n_kv = n;
+      args.causal = false;
+      args.scale = 1.0f;
+      be_.attention(args);
     }
     be_.linear(att, L.o_w, &L.o_b, o, false);
     be_.add(x, o, x);
@@ -341,15 +331,20 @@ Tensor XComposer2::encode_images(const std::vector<std::vector<float>>& pixels, 
 // ---------------------------------------------------------------------------------------------
 
 Tensor XComposer2::embed_tokens(const std::vector<int32_t>& ids) {
-  for (int32_t id : ids)
-    XC2_CHECK(id >= 0 && id < cfg_.vocab_size, InvalidArgument, "token id ", id, " is outside the vocabulary (",
-              cfg_.vocab_size, " entries)");
   Tensor y = be_.empty({static_cast<int64_t>(ids.size()), cfg_.hidden_size});
-  be_.embedding(tok_embeddings_, ids, y);
+  embed(TokenIds::of(ids), y);
   return y;
 }
 
-void XComposer2::plora_linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y) {
+void XComposer2::embed(const TokenIds& ids, Tensor& rows) {
+  if (ids.host)
+    for (int64_t i = 0; i < ids.n; ++i)
+      XC2_CHECK(ids.host[i] >= 0 && ids.host[i] < cfg_.vocab_size, InvalidArgument, "token id ", ids.host[i],
+                " is outside the vocabulary (", cfg_.vocab_size, " entries)");
+  be_.embedding(tok_embeddings_, ids, rows);
+}
+
+void XComposer2::linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y) {
   be_.linear(x, w.weight, nullptr, y, false);
   for (const RowSpan& s : spans) {
     if (s.count == 0) continue;
@@ -361,174 +356,183 @@ void XComposer2::plora_linear(const Tensor& x, const PloraLinear& w, const std::
   }
 }
 
-std::vector<float> XComposer2::forward(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
-                                       int64_t n_out, ForwardTrace* trace) {
-  const Tensor lg = forward_device(rows, image_spans, cache, n_out, trace);
-  std::vector<float> logits;
-  if (n_out > 0) {
-    logits.resize(static_cast<size_t>(lg.numel()));
-    be_.to_host_f32(lg, logits.data());
+namespace {
+
+// Checks a batch and prepares its sequences' caches: host positions reserve room for their rows.
+void check_batch(const DecoderBatch& b, int64_t hidden) {
+  const int64_t T = b.rows.rows();
+  XC2_CHECK(T > 0 && b.rows.row_numel() == hidden, Internal, "forward: input rows ", b.rows.shape_str());
+  int64_t next = 0;
+  for (size_t i = 0; i < b.seqs.size(); ++i) {
+    const SeqRows& s = b.seqs[i];
+    XC2_CHECK(s.cache != nullptr && s.row0 == next && s.n_rows > 0, Internal, "forward: sequence ", i,
+              " does not continue the rows (row0 ", s.row0, ", ", s.n_rows, " rows)");
+    for (size_t j = 0; j < i; ++j)
+      XC2_CHECK(b.seqs[j].cache != s.cache, Internal, "forward: one cache given twice");
+    next += s.n_rows;
   }
-  return logits;
+  XC2_CHECK(next == T, Internal, "forward: the sequences cover ", next, " of ", T, " rows");
+  for (const RowSpan& s : b.image_spans)
+    XC2_CHECK(s.begin >= 0 && s.count >= 0 && s.begin + s.count <= T, Internal, "forward: image span out of range");
+  for (int64_t r : b.out_rows) XC2_CHECK(r >= 0 && r < T, Internal, "forward: output row ", r, " of ", T);
 }
 
-Tensor XComposer2::forward_device(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
-                                  int64_t n_out, ForwardTrace* trace) {
-  const io::ModelConfig& c = cfg_;
-  const int64_t T = rows.rows(), D = c.hidden_size, I = c.intermediate_size;
-  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
-  const int64_t pos0 = cache.length(), L = pos0 + T;
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  XC2_CHECK(T > 0, Internal, "forward: empty input");
-  XC2_CHECK(n_out >= 0 && n_out <= T, Internal, "forward: n_out out of range");
-  for (const RowSpan& s : image_spans)
-    XC2_CHECK(s.begin >= 0 && s.count >= 0 && s.begin + s.count <= T, Internal, "forward: image span out of range");
-  cache.reserve(L);
+}  // namespace
 
-  auto record = [&](const Tensor& t) {
+Tensor XComposer2::forward(const DecoderBatch& batch, Tensor* logits_out) {
+  const io::ModelConfig& c = cfg_;
+  const int64_t T = batch.rows.rows(), D = c.hidden_size, I = c.intermediate_size;
+  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  check_batch(batch, D);
+  ForwardTrace* trace = batch.trace;
+  auto cb = [&](const char* name, int64_t layer, const Tensor& t) {
+    if (trace && trace->on_tensor) trace->on_tensor(name, layer, t);
+  };
+  auto record_hidden = [&](const Tensor& t) {
     if (trace && trace->want_hidden) {
       trace->hidden.emplace_back(static_cast<size_t>(t.numel()));
       be_.to_host_f32(t, trace->hidden.back().data());
     }
   };
 
+  // Per sequence: its positions and RoPE base.
+  struct Seq {
+    KvCache* cache;
+    int64_t row0, n;
+    Positions pos;
+    double theta;
+  };
+  std::vector<Seq> seqs;
+  for (const SeqRows& s : batch.seqs) {
+    KvCache& kv = *s.cache;
+    if (s.device_pos) {
+      XC2_CHECK(kv.capacity() > kv.length(), Internal, "forward: the KV cache has no free row (capacity ",
+                kv.capacity(), ")");
+      seqs.push_back({&kv, s.row0, s.n_rows, Positions::in(*s.device_pos, kv.capacity()), s.theta});
+    } else {
+      const int64_t pos0 = kv.length();
+      kv.reserve(pos0 + s.n_rows);
+      seqs.push_back({&kv, s.row0, s.n_rows, Positions::at(pos0), rope_theta_for(pos0 + s.n_rows)});
+    }
+  }
+
+  const std::vector<RowSpan>& spans = batch.image_spans;
   Tensor h = be_.empty({T, D});
-  be_.copy(rows, h);
-  record(h);
+  be_.copy(batch.rows, h);
+  cb("input", -1, h);
+  record_hidden(h);
   Tensor a = be_.empty({T, D}), qkv = be_.empty({T, (H + 2 * Hk) * d}), q = be_.empty({T, H, d});
   Tensor att = be_.empty({T, H * d}), o = be_.empty({T, D});
   Tensor gate = be_.empty({T, I}), up = be_.empty({T, I});
-  const double theta = rope_theta_for(L);
   const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const DecoderLayer& W = layers_[static_cast<size_t>(l)];
     be_.rms_norm(h, W.attention_norm, eps, a);
-    plora_linear(a, W.wqkv, image_spans, qkv);
-    Tensor kc = cache.k(l).rows(pos0, T), vc = cache.v(l).rows(pos0, T);
-    be_.split_qkv(qkv, H, Hk, d, q, kc, vc);
-    be_.rope(q, H, d, pos0, theta);
-    be_.rope(kc, Hk, d, pos0, theta);
-    be_.attention(q, cache.k(l), cache.v(l), L, H, Hk, d, pos0, true, attn_scale, att);
-    plora_linear(att, W.wo, image_spans, o);
+    cb("attn_norm", l, a);
+    linear(a, W.wqkv, spans, qkv);
+    cb("qkv", l, qkv);
+    for (const Seq& s : seqs) {
+      Tensor& kc = s.cache->k(l);
+      Tensor& vc = s.cache->v(l);
+      Tensor qs = q.rows(s.row0, s.n), out = att.rows(s.row0, s.n);
+      be_.split_qkv(qkv.rows(s.row0, s.n), H, Hk, d, qs, kc, vc, s.pos);
+      be_.rope(qs, s.n, H, d, s.pos, false, s.theta);
+      be_.rope(kc, s.n, Hk, d, s.pos, true, s.theta);
+      AttentionArgs args;
+      args.q = &qs;
+      args.k = &kc;
+      args.v = &vc;
+      args.out = &out;
+      args.n_heads = H;
+      args.n_kv_heads = Hk;
+      args.head_dim = d;
+      args.q_pos = s.pos;
+      args.n_kv = s.pos.end(s.n);
+      args.causal = true;
+      args.scale = attn_scale;
+      be_.attention(args);
+    }
+    cb("q_rope", l, q);
+    cb("attn_out", l, att);
+    linear(att, W.wo, spans, o);
+    cb("attn_proj", l, o);
     be_.add(h, o, h);
+    cb("ffn_inp", l, h);
     be_.rms_norm(h, W.ffn_norm, eps, a);
-    plora_linear(a, W.w1, image_spans, gate);
-    plora_linear(a, W.w3, image_spans, up);
+    cb("ffn_norm", l, a);
+    linear(a, W.w1, spans, gate);
+    cb("ffn_gate", l, gate);
+    linear(a, W.w3, spans, up);
+    cb("ffn_up", l, up);
     be_.silu_mul(gate, up, gate);
-    plora_linear(gate, W.w2, image_spans, o);
+    cb("ffn_act", l, gate);
+    linear(gate, W.w2, spans, o);
+    cb("ffn_out", l, o);
     be_.add(h, o, h);
-    record(h);
+    cb("layer_out", l, h);
+    record_hidden(h);
   }
-  cache.set_length(L);
+  for (const Seq& s : seqs)
+    if (!s.pos.on_device()) s.cache->set_length(s.pos.pos0 + s.n);
 
-  Tensor lg;
-  if (n_out > 0) {
-    Tensor last = h.rows(T - n_out, n_out);
-    Tensor fin = be_.empty({n_out, D});
-    be_.rms_norm(last, norm_w_, eps, fin);
-    lg = be_.empty({n_out, c.vocab_size});
-    be_.linear(fin, output_w_, nullptr, lg, false);
+  const int64_t n_out = static_cast<int64_t>(batch.out_rows.size());
+  if (n_out == 0) return Tensor();
+  // The output rows: a view when they are the last n_out rows in order, else gathered.
+  Tensor last;
+  bool tail = true;
+  for (int64_t i = 0; i < n_out; ++i) tail = tail && batch.out_rows[static_cast<size_t>(i)] == T - n_out + i;
+  if (tail) {
+    last = h.rows(T - n_out, n_out);
+  } else {
+    last = be_.empty({n_out, D});
+    for (int64_t i = 0; i < n_out; ++i) {
+      Tensor dst = last.rows(i, 1);
+      be_.copy(h.rows(batch.out_rows[static_cast<size_t>(i)], 1), dst);
+    }
   }
+  Tensor fin = be_.empty({n_out, D});
+  be_.rms_norm(last, norm_w_, eps, fin);
+  cb("final_norm", -1, fin);
+  Tensor lg = logits_out ? *logits_out : be_.empty({n_out, c.vocab_size});
+  be_.linear(fin, output_w_, nullptr, lg, false);
+  cb("logits", -1, lg);
   return lg;
 }
 
-void XComposer2::text_layer_tail(const DecoderLayer& W, const Tensor& att, Tensor& h, Tensor& a, Tensor& gate,
-                                 Tensor& up, Tensor& o) {
-  be_.linear(att, W.wo.weight, nullptr, o, false);
-  be_.add(h, o, h);
-  be_.rms_norm(h, W.ffn_norm, static_cast<float>(cfg_.rms_norm_eps), a);
-  be_.linear(a, W.w1.weight, nullptr, gate, false);
-  be_.linear(a, W.w3.weight, nullptr, up, false);
-  be_.silu_mul(gate, up, gate);
-  be_.linear(gate, W.w2.weight, nullptr, o, false);
-  be_.add(h, o, h);
-}
-
-std::vector<float> XComposer2::decode_batch(const std::vector<int32_t>& tokens,
-                                            const std::vector<KvCache*>& caches) {
-  const io::ModelConfig& c = cfg_;
-  const int64_t B = static_cast<int64_t>(tokens.size()), D = c.hidden_size, I = c.intermediate_size;
-  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  XC2_CHECK(B > 0, Internal, "decode_batch: empty batch");
-  XC2_CHECK(caches.size() == tokens.size(), Internal, "decode_batch: ", tokens.size(), " tokens but ", caches.size(),
-            " caches");
-  std::vector<int64_t> pos(static_cast<size_t>(B));
-  std::vector<double> theta(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    KvCache* kv = caches[static_cast<size_t>(b)];
-    XC2_CHECK(kv != nullptr, Internal, "decode_batch: null cache");
-    for (int64_t o = 0; o < b; ++o)
-      XC2_CHECK(caches[static_cast<size_t>(o)] != kv, Internal, "decode_batch: one cache given twice");
-    pos[static_cast<size_t>(b)] = kv->length();
-    theta[static_cast<size_t>(b)] = rope_theta_for(kv->length() + 1);
-    kv->reserve(kv->length() + 1);
-  }
-
-  Tensor h = embed_tokens(tokens);
-  Tensor a = be_.empty({B, D}), qkv = be_.empty({B, (H + 2 * Hk) * d}), q = be_.empty({B, H, d});
-  Tensor att = be_.empty({B, H * d}), o = be_.empty({B, D});
-  Tensor gate = be_.empty({B, I}), up = be_.empty({B, I});
-  const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const DecoderLayer& W = layers_[static_cast<size_t>(l)];
-    be_.rms_norm(h, W.attention_norm, eps, a);
-    be_.linear(a, W.wqkv.weight, nullptr, qkv, false);  // decode rows are text: no Partial LoRA
-    for (int64_t b = 0; b < B; ++b) {
-      KvCache& kv = *caches[static_cast<size_t>(b)];
-      const int64_t p = pos[static_cast<size_t>(b)];
-      const double th = theta[static_cast<size_t>(b)];
-      Tensor qb = q.rows(b, 1), kc = kv.k(l).rows(p, 1), vc = kv.v(l).rows(p, 1), ob = att.rows(b, 1);
-      be_.split_qkv(qkv.rows(b, 1), H, Hk, d, qb, kc, vc);
-      be_.rope(qb, H, d, p, th);
-      be_.rope(kc, Hk, d, p, th);
-      be_.attention(qb, kv.k(l), kv.v(l), p + 1, H, Hk, d, p, true, attn_scale, ob);
-    }
-    text_layer_tail(W, att, h, a, gate, up, o);
-  }
-  for (int64_t b = 0; b < B; ++b) caches[static_cast<size_t>(b)]->set_length(pos[static_cast<size_t>(b)] + 1);
-
-  Tensor fin = be_.empty({B, D});
-  be_.rms_norm(h, norm_w_, eps, fin);
-  Tensor lg = be_.empty({B, c.vocab_size});
-  be_.linear(fin, output_w_, nullptr, lg, false);
+std::vector<float> XComposer2::forward(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
+                                       int64_t n_out, ForwardTrace* trace) {
+  const int64_t T = rows.rows();
+  XC2_CHECK(T > 0, Internal, "forward: empty input");
+  XC2_CHECK(n_out >= 0 && n_out <= T, Internal, "forward: n_out out of range");
+  DecoderBatch b;
+  b.rows = rows;
+  b.seqs.push_back({&cache, 0, T, nullptr, 0});
+  b.image_spans = image_spans;
+  for (int64_t r = T - n_out; r < T; ++r) b.out_rows.push_back(r);
+  b.trace = trace;
+  const Tensor lg = forward(b);
   std::vector<float> logits(static_cast<size_t>(lg.numel()));
-  be_.to_host_f32(lg, logits.data());
+  if (n_out > 0) be_.to_host_f32(lg, logits.data());
   return logits;
 }
 
-void XComposer2::decode_step_at(const IntBuffer& token, const IntBuffer& pos, KvCache& cache, double theta,
-                                Tensor& logits) {
-  const io::ModelConfig& c = cfg_;
-  const int64_t D = c.hidden_size, I = c.intermediate_size;
-  const int64_t H = c.num_attention_heads, Hk = c.num_key_value_heads, d = c.head_dim();
-  const int64_t capacity = cache.capacity();
-  const float eps = static_cast<float>(c.rms_norm_eps);
-  XC2_CHECK(capacity > cache.length(), Internal, "decode_step_at: the KV cache has no free row (capacity ", capacity,
-            ")");
-  XC2_CHECK(logits.rows() == 1 && logits.row_numel() == c.vocab_size, Internal, "decode_step_at: logits ",
-            logits.shape_str());
-
-  Tensor h = be_.empty({1, D});
-  be_.embedding_at(tok_embeddings_, token, h);
-  Tensor a = be_.empty({1, D}), qkv = be_.empty({1, (H + 2 * Hk) * d}), q = be_.empty({1, H, d});
-  Tensor att = be_.empty({1, H * d}), o = be_.empty({1, D});
-  Tensor gate = be_.empty({1, I}), up = be_.empty({1, I});
-  const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const DecoderLayer& W = layers_[static_cast<size_t>(l)];
-    be_.rms_norm(h, W.attention_norm, eps, a);
-    be_.linear(a, W.wqkv.weight, nullptr, qkv, false);  // decode rows are text: no Partial LoRA
-    be_.split_qkv_at(qkv, H, Hk, d, q, cache.k(l), cache.v(l), pos);
-    be_.rope_at(q, 1, H, d, pos, false, theta, capacity);
-    be_.rope_at(cache.k(l), 1, Hk, d, pos, true, theta, capacity);
-    be_.attention_at(q, cache.k(l), cache.v(l), H, Hk, d, pos, attn_scale, att);
-    text_layer_tail(W, att, h, a, gate, up, o);
+std::vector<float> XComposer2::decode_batch(const std::vector<int32_t>& tokens, const std::vector<KvCache*>& caches) {
+  const int64_t B = static_cast<int64_t>(tokens.size());
+  XC2_CHECK(B > 0, Internal, "decode_batch: empty batch");
+  XC2_CHECK(caches.size() == tokens.size(), Internal, "decode_batch: ", tokens.size(), " tokens but ", caches.size(),
+            " caches");
+  DecoderBatch b;
+  b.rows = embed_tokens(tokens);
+  for (int64_t i = 0; i < B; ++i) {
+    b.seqs.push_back({caches[static_cast<size_t>(i)], i, 1, nullptr, 0});
+    b.out_rows.push_back(i);
   }
-  Tensor fin = be_.empty({1, D});
-  be_.rms_norm(h, norm_w_, eps, fin);
-  be_.linear(fin, output_w_, nullptr, logits, false);
+  const Tensor lg = forward(b);
+  std::vector<float> logits(static_cast<size_t>(lg.numel()));
+  be_.to_host_f32(lg, logits.data());
+  return logits;
 }
 
 }  // namespace xc2::model

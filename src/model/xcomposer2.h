@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "core/tensor.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "model/kv_pool.h"
 
 namespace xc2::model {
 
@@ -46,29 +48,39 @@ struct VitLayer {
   Tensor fc2_w, fc2_b;                         // [vis_hidden, vis_ffn], [vis_hidden]
 };
 
-// Per-layer keys (post-RoPE) and values, grown on demand. k[l], v[l]: [capacity, n_kv_heads, head_dim].
-class KvCache {
- public:
-  KvCache(Backend& backend, int64_t n_layers, int64_t n_kv_heads, int64_t head_dim);
-  int64_t length() const { return length_; }
-  int64_t capacity() const { return capacity_; }
-  void reserve(int64_t n_positions);  // keeps the first length() rows
-  void set_length(int64_t n) { length_ = n; }
-  void clear() { length_ = 0; }
-  Tensor& k(int64_t layer) { return k_[static_cast<size_t>(layer)]; }
-  Tensor& v(int64_t layer) { return v_[static_cast<size_t>(layer)]; }
-
- private:
-  Backend& be_;
-  int64_t n_layers_, n_kv_heads_, head_dim_;
-  int64_t capacity_ = 0, length_ = 0;
-  std::vector<Tensor> k_, v_;
-};
-
-// Optional intermediate results, copied to the host (used by tests and `xc2 logits`).
+// Optional intermediate results of a forward (tests, `xc2 logits`, debug dumps).
 struct ForwardTrace {
   bool want_hidden = false;
   std::vector<std::vector<float>> hidden;  // hidden[0] = input rows, hidden[l + 1] = after layer l: [T * hidden]
+  // Called with every named intermediate as it is computed (layer -1 outside the layers):
+  //   "input" [T, D]; per layer: "attn_norm" [T, D], "qkv" [T, (H + 2 Hk) d] (Partial LoRA applied), "q_rope"
+  //   [T, H, d], "attn_out" [T, H d], "attn_proj" [T, D], "ffn_inp" (residual after attention) [T, D],
+  //   "ffn_norm" [T, D], "ffn_gate" [T, I], "ffn_up" [T, I], "ffn_act" (silu(gate) * up) [T, I], "ffn_out" [T, D],
+  //   "layer_out" [T, D]; then "final_norm" and "logits" for the output rows.
+  // The tensor is only valid during the call (copy it to keep it).
+  std::function<void(const char* name, int64_t layer, const Tensor& t)> on_tensor;
+};
+
+// The rows of a decoder batch that continue one sequence: batch rows [row0, row0 + n_rows) at positions
+// pos .. pos + n_rows - 1 of `cache`. Host positions (device_pos null): pos = cache->length() when the forward
+// starts, and the forward advances the length. Device positions: pos is read from device_pos[0] when the ops
+// run (graph-replayed decode steps); the caller advances it and the cache length, the cache capacity bounds it
+// and must not change while a recording is in use, and `theta` is the RoPE base.
+struct SeqRows {
+  KvCache* cache = nullptr;
+  int64_t row0 = 0, n_rows = 0;
+  const IntBuffer* device_pos = nullptr;
+  double theta = 0;
+};
+
+// One step of the decoder over any mix of sequences: a prefill (one sequence, many rows), a decode step (one
+// row), a batched decode step (one row each of several sequences), or a device-resident step.
+struct DecoderBatch {
+  Tensor rows;                       // [T, hidden]: token embeddings and image rows
+  std::vector<SeqRows> seqs;         // in row order, covering rows 0 .. T - 1
+  std::vector<RowSpan> image_spans;  // batch rows holding image embeddings: Partial LoRA applies there only
+  std::vector<int64_t> out_rows;     // rows whose logits are computed, in order (empty: none)
+  ForwardTrace* trace = nullptr;
 };
 
 class XComposer2 {
@@ -86,45 +98,37 @@ class XComposer2 {
   Tensor encode_images(const std::vector<std::vector<float>>& pixels, std::vector<float>* vit_out = nullptr,
                        std::vector<float>* proj_out = nullptr);
 
-  // Token embeddings: [ids.size(), hidden].
+  // Token embeddings: [ids.size(), hidden]; embed() also takes ids in an IntBuffer (read when the op runs).
   Tensor embed_tokens(const std::vector<int32_t>& ids);
+  void embed(const TokenIds& ids, Tensor& rows);
 
-  // Runs the decoder on `rows` ([T, hidden], positions cache.length() .. +T-1) and appends them to the
-  // cache. Returns the logits [n_out, vocab] (f32, on the host) of the last `n_out` rows
-  // (n_out = 0: none, used for prefilling context only).
+  // THE decoder forward: every sequence's rows go through the layers together (the linears once on all rows,
+  // RoPE and attention per sequence on its own cache) and are appended to its cache. Returns the logits
+  // [out_rows.size(), vocab] on the device in the activation dtype, written into *logits_out when given
+  // (e.g. a buffer a recorded graph writes); an empty tensor when out_rows is empty.
+  Tensor forward(const DecoderBatch& batch, Tensor* logits_out = nullptr);
+
+  // Conveniences over forward(DecoderBatch), logits copied to the host (f32):
+  // `rows` ([T, hidden]) continue `cache`; the logits of the last n_out rows (0: none, prefilling context only).
   std::vector<float> forward(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache,
                              int64_t n_out, ForwardTrace* trace = nullptr);
-  // forward() with the logits [n_out, vocab] left on the device, in the backend's activation dtype
-  // (an empty tensor when n_out = 0). forward() is this plus the copy to the host.
-  Tensor forward_device(const Tensor& rows, const std::vector<RowSpan>& image_spans, KvCache& cache, int64_t n_out,
-                        ForwardTrace* trace = nullptr);
-  // One decode step whose token id (token[0]) and position (pos[0] = the cache length before the step) are
-  // read on the device (Backend::supports_device_decode()), so it can be recorded once as a graph and
-  // replayed: the math of forward(embed_tokens({token}), {}, cache, 1) with RoPE base `theta`, k and v
-  // written at row pos of the cache (whose capacity must not change while a recording is in use), the
-  // logits written into `logits` ([1, vocab]). Neither pos nor cache.length() is advanced here.
-  // One decode step for B independent sequences: tokens[b] is appended to *caches[b], each at its own
-  // position and with its own RoPE base (rope_theta_for of its new length). The linears run once on the B
-  // stacked rows, so each weight is read once per step for the whole batch; RoPE and attention run per
-  // sequence on its own cache. Returns the logits [B, vocab] (f32, host). Per sequence the math is that of
-  // forward(embed_tokens({tokens[b]}), {}, *caches[b], 1); on the CPU backend the bits are the same too
-  // (a GEMM row's result does not depend on the other rows of the call).
+  // One decode step of B sequences: tokens[b] is appended to *caches[b]; logits [B, vocab]. The weights are read
+  // once for the whole batch; per sequence the math is that of forward(embed_tokens({tokens[b]}), {}, *caches[b],
+  // 1), and on the CPU backend the bits too (a GEMM row's result does not depend on the other rows of the call).
   std::vector<float> decode_batch(const std::vector<int32_t>& tokens, const std::vector<KvCache*>& caches);
-  void decode_step_at(const IntBuffer& token, const IntBuffer& pos, KvCache& cache, double theta, Tensor& logits);
 
   std::unique_ptr<KvCache> new_cache();
+  std::unique_ptr<KvPool> new_pool();
 
   // RoPE base for a sequence of total length `seq_len` (dynamic NTK beyond max_position_embeddings).
   double rope_theta_for(int64_t seq_len) const;
 
  private:
   XComposer2(Backend& backend) : be_(backend) {}
-  void plora_linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y);
+  // Every decoder linear: y = x . W^T, plus the Partial-LoRA delta scale * (x A^T) B^T on the image rows.
+  // (Quantized weights plug in here.)
+  void linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y);
   Tensor vit_forward(const Tensor& pixels_dev, int64_t n_images);
-  // A decoder layer after attention on text rows (no Partial LoRA; decode steps): h += wo(att), then
-  // h += w2(silu(w1 a) * w3 a) with a = ffn_norm(h). a, gate, up, o: scratch with h's rows.
-  void text_layer_tail(const DecoderLayer& W, const Tensor& att, Tensor& h, Tensor& a, Tensor& gate, Tensor& up,
-                       Tensor& o);
 
   Backend& be_;
   io::ModelConfig cfg_;

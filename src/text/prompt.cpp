@@ -148,4 +148,20 @@ Prompt build_raw_prompt(const Tokenizer& tok, const std::string& text, bool add_
   return p;
 }
 
+Prompt build_chat_turn(const Tokenizer& tok, const std::string& system, const std::string& query, int n_images,
+                       bool continues) {
+  if (!continues) {
+    const std::string full = render_chat(system, {}, query);
+    return n_images > 0 ? build_image_prompt(tok, full, n_images, kImageMarker, true) : build_text_prompt(tok, full);
+  }
+  Prompt parts = build_image_prompt(tok, "[UNUSED_TOKEN_145]\n" + render_chat("", {}, query), n_images, kImageMarker,
+                                    true);
+  XC2_ASSERT(!parts.segments.empty() && parts.segments[0].image < 0);
+  std::vector<int32_t>& first = parts.segments[0].ids;
+  if (!first.empty() && first[0] == tok.bos_id()) first.erase(first.begin());
+  if (!first.empty() && tok.adds_dummy_prefix() && tok.id_to_piece(first[0]) == "\xe2\x96\x81")
+    first.erase(first.begin());
+  return parts;
+}
+
 }  // namespace xc2::text

@@ -57,6 +57,15 @@ Prompt build_image_prompt(const Tokenizer& tok, const std::string& text, int n_i
 // chat() without images: "<s>" + text through the tokenizer with its own BOS -> [1, 1, ...].
 Prompt build_text_prompt(const Tokenizer& tok, const std::string& text);
 
+// One turn of upstream chat() (model-spec §10), for a conversation whose history stays in the KV cache.
+// The first turn (continues = false): the template with `system` and the query, through the image path when
+// n_images > 0 (markers already placed), else the text path. A later turn (continues = true) continues the
+// cached sequence: "[UNUSED_TOKEN_145]\n" closes the last answer, then the user turn; as on upstream's image
+// path every text part after an image gets a BOS, but the first part continues the cached text and gets none
+// (nor the lone dummy-prefix "▁" a separate encode adds: upstream tokenizes the history as one string).
+Prompt build_chat_turn(const Tokenizer& tok, const std::string& system, const std::string& query, int n_images,
+                       bool continues);
+
 // Plain encoding (one BOS, no template), e.g. `xc2 logits --raw` and the composition demo's text-only steps.
 Prompt build_raw_prompt(const Tokenizer& tok, const std::string& text, bool add_bos = true);
 

@@ -101,7 +101,7 @@ TEST(CliChat, InteractiveSessionThroughStdinKeepsHistory) {
   // The same two turns through the library's ChatSession.
   EngineOptions eo;
   eo.model_dir = model("tiny-a");
-  eo.device = "cpu";
+  eo.device = DeviceChoice::Cpu;
   auto engine = Engine::load(eo);
   GenerationOptions o;
   o.do_sample = false;

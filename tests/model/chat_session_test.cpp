@@ -37,7 +37,7 @@ TEST(ChatSessionTest, SecondTurnEqualsRecomputingTheWholeSequence) {
     const std::string dir = test::data_path("models/" + model);
     EngineOptions eo;
     eo.model_dir = dir;
-    eo.device = "cpu";
+    eo.device = DeviceChoice::Cpu;
     eo.threads = 2;
     auto engine = Engine::load(eo);
     // No system prompt: tiny-b's max_position_embeddings is 64 and beyond it dynamic NTK makes cached

@@ -28,6 +28,24 @@
 namespace xc2 {
 namespace {
 
+// Backend::attention with host positions.
+void attend(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t H, int64_t Hk,
+            int64_t d, int64_t q_pos0, bool causal, float scale, Tensor& out) {
+  AttentionArgs a;
+  a.q = &q;
+  a.k = &k;
+  a.v = &v;
+  a.out = &out;
+  a.n_heads = H;
+  a.n_kv_heads = Hk;
+  a.head_dim = d;
+  a.q_pos = Positions::at(q_pos0);
+  a.n_kv = n_kv;
+  a.causal = causal;
+  a.scale = scale;
+  be.attention(a);
+}
+
 using Vec = std::vector<float>;
 
 Vec random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
@@ -340,7 +358,7 @@ TEST(CudaOps, EmbeddingIm2colSplitQkvAreExact) {
     const Vec table = rounded(random_vec(1000 * 96, 40), dt);
     const std::vector<int32_t> ids = {0, 999, 5, 5, 123, 1};
     Tensor tt = weight(*be, table, {1000, 96}), ty = be->empty({6, 96});
-    be->embedding(tt, ids, ty);
+    be->embedding(tt, TokenIds::of(ids), ty);
     Vec want;
     for (int32_t id : ids) want.insert(want.end(), table.begin() + id * 96, table.begin() + (id + 1) * 96);
     expect_bitwise(host(*be, ty), want, "embedding");
@@ -359,7 +377,7 @@ TEST(CudaOps, EmbeddingIm2colSplitQkvAreExact) {
       Tensor tq = bk.from_host_f32(qkv.data(), {T, row}), q = bk.empty({T, H, d});
       Tensor kc = bk.empty({10, Hk, d}), vc = bk.empty({10, Hk, d});
       Tensor k = kc.rows(3, T), v = vc.rows(3, T);
-      bk.split_qkv(tq, H, Hk, d, q, k, v);
+      bk.split_qkv(tq, H, Hk, d, q, kc, vc, Positions::at(3));
       Vec out = host(bk, q), hk = host(bk, k), hv = host(bk, v);
       out.insert(out.end(), hk.begin(), hk.end());
       out.insert(out.end(), hv.begin(), hv.end());
@@ -380,7 +398,7 @@ TEST(CudaOps, RopeMatchesCpu) {
     const Vec x = random_vec(static_cast<size_t>(T * H * d), 50, 2.0f);
     auto run = [&](Backend& be) {
       Tensor t = be.from_host_f32(x.data(), {T, H, d});
-      be.rope(t, H, d, pos0, theta);
+      be.rope(t, T, H, d, Positions::at(pos0), false, theta);
       return host(be, t);
     };
     const Vec cpu = run(*b.cpu);
@@ -410,7 +428,7 @@ TEST(CudaOps, RopeTablesFollowQueuedWorkAndManyThetas) {
   const Vec x = random_vec(static_cast<size_t>(T * H * d), 61, 2.0f);
   auto rope = [&](Backend& b, int64_t pos0, double theta) {
     Tensor t = b.from_host_f32(x.data(), {T, H, d});
-    b.rope(t, H, d, pos0, theta);
+    b.rope(t, T, H, d, Positions::at(pos0), false, theta);
     return host(b, t);
   };
   expect_rel_l2(rope(*be, 1000, 1e6), rope(*cpu, 1000, 1e6), 1e-6, "rope after queued work");
@@ -442,7 +460,7 @@ Vec run_attention(Backend& be, const AttnCase& c, const Vec& q, const Vec& k, co
   Tensor tk = be.from_host_f32(k.data(), {c.n_kv, c.Hk, c.d});
   Tensor tv = be.from_host_f32(v.data(), {c.n_kv, c.Hk, c.d});
   Tensor out = be.empty({c.n_q, c.H * c.d});
-  be.attention(tq, tk, tv, c.n_kv, c.H, c.Hk, c.d, c.q_pos0, c.causal, scale, out);
+  attend(be, tq, tk, tv, c.n_kv, c.H, c.Hk, c.d, c.q_pos0, c.causal, scale, out);
   return host(be, out);
 }
 
@@ -510,18 +528,22 @@ TEST(CudaOps, DeviceDecodeOpsMatchHostPositionOps) {
     Tensor kc = be->from_host_f32(past.data(), {cap, Hk, d}), vc = be->from_host_f32(past.data(), {cap, Hk, d});
     Tensor out = be->empty({1, H * d});
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-    if (at) {
-      be->split_qkv_at(tq, H, Hk, d, q, kc, vc, p);
-      be->rope_at(q, 1, H, d, p, false, theta, cap);
-      be->rope_at(kc, 1, Hk, d, p, true, theta, cap);
-      be->attention_at(q, kc, vc, H, Hk, d, p, scale, out);
-    } else {
-      Tensor k = kc.rows(pos, 1), v = vc.rows(pos, 1);
-      be->split_qkv(tq, H, Hk, d, q, k, v);
-      be->rope(q, H, d, pos, theta);
-      be->rope(k, Hk, d, pos, theta);
-      be->attention(q, kc, vc, pos + 1, H, Hk, d, pos, true, scale, out);
-    }
+    const Positions at_pos = at ? Positions::in(p, cap) : Positions::at(pos);
+    be->split_qkv(tq, H, Hk, d, q, kc, vc, at_pos);
+    be->rope(q, 1, H, d, at_pos, false, theta);
+    be->rope(kc, 1, Hk, d, at_pos, true, theta);
+    AttentionArgs args;
+    args.q = &q;
+    args.k = &kc;
+    args.v = &vc;
+    args.out = &out;
+    args.n_heads = H;
+    args.n_kv_heads = Hk;
+    args.head_dim = d;
+    args.q_pos = at_pos;
+    args.n_kv = pos + 1;
+    args.scale = scale;
+    be->attention(args);
     Vec r = host(*be, q), kr = host(*be, kc), o = host(*be, out);
     return std::vector<Vec>{r, kr, o};
   };
@@ -530,14 +552,15 @@ TEST(CudaOps, DeviceDecodeOpsMatchHostPositionOps) {
   expect_bitwise(a[1], h[1], "k cache after split + rope");
   expect_rel_l2(a[2], h[2], 1e-6, "attention (split counts may differ)");
 
-  // embedding_at
+  // embedding from ids on the device
   const Vec table = random_vec(50 * 32, 82);
   Tensor tt = weight(*be, table, {50, 32}), y1 = be->empty({2, 32}), y2 = be->empty({2, 32});
   IntBuffer ids = be->ints(2);
   be->write_ints(ids, {49, 3});
-  be->embedding_at(tt, ids, y1);
-  be->embedding(tt, {49, 3}, y2);
-  expect_bitwise(host(*be, y1), host(*be, y2), "embedding_at");
+  be->embedding(tt, TokenIds::in(ids, 2), y1);
+  const std::vector<int32_t> host_ids = {49, 3};
+  be->embedding(tt, TokenIds::of(host_ids), y2);
+  expect_bitwise(host(*be, y1), host(*be, y2), "embedding of device ids");
 }
 
 TEST(CudaOps, TokenSelectionMatchesHostSampler) {
@@ -604,7 +627,7 @@ TEST(CudaOps, GraphReplaysWithDeviceState) {
   be->graph_begin();
   {
     Tensor row = be->empty({1, 8});  // allocated while capturing: must stay valid for replays
-    be->embedding_at(tt, id, row);
+    be->embedding(tt, TokenIds::in(id, 1), row);
     be->add(acc, row, acc);
     be->add_to(id, 3);
   }
@@ -627,7 +650,7 @@ TEST(CudaOps, ErrorsAreCudaErrors) {
   }
   auto be = make_cuda_backend(0, DType::BF16);
   Tensor q = be->empty({1, 2, 96}), out = be->empty({1, 192});
-  EXPECT_THROW(be->attention(q, q, q, 1, 2, 2, 96, 0, true, 1.0f, out), Error);  // head_dim 96: not supported
+  EXPECT_THROW(attend(*be, q, q, q, 1, 2, 2, 96, 0, true, 1.0f, out), Error);  // head_dim 96: not supported
 }
 
 }  // namespace

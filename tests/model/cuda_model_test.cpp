@@ -19,7 +19,7 @@
 
 #include "backends/backend.h"
 #include "io/checkpoint.h"
-#include "model/device_decoder.h"
+#include "engine/device_decoder.h"
 #include "model/model_test_util.h"
 #include "model/xcomposer2.h"
 #include "support/test_util.h"
@@ -87,8 +87,8 @@ class CudaModel : public testing::TestWithParam<Case> {
   std::unique_ptr<Engine> engine(const std::string& device, const std::string& dtype) const {
     EngineOptions eo;
     eo.model_dir = model_dir_;
-    eo.device = device;
-    eo.dtype = dtype;
+    eo.device = parse_device(device);
+    eo.dtype = parse_dtype(dtype);
     eo.threads = 2;
     return Engine::load(eo);
   }
@@ -222,7 +222,7 @@ TEST(CudaDeviceDecode, GraphIsRecordedOnceAndReplayed) {
   sp.do_sample = false;
   sp.repetition_penalty = 1.005f;
   const std::vector<int32_t> prompt = {1, 5, 9, 33, 7};
-  auto dev = model::DeviceDecoder::create(*model, *cache, sp, {}, static_cast<int64_t>(prompt.size()), 20);
+  auto dev = engine::DeviceDecoder::create(*model, *cache, sp, {}, static_cast<int64_t>(prompt.size()), 20);
   ASSERT_NE(dev, nullptr);
   ASSERT_TRUE(dev->uses_graphs());
   dev->prefill(model->embed_tokens(prompt), {});

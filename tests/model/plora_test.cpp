@@ -37,7 +37,7 @@ void write_zeroed_plora_copy(const std::string& src, const std::string& dst, std
 std::unique_ptr<Engine> load(const std::string& dir) {
   EngineOptions o;
   o.model_dir = dir;
-  o.device = "cpu";
+  o.device = DeviceChoice::Cpu;
   o.threads = 2;
   return Engine::load(o);
 }

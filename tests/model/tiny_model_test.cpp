@@ -182,7 +182,7 @@ TEST_P(TinyModelTest, ForwardMatchesReference) {
 TEST_P(TinyModelTest, GreedyTokensMatchReference) {
   EngineOptions eo;
   eo.model_dir = model_dir_;
-  eo.device = "cpu";
+  eo.device = DeviceChoice::Cpu;
   eo.threads = 2;
   auto engine = Engine::load(eo);
   Request req;
@@ -205,10 +205,10 @@ TEST_P(TinyModelTest, GreedyTokensMatchReference) {
   std::vector<int32_t> want = c_["greedy"]["tokens"].get<std::vector<int32_t>>();
   if (want.size() < 64u) {
     ASSERT_FALSE(want.empty());
-    EXPECT_EQ(want.back() == engine->token_id("</s>") ? "eos" : "im_end", stopped.stop_reason);
+    EXPECT_EQ(want.back() == engine->token_id("</s>") ? "eos" : "im_end", std::string(stop_reason_name(stopped.stop_reason)));
     want.pop_back();
   } else {
-    EXPECT_EQ(stopped.stop_reason, "max_new_tokens");
+    EXPECT_STREQ(stop_reason_name(stopped.stop_reason), "max_new_tokens");
   }
   EXPECT_EQ(stopped.tokens, want);
 }

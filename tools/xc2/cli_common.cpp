@@ -67,8 +67,8 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
   eo.model_dir = resolve_model_dir(o);
   if (o.device == "cpu" && o.dtype != "auto" && o.dtype != "f32")
     throw UsageError("--dtype " + o.dtype + " needs --device cuda (the CPU backend computes in f32)");
-  eo.device = o.device;
-  eo.dtype = o.dtype;
+  eo.device = parse_device(o.device);  // the choices are checked by CLI11
+  eo.dtype = parse_dtype(o.dtype);
   eo.threads = o.threads;
   if (o.verbose) std::cerr << "xc2: model folder: " << eo.model_dir << "\n";
   try {
@@ -204,7 +204,7 @@ std::string stats_line(const GenerationResult& r) {
     std::snprintf(buf, sizeof(buf), "%.2f", n * 1000.0 / r.timings.decode_ms);
     os << " (" << buf << " tok/s)";
   }
-  os << " | stop: " << r.stop_reason;
+  os << " | stop: " << stop_reason_name(r.stop_reason);
   return os.str();
 }
 

@@ -45,7 +45,7 @@ std::string result_json(const GenerationResult& r) {
   os << "{\"text\": " << json_escape(r.text) << ", \"tokens\": [";
   for (size_t i = 0; i < r.tokens.size(); ++i) os << (i ? ", " : "") << r.tokens[i];
   os << "], \"prompt_tokens\": " << r.prompt_tokens << ", \"prompt_positions\": " << r.prompt_positions
-     << ", \"generated_tokens\": " << r.tokens.size() << ", \"stop_reason\": " << json_escape(r.stop_reason)
+     << ", \"generated_tokens\": " << r.tokens.size() << ", \"stop_reason\": " << json_escape(stop_reason_name(r.stop_reason))
      << ", \"seed\": " << r.seed << ", \"timings_ms\": {\"images\": " << r.timings.load_ms + r.timings.vision_ms
      << ", \"prefill\": " << r.timings.prefill_ms << ", \"first_token\": " << r.timings.first_token_ms
      << ", \"decode\": " << r.timings.decode_ms << "}}";
@@ -70,7 +70,7 @@ GenerationResult run_turn(ChatSession& chat, const ChatFlags& f, const std::stri
   else std::cout << result_json(r) << "\n";
   std::cout.flush();
   if (f.stats) std::cerr << "xc2: " << stats_line(r) << "\n";
-  else if (f.common.verbose) std::cerr << "xc2: seed " << r.seed << ", stop: " << r.stop_reason << "\n";
+  else if (f.common.verbose) std::cerr << "xc2: seed " << r.seed << ", stop: " << stop_reason_name(r.stop_reason) << "\n";
   return r;
 }
 

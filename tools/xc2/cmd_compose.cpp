@@ -296,7 +296,7 @@ Handler register_compose(CLI::App& app) {
                << ", \"prompt\": " << json_escape(t.prompt) << ", \"output\": " << json_escape(t.output)
                << ", \"prompt_positions\": " << t.result.prompt_positions
                << ", \"generated_tokens\": " << t.result.tokens.size()
-               << ", \"stop_reason\": " << json_escape(t.result.stop_reason) << ", \"seed\": " << t.result.seed
+               << ", \"stop_reason\": " << json_escape(stop_reason_name(t.result.stop_reason)) << ", \"seed\": " << t.result.seed
                << "}\n";
         trace->flush();
       }

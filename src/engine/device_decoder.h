@@ -1,6 +1,7 @@
 // DeviceDecoder: prefill and decode steps that keep logits, the next token id and the position in device
 // memory (Backend::supports_device_decode(): the CUDA backend). Per step:
-//   mark_seen(token) -> decode_step_at(token, pos) -> pos += 1      recorded once as a graph and replayed
+//   mark_seen(token) -> XComposer2::forward (ids and position read on the device) -> pos += 1
+//                                                                    recorded once as a graph and replayed
 //   greedy:   repetition penalty + argmax on the device; only the id comes back (4 bytes);
 //   sampling: penalty, / temperature and the top-k survivors on the device; the host finishes with
 //             Sampler::next_from_candidates(), which is next()'s arithmetic and RNG on those survivors, so a
@@ -22,7 +23,11 @@
 #include "model/xcomposer2.h"
 #include "text/sampler.h"
 
-namespace xc2::model {
+namespace xc2::engine {
+
+using model::KvCache;
+using model::RowSpan;
+using model::XComposer2;
 
 class DeviceDecoder {
  public:
@@ -34,7 +39,7 @@ class DeviceDecoder {
                                                const std::vector<int32_t>& history, int64_t end_of_prompt,
                                                int64_t max_new_tokens);
 
-  // Runs the prompt rows through the decoder (forward_device), keeping the last row's logits on the device,
+  // Runs the prompt rows through the decoder (XComposer2::forward), keeping the last row's logits on the device,
   // and waits for the device (so prefill timings are honest).
   void prefill(const Tensor& rows, const std::vector<RowSpan>& spans);
   // The next token from the current logits.
@@ -61,6 +66,7 @@ class DeviceDecoder {
   bool penalize_ = false;
   int64_t vocab_ = 0;
   IntBuffer token_, pos_, seen_, cand_;
+  Tensor step_rows_;  // [1, hidden]: the fed token's embedding
   Tensor prefill_logits_, step_logits_;
   const Tensor* logits_ = nullptr;  // the current row: prefill_logits_ or step_logits_
   GraphHandle graph_;
@@ -68,4 +74,4 @@ class DeviceDecoder {
   int64_t steps_ = 0, replays_ = 0;
 };
 
-}  // namespace xc2::model
+}  // namespace xc2::engine

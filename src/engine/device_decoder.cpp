@@ -1,30 +1,21 @@
 // DeviceDecoder (model/device_decoder.h): device-resident decode steps, replayed from a recorded graph.
-#include "model/device_decoder.h"
+#include "engine/device_decoder.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
 #include "core/check.h"
+#include "core/env.h"
 #include "core/log.h"
 
-namespace xc2::model {
-namespace {
-
-bool env_off(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0 || std::strcmp(v, "false") == 0);
-}
-
-}  // namespace
-
+namespace xc2::engine {
 std::unique_ptr<DeviceDecoder> DeviceDecoder::create(XComposer2& model, KvCache& cache,
                                                      const text::SamplingParams& params,
                                                      const std::vector<int32_t>& history, int64_t end_of_prompt,
                                                      int64_t max_new_tokens) {
   Backend& be = model.backend();
-  if (!be.supports_device_decode() || env_off("XC2_DEVICE_DECODE")) return nullptr;
+  if (!be.supports_device_decode() || !env_flag("XC2_DEVICE_DECODE", true)) return nullptr;
   const int64_t last = end_of_prompt + std::max<int64_t>(max_new_tokens, 1);
   // Decode steps run at L = end_of_prompt + 1 .. last; one recorded step needs one RoPE base.
   if (model.rope_theta_for(end_of_prompt + 1) != model.rope_theta_for(last)) {
@@ -48,16 +39,22 @@ std::unique_ptr<DeviceDecoder> DeviceDecoder::create(XComposer2& model, KvCache&
     be.write_ints(d->seen_, mask);
   }
   d->step_logits_ = be.empty({1, d->vocab_});
+  d->step_rows_ = be.empty({1, model.config().hidden_size});
   return d;
 }
 
 DeviceDecoder::DeviceDecoder(XComposer2& model, KvCache& cache, const text::SamplingParams& params)
     : model_(model), be_(model.backend()), cache_(cache), params_(params) {
-  use_graphs_ = be_.supports_graphs() && !env_off("XC2_CUDA_GRAPHS");
+  use_graphs_ = be_.supports_graphs() && env_flag("XC2_CUDA_GRAPHS", true);
 }
 
 void DeviceDecoder::prefill(const Tensor& rows, const std::vector<RowSpan>& spans) {
-  prefill_logits_ = model_.forward_device(rows, spans, cache_, 1);
+  model::DecoderBatch b;
+  b.rows = rows;
+  b.seqs.push_back({&cache_, 0, rows.rows(), nullptr, 0});
+  b.image_spans = spans;
+  b.out_rows = {rows.rows() - 1};
+  prefill_logits_ = model_.forward(b);
   logits_ = &prefill_logits_;
   be_.synchronize();
 }
@@ -96,7 +93,12 @@ int32_t DeviceDecoder::select(text::Sampler& sampler) {
 
 void DeviceDecoder::enqueue_step() {
   if (penalize_) be_.mark_seen(seen_, token_);
-  model_.decode_step_at(token_, pos_, cache_, theta_, step_logits_);
+  model_.embed(TokenIds::in(token_, 1), step_rows_);
+  model::DecoderBatch b;
+  b.rows = step_rows_;
+  b.seqs.push_back({&cache_, 0, 1, &pos_, theta_});
+  b.out_rows = {0};
+  model_.forward(b, &step_logits_);
   be_.add_to(pos_, 1);
 }
 
@@ -133,4 +135,4 @@ void DeviceDecoder::feed(int32_t id) {
   ++steps_;
 }
 
-}  // namespace xc2::model
+}  // namespace xc2::engine

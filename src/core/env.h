@@ -1,0 +1,9 @@
+// Environment switches (XC2_CUDA_GRAPHS=0, XC2_DEBUG_ERRORS=1, ...), read one way everywhere.
+#pragma once
+
+namespace xc2 {
+
+// The flag `name`: unset or empty -> def; "0", "false" or "off" -> false; anything else -> true.
+bool env_flag(const char* name, bool def);
+
+}  // namespace xc2
