@@ -7,6 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "compose/driver.h"
+#include "compose/parse.h"
+#include "compose/prompts.h"
+#include "compose/render.h"
 #include "support/test_util.h"
 #include "xc2/compose.h"
 
