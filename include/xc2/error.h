@@ -1,5 +1,7 @@
 // xc2::Error: the one exception type of the library. Each carries an ErrorCode that the CLI maps to
-// an exit status (see README, "Exit codes"). Library code never calls exit/abort/assert.
+// an exit status (tools/xc2/main.cpp, README "Exit codes"): any error while loading the model folder
+// exits 3; otherwise InvalidArgument, Unsupported, NotFound and Io exit 2 (bad input: an option, an
+// image, a prompt), ShapeMismatch 3, Cuda and Internal 4. Library code never calls exit/abort/assert.
 #pragma once
 
 #include <stdexcept>
@@ -8,13 +10,13 @@
 namespace xc2 {
 
 enum class ErrorCode {
-  InvalidArgument,  // bad option value, bad prompt, wrong number of images        -> exit 2
-  Unsupported,      // a feature or format xc2 does not handle                     -> exit 2
-  NotFound,         // missing file or tensor                                      -> exit 3
-  ShapeMismatch,    // tensor shape/dtype not what the config implies              -> exit 3
-  Io,               // unreadable, truncated or corrupt file                       -> exit 3
-  Cuda,             // CUDA runtime / cuBLAS failure                               -> exit 4
-  Internal,         // a broken invariant (a bug)                                  -> exit 4
+  InvalidArgument,  // bad option value, bad prompt, wrong number of images
+  Unsupported,      // a feature or format xc2 does not handle
+  NotFound,         // missing file or tensor
+  ShapeMismatch,    // tensor shape/dtype not what the config implies
+  Io,               // unreadable, truncated or corrupt file
+  Cuda,             // CUDA runtime / cuBLAS failure
+  Internal,         // a broken invariant (a bug)
 };
 
 const char* error_code_name(ErrorCode code);

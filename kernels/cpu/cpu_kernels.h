@@ -20,8 +20,6 @@ namespace xc2::kernels::cpu {
 
 // dst[i] = src[i] widened to f32.
 void to_f32(const void* src, DType src_dtype, float* dst, int64_t n);
-// Element i of a weight-like array as f32.
-float load_f32(const void* src, DType dtype, int64_t i);
 
 // RMSNorm (InternLM2): y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w[:]
 // x, y: [n_rows, dim] f32 (y may alias x); w: [dim] in w_dtype.

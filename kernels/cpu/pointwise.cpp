@@ -59,15 +59,6 @@ void to_f32(const void* src, DType src_dtype, float* dst, int64_t n) {
   }
 }
 
-float load_f32(const void* src, DType dtype, int64_t i) {
-  switch (dtype) {
-    case DType::F32: return static_cast<const float*>(src)[i];
-    case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(src)[i]);
-    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(src)[i]);
-  }
-  return 0.0f;
-}
-
 void add(const float* a, const float* b, float* y, int64_t n, ThreadPool& pool) {
   pool.parallel_for(n, [&](int64_t i0, int64_t i1) { add_loop(a + i0, b + i0, y + i0, i1 - i0); }, kGrain);
 }

@@ -9,9 +9,6 @@
 namespace xc2 {
 
 #if !XC2_WITH_CUDA
-std::unique_ptr<Backend> make_cuda_backend(int) {
-  XC2_THROW(Unsupported, "this xc2 was built without CUDA (rebuild with -DXC2_WITH_CUDA=ON)");
-}
 std::unique_ptr<Backend> make_cuda_backend(int, DType) {
   XC2_THROW(Unsupported, "this xc2 was built without CUDA (rebuild with -DXC2_WITH_CUDA=ON)");
 }

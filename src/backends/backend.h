@@ -186,11 +186,9 @@ class Backend {
 enum class CpuWeights { Auto, Mapped };
 // The CPU backend with its own thread pool (n_threads <= 0: all cores).
 std::unique_ptr<Backend> make_cpu_backend(int n_threads, CpuWeights weights = CpuWeights::Auto);
-// The CUDA backend (device index); Error{Unsupported} when xc2 was built without CUDA,
-// Error{Cuda} when no usable GPU is present.
-std::unique_ptr<Backend> make_cuda_backend(int device_index);
-// With an activation/weight dtype: F32 (f32 weights and math, TF32 off: checked against the CPU backend),
-// BF16 (the default) or F16.
+// The CUDA backend on GPU `device_index` with an activation/weight dtype: F32 (f32 weights and math, TF32 off:
+// checked against the CPU backend), BF16 (the engine's default) or F16. Error{Unsupported} when xc2 was built
+// without CUDA, Error{Cuda} when no usable GPU is present.
 std::unique_ptr<Backend> make_cuda_backend(int device_index, DType act_dtype);
 bool cuda_device_available();
 

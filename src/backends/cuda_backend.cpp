@@ -749,8 +749,6 @@ std::unique_ptr<Backend> make_cuda_backend(int device_index, DType act_dtype) {
   return std::make_unique<CudaBackend>(device_index, act_dtype);
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device_index) { return make_cuda_backend(device_index, DType::BF16); }
-
 bool cuda_device_available() {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);

@@ -67,12 +67,6 @@ Tensor Tensor::empty_cpu(const std::vector<int64_t>& shape, DType dtype) {
   return t;
 }
 
-Tensor Tensor::zeros_cpu(const std::vector<int64_t>& shape, DType dtype) {
-  Tensor t = empty_cpu(shape, dtype);
-  if (t.nbytes()) std::memset(t.data, 0, t.nbytes());
-  return t;
-}
-
 Tensor Tensor::view(void* data, const std::vector<int64_t>& shape, DType dtype, Device device) {
   Tensor t;
   t.data = data;

@@ -39,9 +39,8 @@ struct Tensor {
     return static_cast<T*>(data);
   }
 
-  // A new CPU tensor (64-byte aligned, uninitialised) / zero-filled.
+  // A new CPU tensor (64-byte aligned, uninitialised).
   static Tensor empty_cpu(const std::vector<int64_t>& shape, DType dtype = DType::F32);
-  static Tensor zeros_cpu(const std::vector<int64_t>& shape, DType dtype = DType::F32);
   // A non-owning view.
   static Tensor view(void* data, const std::vector<int64_t>& shape, DType dtype, Device device = Device::Cpu);
 };

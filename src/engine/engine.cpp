@@ -16,6 +16,7 @@
 #include "engine/generate.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "model/weight_names.h"
 #include "vision/image.h"
 #include "xc2/build_config.h"
 
@@ -56,7 +57,7 @@ ModelInfo make_info(const std::string& dir, const io::ModelConfig& c, const io::
   m.vision_layers = c.vision.num_hidden_layers;
   m.vision_heads = c.vision.num_attention_heads;
   m.plora_scale = c.plora_scale;
-  if (const io::TensorView* a = ck.find("model.layers.0.attention.wqkv.Plora_A.weight"))
+  if (const io::TensorView* a = ck.find(model::names::plora_base(0, "attention.wqkv") + ".Plora_A.weight"))
     if (!a->shape.empty()) m.lora_rank = static_cast<int>(a->shape[0]);
   return m;
 }

@@ -142,7 +142,7 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
   // Vision tower.
   const io::VisionConfig& vc = c.vision;
   const int64_t Dv = vc.hidden_size, Iv = vc.intermediate_size, p = vc.patch_size, g = c.grid();
-  m->patch_w = w(names::vit("embeddings.patch_embedding.weight"), {Dv, 3, p, p}).reshape({Dv, 3 * p * p});
+  m->patch_w_ = w(names::vit("embeddings.patch_embedding.weight"), {Dv, 3, p, p}).reshape({Dv, 3 * p * p});
   {
     const io::TensorView& cls = ws.get(names::vit("embeddings.class_embedding"), {Dv});
     const std::string pos_name = names::vit("embeddings.position_embedding.weight");
@@ -165,11 +165,11 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
     }
     std::vector<float> cls_pos(static_cast<size_t>(Dv));
     for (int64_t i = 0; i < Dv; ++i) cls_pos[static_cast<size_t>(i)] = cls_f[static_cast<size_t>(i)] + table[static_cast<size_t>(i)];
-    m->cls_pos = be.from_host_f32(cls_pos.data(), {1, Dv});
-    m->patch_pos = be.from_host_f32(table.data() + Dv, {g * g, Dv});
+    m->cls_pos_ = be.from_host_f32(cls_pos.data(), {1, Dv});
+    m->patch_pos_ = be.from_host_f32(table.data() + Dv, {g * g, Dv});
   }
-  m->pre_ln_w = w(names::vit("pre_layrnorm.weight"), {Dv});
-  m->pre_ln_b = w(names::vit("pre_layrnorm.bias"), {Dv});
+  m->pre_ln_w_ = w(names::vit("pre_layrnorm.weight"), {Dv});
+  m->pre_ln_b_ = w(names::vit("pre_layrnorm.bias"), {Dv});
   for (int l = 0; l < vc.num_hidden_layers; ++l) {
     VitLayer L;
     auto lw = [&](const std::string& rest, std::vector<int64_t> shape) { return w(names::vit_layer(l, rest), shape); };
@@ -200,10 +200,10 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
   XC2_CHECK(pj != nullptr && pj->shape.size() == 2, NotFound, "tensor '", names::vision_proj(0, "weight"),
             "' not found in '", dir, "'");
   const int64_t P = pj->shape[0];
-  m->proj0_w = w(names::vision_proj(0, "weight"), {P, Dv});
-  m->proj0_b = w(names::vision_proj(0, "bias"), {P});
-  m->proj2_w = w(names::vision_proj(2, "weight"), {D, P});
-  m->proj2_b = w(names::vision_proj(2, "bias"), {D});
+  m->proj0_w_ = w(names::vision_proj(0, "weight"), {P, Dv});
+  m->proj0_b_ = w(names::vision_proj(0, "bias"), {P});
+  m->proj2_w_ = w(names::vision_proj(2, "weight"), {D, P});
+  m->proj2_b_ = w(names::vision_proj(2, "bias"), {D});
 
   ws.check_all_used();
   return m;
@@ -238,18 +238,18 @@ Tensor XComposer2::vit_forward(const Tensor& pixels, int64_t n_images) {
   Tensor cols = be_.empty({n_images * g2, 3 * p * p});
   be_.im2col_patches(pixels, p, cols);
   Tensor patches = be_.empty({n_images * g2, Dv});
-  be_.linear(cols, patch_w, nullptr, patches, false);
+  be_.linear(cols, patch_w_, nullptr, patches, false);
   cols = Tensor();
 
   Tensor x = be_.empty({n_images * n, Dv});
   for (int64_t i = 0; i < n_images; ++i) {
     Tensor cls_row = x.rows(i * n, 1);
-    be_.copy(cls_pos, cls_row);
+    be_.copy(cls_pos_, cls_row);
     Tensor rows = x.rows(i * n + 1, g2);
-    be_.add(patches.rows(i * g2, g2), patch_pos, rows);
+    be_.add(patches.rows(i * g2, g2), patch_pos_, rows);
   }
   patches = Tensor();
-  be_.layer_norm(x, pre_ln_w, pre_ln_b, eps, x);
+  be_.layer_norm(x, pre_ln_w_, pre_ln_b_, eps, x);
 
   const int64_t T = n_images * n;
   Tensor r = be_.empty({T, Dv}), q = be_.empty({T, Dv}), k = be_.empty({T, Dv}), v = be_.empty({T, Dv});
@@ -314,11 +314,11 @@ Tensor XComposer2::encode_images(const std::vector<std::vector<float>>& pixels, 
     be_.to_host_f32(feats, vit_out->data());
   }
   const int64_t rows = feats.rows();
-  Tensor h = be_.empty({rows, proj0_w.rows()});
-  be_.linear(feats, proj0_w, &proj0_b, h, false);
+  Tensor h = be_.empty({rows, proj0_w_.rows()});
+  be_.linear(feats, proj0_w_, &proj0_b_, h, false);
   be_.gelu_erf(h);
   Tensor out = be_.empty({rows, cfg_.hidden_size});
-  be_.linear(h, proj2_w, &proj2_b, out, false);
+  be_.linear(h, proj2_w_, &proj2_b_, out, false);
   if (proj_out) {
     proj_out->resize(static_cast<size_t>(out.numel()));
     be_.to_host_f32(out, proj_out->data());

@@ -135,12 +135,12 @@ class XComposer2 {
   std::unique_ptr<io::Checkpoint> checkpoint_;
 
   // vision
-  Tensor patch_w;                // [vis_hidden, 3 * p * p]
-  Tensor cls_pos;                // [1, vis_hidden]: class_embedding + position row 0 (f32)
-  Tensor patch_pos;              // [g^2, vis_hidden]: position rows 1.. (resized if needed, f32)
-  Tensor pre_ln_w, pre_ln_b;
+  Tensor patch_w_;                // [vis_hidden, 3 * p * p]
+  Tensor cls_pos_;               // [1, vis_hidden]: class_embedding + position row 0 (f32)
+  Tensor patch_pos_;              // [g^2, vis_hidden]: position rows 1.. (resized if needed, f32)
+  Tensor pre_ln_w_, pre_ln_b_;
   std::vector<VitLayer> vit_layers_;
-  Tensor proj0_w, proj0_b, proj2_w, proj2_b;
+  Tensor proj0_w_, proj0_b_, proj2_w_, proj2_b_;
 
   // decoder
   Tensor tok_embeddings_;        // [vocab, hidden]
