@@ -137,9 +137,8 @@ void Backend::attention(const AttentionArgs& a) {
 }
 
 void Backend::im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) {
-  XC2_CHECK(pixels.rank() == 4 && pixels.dim(1) == 3 && pixels.dim(2) == pixels.dim(3) && patch > 0 &&
-                pixels.dim(2) % patch == 0,
-            Internal, "im2col_patches: pixels ", pixels.shape_str(), ", patch ", patch);
+  // Like a Conv2d of stride `patch`: pixels past the last whole patch are not used.
+  XC2_CHECK(pixels.rank() == 4 && pixels.dim(1) == 3 && pixels.dim(2) == pixels.dim(3) && patch > 0, Internal, "im2col_patches: pixels ", pixels.shape_str(), ", patch ", patch);
   const int64_t g = pixels.dim(2) / patch;
   check_rows(cols, pixels.dim(0) * g * g, 3 * patch * patch, "im2col_patches", "cols");
   do_im2col_patches(pixels, patch, cols);

@@ -1,5 +1,5 @@
-// kernels::cpu::attention against a naive reference (ref_attention below: per head, double accumulation,
-// causal prefix per query, GQA head h reading KV head h / (n_heads / n_kv_heads)).
+// kernels::cpu::attention against the naive reference (test::ref::attention in support/op_reference: per
+// head, double accumulation, causal prefix per query, GQA head h reading KV head h / (n_heads / n_kv_heads)).
 // Every code path is covered: up to kAttentionRowsMaxQueries queries (decode: the grouped path for
 // G = 1, 2, 4, 8 query heads per KV head and head_dim a multiple of 16, else the per-head path) and more
 // (per-head GEMM path); they must agree with each other and with the reference, with strided
@@ -13,6 +13,7 @@
 
 #include "core/thread_pool.h"
 #include "cpu/cpu_kernels.h"
+#include "support/op_reference.h"
 #include "support/test_util.h"
 
 namespace xc2 {
@@ -66,32 +67,23 @@ Data make(const Case& c, uint32_t seed) {
   return d;
 }
 
-// [n_q, n_heads * head_dim], dense
+// [n_q, n_heads * head_dim], dense: the shared reference on the strided rows.
 std::vector<float> ref_attention(const AttentionArgs& a) {
-  const int64_t d = a.head_dim, group = a.n_heads / a.n_kv_heads;
-  std::vector<float> out(static_cast<size_t>(a.n_q * a.n_heads * d));
-  for (int64_t i = 0; i < a.n_q; ++i)
-    for (int64_t h = 0; h < a.n_heads; ++h) {
-      const int64_t g = h / group;
-      const int64_t n = a.causal ? std::min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
-      std::vector<double> s(static_cast<size_t>(n));
-      double mx = -1e300;
-      for (int64_t j = 0; j < n; ++j) {
-        double acc = 0;
-        for (int64_t c = 0; c < d; ++c)
-          acc += static_cast<double>(a.q[i * a.q_stride + h * d + c]) * a.k[j * a.kv_stride + g * d + c];
-        s[static_cast<size_t>(j)] = acc * a.scale;
-        mx = std::max(mx, s[static_cast<size_t>(j)]);
-      }
-      double sum = 0;
-      for (double& x : s) sum += (x = std::exp(x - mx));
-      for (int64_t c = 0; c < d; ++c) {
-        double acc = 0;
-        for (int64_t j = 0; j < n; ++j) acc += s[static_cast<size_t>(j)] / sum * a.v[j * a.kv_stride + g * d + c];
-        out[static_cast<size_t>((i * a.n_heads + h) * d + c)] = static_cast<float>(acc);
-      }
-    }
-  return out;
+  test::ref::Attention r;
+  r.q = a.q;
+  r.q_stride = a.q_stride;
+  r.k = a.k;
+  r.v = a.v;
+  r.kv_stride = a.kv_stride;
+  r.n_q = a.n_q;
+  r.n_kv = a.n_kv;
+  r.n_heads = a.n_heads;
+  r.n_kv_heads = a.n_kv_heads;
+  r.head_dim = a.head_dim;
+  r.q_pos0 = a.q_pos0;
+  r.causal = a.causal;
+  r.scale = a.scale;
+  return test::to_f32(test::ref::attention(r));
 }
 
 std::vector<float> dense_out(const Data& d) {

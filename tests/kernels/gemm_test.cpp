@@ -1,5 +1,6 @@
 // kernels::cpu::gemm against a naive reference.
-// Oracle: ref_gemm below — naive, single-threaded, double accumulation (kept in this file).
+// Oracle: test::ref::linear (support/op_reference) — naive, single-threaded, double accumulation; ref_gemm
+// below only moves strided rows in and out of it.
 //   Exact cases: small-integer x, w, bias and y (exact in f32, f16 and bf16, every partial sum < 2^24),
 //     so every path must match the reference bit for bit: all weight dtypes, every ISA this CPU has
 //     (scalar / avx2 / avx512 forced), both paths (rows, packed) at every m, default and tiny block sizes,
@@ -19,6 +20,7 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
+#include "support/op_reference.h"
 #include "support/test_util.h"
 #include "xc2/error.h"
 
@@ -77,22 +79,20 @@ Mat make_mat(DType dt, int64_t rows, int64_t cols, int64_t ld, Gen&& gen) {
   return m;
 }
 
-// y_ref[i, j] = (accumulate ? y[i, j] : 0) + sum_k x[i, k] * w[j, k] + bias[j], in double.
+// y_ref[i, j] = (accumulate ? y[i, j] : 0) + sum_k x[i, k] * w[j, k] + bias[j] (test::ref::linear, in double);
+// y's padding (columns n .. ldy) is kept.
 void ref_gemm(const Mat& x, const Mat& w, const Mat* bias, bool accumulate, const std::vector<float>& y_in,
               int64_t ldy, std::vector<float>* y_out) {
   *y_out = y_in;
   const int64_t m = x.rows, n = w.rows, k = x.cols;
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      double s = 0;
-      const float* xr = x.vals.data() + i * k;
-      const float* wr = w.vals.data() + j * k;
-      for (int64_t kk = 0; kk < k; ++kk) s += static_cast<double>(xr[kk]) * wr[kk];
-      double v = accumulate ? static_cast<double>(y_in[static_cast<size_t>(i * ldy + j)]) + s : s;
-      if (bias) v += bias->vals[static_cast<size_t>(j)];
-      (*y_out)[static_cast<size_t>(i * ldy + j)] = static_cast<float>(v);
-    }
-  }
+  std::vector<float> y0(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) y0[static_cast<size_t>(i * n + j)] = y_in[static_cast<size_t>(i * ldy + j)];
+  const std::vector<double> y = test::ref::linear(x.vals.data(), w.vals.data(), bias ? bias->vals.data() : nullptr,
+                                                  accumulate ? y0.data() : nullptr, m, n, k);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      (*y_out)[static_cast<size_t>(i * ldy + j)] = static_cast<float>(y[static_cast<size_t>(i * n + j)]);
 }
 
 GemmArgs make_args(const Mat& x, const Mat& w, const Mat* bias, float* y, int64_t ldy, bool accumulate) {

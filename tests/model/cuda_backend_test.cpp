@@ -1,6 +1,7 @@
 // The CUDA backend op by op (label `cuda`; every test skips when no GPU is present).
 // Oracles, per test:
-//   - a naive double-precision reference in this file (ref::*), on inputs rounded to the backend dtype;
+//   - the naive double-precision references of support/op_reference (ref::*), on inputs rounded to the
+//     backend dtype;
 //   - the CPU backend (f32) on the same inputs, for the f32 mode (tight) and the real sizes;
 //   - exact cases: small-integer inputs, where f32 accumulation is exact, compared bit for bit;
 //   - bf16 noise floor (design.md §3.4): rms(cuda - ref_f64) <= 2 rms(ref_lowp - ref_f64) + eps, where ref_lowp is
@@ -18,15 +19,22 @@
 #include <vector>
 
 #include "backends/backend.h"
-#include "core/half.h"
-#include "io/checkpoint.h"
 #include "model/model_test_util.h"
+#include "support/backend_test_util.h"
+#include "support/op_reference.h"
 #include "support/test_util.h"
 #include "text/sampler.h"
 #include "xc2/error.h"
 
 namespace xc2 {
 namespace {
+
+namespace ref = test::ref;
+using test::random_vec;
+using test::rounded;
+using test::to_f32;
+using test::to_host;
+using test::upload_weight;
 
 // Backend::attention with host positions.
 void attend(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t H, int64_t Hk,
@@ -48,58 +56,12 @@ void attend(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int6
 
 using Vec = std::vector<float>;
 
-Vec random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(-scale, scale);
-  Vec v(n);
-  for (float& x : v) x = u(gen);
-  return v;
-}
-
 Vec small_ints(size_t n, uint32_t seed, int lo, int hi) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int> u(lo, hi);
   Vec v(n);
   for (float& x : v) x = static_cast<float>(u(gen));
   return v;
-}
-
-float round_to(float x, DType dt) {
-  switch (dt) {
-    case DType::BF16: return bf16_to_f32(f32_to_bf16(x));
-    case DType::F16: return f16_to_f32(f32_to_f16(x));
-    case DType::F32: return x;
-  }
-  return x;
-}
-
-Vec rounded(const Vec& v, DType dt) {
-  Vec out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = round_to(v[i], dt);
-  return out;
-}
-
-// A weight tensor from host f32 values (uploaded through Backend::weight, i.e. converted like a checkpoint).
-Tensor weight(Backend& be, const Vec& v, const std::vector<int64_t>& shape) {
-  io::TensorView tv;
-  tv.name = "test";
-  tv.dtype = DType::F32;
-  tv.shape = shape;
-  tv.data = v.data();
-  tv.nbytes = v.size() * 4;
-  return be.weight(tv);
-}
-
-Vec host(Backend& be, const Tensor& t) {
-  Vec out(static_cast<size_t>(t.numel()));
-  be.to_host_f32(t, out.data());
-  return out;
-}
-
-double rms(const Vec& a, const std::vector<double>& ref) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - ref[i]) * (a[i] - ref[i]);
-  return std::sqrt(s / std::max<size_t>(1, a.size()));
 }
 
 void expect_rel_l2(const Vec& got, const Vec& want, double tol, const std::string& what) {
@@ -120,60 +82,11 @@ void expect_bitwise(const Vec& got, const Vec& want, const std::string& what) {
 // Noise-floor rule for low-precision results.
 void expect_noise_floor(const Vec& got, const std::vector<double>& ref64, const Vec& lowp, const std::string& what,
                         double eps = 1e-6) {
-  const double e_got = rms(got, ref64), e_lowp = rms(lowp, ref64);
-  EXPECT_LE(e_got, 2 * e_lowp + eps) << what << ": rms error " << e_got << " vs the bf16 reference's " << e_lowp;
+  ASSERT_EQ(got.size(), ref64.size()) << what;
+  const test::CompareReport r =
+      test::compare_noise_floor(got.data(), lowp.data(), ref64.data(), static_cast<int64_t>(got.size()), eps);
+  EXPECT_TRUE(r.ok) << what << ": " << r.detail;
 }
-
-namespace ref {
-
-// y[m, n] = x[m, k] . w[n, k]^T (+ bias) (+ y0)
-std::vector<double> linear(const Vec& x, const Vec& w, const Vec* bias, const Vec* y0, int64_t m, int64_t n,
-                           int64_t k) {
-  std::vector<double> y(static_cast<size_t>(m * n));
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      double s = bias ? (*bias)[static_cast<size_t>(j)] : 0.0;
-      const float* xr = &x[static_cast<size_t>(i * k)];
-      const float* wr = &w[static_cast<size_t>(j * k)];
-      for (int64_t l = 0; l < k; ++l) s += static_cast<double>(xr[l]) * wr[l];
-      if (y0) s += (*y0)[static_cast<size_t>(i * n + j)];
-      y[static_cast<size_t>(i * n + j)] = s;
-    }
-  return y;
-}
-
-// Attention (causal or not) with GQA; p_dtype rounds the probabilities as a low-precision kernel would.
-std::vector<double> attention(const Vec& q, const Vec& k, const Vec& v, int64_t n_q, int64_t n_kv, int64_t H,
-                              int64_t Hk, int64_t d, int64_t q_pos0, bool causal, float scale, DType p_dtype) {
-  std::vector<double> out(static_cast<size_t>(n_q * H * d), 0.0);
-  const int64_t G = H / Hk;
-  std::vector<double> s(static_cast<size_t>(n_kv));
-  for (int64_t i = 0; i < n_q; ++i)
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t kvh = h / G, end = causal ? std::min(n_kv, q_pos0 + i + 1) : n_kv;
-      double mx = -1e300;
-      for (int64_t j = 0; j < end; ++j) {
-        double dot = 0;
-        for (int64_t e = 0; e < d; ++e)
-          dot += static_cast<double>(q[static_cast<size_t>((i * H + h) * d + e)]) * k[static_cast<size_t>((j * Hk + kvh) * d + e)];
-        s[static_cast<size_t>(j)] = dot * scale;
-        mx = std::max(mx, s[static_cast<size_t>(j)]);
-      }
-      double z = 0;
-      for (int64_t j = 0; j < end; ++j) z += std::exp(s[static_cast<size_t>(j)] - mx);
-      for (int64_t j = 0; j < end; ++j) {
-        const double pe = std::exp(s[static_cast<size_t>(j)] - mx);
-        const double p = p_dtype == DType::F32 ? pe / z : round_to(static_cast<float>(pe), p_dtype) / z;
-        for (int64_t e = 0; e < d; ++e)
-          out[static_cast<size_t>((i * H + h) * d + e)] += p * v[static_cast<size_t>((j * Hk + kvh) * d + e)];
-      }
-    }
-  return out;
-}
-
-}  // namespace ref
-
-Vec to_f32(const std::vector<double>& v) { return Vec(v.begin(), v.end()); }
 
 struct Backends {
   std::unique_ptr<Backend> cpu, f32, bf16;
@@ -202,18 +115,19 @@ void check_linear(Backends& b, const LinearCase& c, uint32_t seed) {
   const Vec bias = random_vec(static_cast<size_t>(c.n), seed + 2), y0 = random_vec(static_cast<size_t>(c.m * c.n), seed + 3);
   auto run = [&](Backend& be) {
     Tensor tx = be.from_host_f32(x.data(), {c.m, c.k});
-    Tensor tw = weight(be, w, {c.n, c.k});
-    Tensor tb = weight(be, bias, {c.n});
+    Tensor tw = upload_weight(be, w, {c.n, c.k});
+    Tensor tb = upload_weight(be, bias, {c.n});
     Tensor ty = be.from_host_f32(y0.data(), {c.m, c.n});
     be.linear(tx, tw, c.bias ? &tb : nullptr, ty, c.accumulate);
-    return host(be, ty);
+    return to_host(be, ty);
   };
   // f32 mode against the CPU backend (both f32 accumulation, different order).
   expect_rel_l2(run(*b.f32), run(*b.cpu), 1e-5, "cuda f32 vs cpu");
   // bf16 against the f64 reference on the bf16-rounded inputs, with the noise-floor rule.
   const Vec xr = rounded(x, DType::BF16), wr = rounded(w, DType::BF16), br = rounded(bias, DType::BF16),
             yr = rounded(y0, DType::BF16);
-  const std::vector<double> ref = ref::linear(xr, wr, c.bias ? &br : nullptr, c.accumulate ? &yr : nullptr, c.m, c.n, c.k);
+  const std::vector<double> ref = ref::linear(xr.data(), wr.data(), c.bias ? br.data() : nullptr,
+                                                c.accumulate ? yr.data() : nullptr, c.m, c.n, c.k);
   expect_noise_floor(run(*b.bf16), ref, rounded(to_f32(ref), DType::BF16), "cuda bf16");
 }
 
@@ -269,10 +183,11 @@ TEST(CudaOps, LinearSmallIntegersAreExact) {
     const Vec x = small_ints(static_cast<size_t>(m * k), 1, lo, hi), w = small_ints(static_cast<size_t>(n * k), 2, lo, hi);
     const Vec y0 = small_ints(static_cast<size_t>(m * n), 3, -50, 50);
     Tensor tx = be->from_host_f32(x.data(), {m, k});
-    Tensor tw = weight(*be, w, {n, k});
+    Tensor tw = upload_weight(*be, w, {n, k});
     Tensor ty = be->from_host_f32(y0.data(), {m, n});
     be->linear(tx, tw, nullptr, ty, true);
-    expect_bitwise(host(*be, ty), to_f32(ref::linear(x, w, nullptr, &y0, m, n, k)), "small-integer linear");
+    expect_bitwise(to_host(*be, ty), to_f32(ref::linear(x.data(), w.data(), nullptr, y0.data(), m, n, k)),
+                   "small-integer linear");
   }
 }
 
@@ -287,10 +202,10 @@ TEST(CudaOps, LinearCublasLtPathForFewRows) {
   const Vec x = random_vec(static_cast<size_t>(m * k), 5), w = random_vec(static_cast<size_t>(n * k), 6, 0.02f);
   auto run = [&](Backend& be) {
     Tensor tx = be.from_host_f32(x.data(), {m, k});
-    Tensor tw = weight(be, w, {n, k});
+    Tensor tw = upload_weight(be, w, {n, k});
     Tensor ty = be.empty({m, n});
     be.linear(tx, tw, nullptr, ty, false);
-    return host(be, ty);
+    return to_host(be, ty);
   };
   expect_rel_l2(run(*lt), run(*gv), 1e-5, "cuBLASLt vs GEMV");
 }
@@ -307,10 +222,10 @@ TEST(CudaOps, NormsMatchCpu) {
     const Vec bias = random_vec(static_cast<size_t>(dim), 22);
     auto run = [&](Backend& be, bool layer) {
       Tensor tx = be.from_host_f32(x.data(), {rows, dim});
-      Tensor tw = weight(be, w, {dim}), tb = weight(be, bias, {dim});
+      Tensor tw = upload_weight(be, w, {dim}), tb = upload_weight(be, bias, {dim});
       if (layer) be.layer_norm(tx, tw, tb, 1e-5f, tx);  // in place, as the ViT calls it
       else be.rms_norm(tx, tw, 1e-5f, tx);
-      return host(be, tx);
+      return to_host(be, tx);
     };
     for (bool layer : {false, true}) {
       const Vec cpu = run(*b.cpu, layer);
@@ -335,7 +250,7 @@ TEST(CudaOps, PointwiseMatchCpu) {
         case 3: be.gelu_erf(ta); break;
         case 4: be.quick_gelu(ta); break;
       }
-      return host(be, op == 2 ? tc : ta);
+      return to_host(be, op == 2 ? tc : ta);
     };
     const char* names[] = {"add", "scale", "silu_mul", "gelu_erf", "quick_gelu"};
     for (int op = 0; op < 5; ++op) {
@@ -357,11 +272,9 @@ TEST(CudaOps, EmbeddingIm2colSplitQkvAreExact) {
     // embedding: [vocab 1000, dim 96]
     const Vec table = rounded(random_vec(1000 * 96, 40), dt);
     const std::vector<int32_t> ids = {0, 999, 5, 5, 123, 1};
-    Tensor tt = weight(*be, table, {1000, 96}), ty = be->empty({6, 96});
+    Tensor tt = upload_weight(*be, table, {1000, 96}), ty = be->empty({6, 96});
     be->embedding(tt, TokenIds::of(ids), ty);
-    Vec want;
-    for (int32_t id : ids) want.insert(want.end(), table.begin() + id * 96, table.begin() + (id + 1) * 96);
-    expect_bitwise(host(*be, ty), want, "embedding");
+    expect_bitwise(to_host(*be, ty), to_f32(ref::embedding(table.data(), 96, ids)), "embedding");
     // im2col: 2 images of 3 x 28 x 28, patch 14
     const Vec px = rounded(random_vec(2 * 3 * 28 * 28, 41), dt);
     Tensor tp = be->from_host_f32(px.data(), {2, 3, 28, 28}), tc = be->empty({8, 3 * 14 * 14});
@@ -369,7 +282,7 @@ TEST(CudaOps, EmbeddingIm2colSplitQkvAreExact) {
     auto cpu = make_cpu_backend(1);
     Tensor cp = cpu->from_host_f32(px.data(), {2, 3, 28, 28}), cc = cpu->empty({8, 3 * 14 * 14});
     cpu->im2col_patches(cp, 14, cc);
-    expect_bitwise(host(*be, tc), host(*cpu, cc), "im2col");
+    expect_bitwise(to_host(*be, tc), to_host(*cpu, cc), "im2col");
     // split_qkv: 5 tokens, 4 heads over 2 KV heads, head_dim 64, k and v written into cache rows 3..7
     const int64_t T = 5, H = 4, Hk = 2, d = 64, row = (H + 2 * Hk) * d;
     const Vec qkv = rounded(random_vec(static_cast<size_t>(T * row), 42), dt);
@@ -378,7 +291,7 @@ TEST(CudaOps, EmbeddingIm2colSplitQkvAreExact) {
       Tensor kc = bk.empty({10, Hk, d}), vc = bk.empty({10, Hk, d});
       Tensor k = kc.rows(3, T), v = vc.rows(3, T);
       bk.split_qkv(tq, H, Hk, d, q, kc, vc, Positions::at(3));
-      Vec out = host(bk, q), hk = host(bk, k), hv = host(bk, v);
+      Vec out = to_host(bk, q), hk = to_host(bk, k), hv = to_host(bk, v);
       out.insert(out.end(), hk.begin(), hk.end());
       out.insert(out.end(), hv.begin(), hv.end());
       return out;
@@ -399,7 +312,7 @@ TEST(CudaOps, RopeMatchesCpu) {
     auto run = [&](Backend& be) {
       Tensor t = be.from_host_f32(x.data(), {T, H, d});
       be.rope(t, T, H, d, Positions::at(pos0), false, theta);
-      return host(be, t);
+      return to_host(be, t);
     };
     const Vec cpu = run(*b.cpu);
     expect_rel_l2(run(*b.f32), cpu, 1e-6, "rope f32");
@@ -429,10 +342,10 @@ TEST(CudaOps, RopeTablesFollowQueuedWorkAndManyThetas) {
   auto rope = [&](Backend& b, int64_t pos0, double theta) {
     Tensor t = b.from_host_f32(x.data(), {T, H, d});
     b.rope(t, T, H, d, Positions::at(pos0), false, theta);
-    return host(b, t);
+    return to_host(b, t);
   };
   expect_rel_l2(rope(*be, 1000, 1e6), rope(*cpu, 1000, 1e6), 1e-6, "rope after queued work");
-  expect_bitwise(host(*be, dst), want, "queued adds next to the table upload");
+  expect_bitwise(to_host(*be, dst), want, "queued adds next to the table upload");
   for (int round = 0; round < 2; ++round)
     for (int j = 0; j < 12; ++j) {
       const double theta = 1e6 * (1.0 + 0.125 * j);
@@ -461,7 +374,7 @@ Vec run_attention(Backend& be, const AttnCase& c, const Vec& q, const Vec& k, co
   Tensor tv = be.from_host_f32(v.data(), {c.n_kv, c.Hk, c.d});
   Tensor out = be.empty({c.n_q, c.H * c.d});
   attend(be, tq, tk, tv, c.n_kv, c.H, c.Hk, c.d, c.q_pos0, c.causal, scale, out);
-  return host(be, out);
+  return to_host(be, out);
 }
 
 TEST(CudaOps, AttentionAgainstReference) {
@@ -482,10 +395,10 @@ TEST(CudaOps, AttentionAgainstReference) {
     const Vec q = rounded(random_vec(static_cast<size_t>(c.n_q * c.H * c.d), 60, 2.0f), DType::BF16);
     const Vec k = rounded(random_vec(static_cast<size_t>(c.n_kv * c.Hk * c.d), 61, 2.0f), DType::BF16);
     const Vec v = rounded(random_vec(static_cast<size_t>(c.n_kv * c.Hk * c.d), 62), DType::BF16);
-    const std::vector<double> ref = ref::attention(q, k, v, c.n_q, c.n_kv, c.H, c.Hk, c.d, c.q_pos0, c.causal, scale,
-                                                   DType::F32);
-    const Vec lowp = rounded(to_f32(ref::attention(q, k, v, c.n_q, c.n_kv, c.H, c.Hk, c.d, c.q_pos0, c.causal, scale,
-                                                   DType::BF16)),
+    const std::vector<double> ref = ref::attention(q.data(), k.data(), v.data(), c.n_q, c.n_kv, c.H, c.Hk, c.d,
+                                                   c.q_pos0, c.causal, scale);
+    const Vec lowp = rounded(to_f32(ref::attention(q.data(), k.data(), v.data(), c.n_q, c.n_kv, c.H, c.Hk, c.d,
+                                                   c.q_pos0, c.causal, scale, DType::BF16)),
                              DType::BF16);
     expect_rel_l2(run_attention(*b.f32, c, q, k, v, scale), to_f32(ref), 1e-5, "cuda f32 vs f64 reference");
     expect_rel_l2(run_attention(*b.cpu, c, q, k, v, scale), to_f32(ref), 1e-5, "cpu vs f64 reference");
@@ -544,7 +457,7 @@ TEST(CudaOps, DeviceDecodeOpsMatchHostPositionOps) {
     args.n_kv = pos + 1;
     args.scale = scale;
     be->attention(args);
-    Vec r = host(*be, q), kr = host(*be, kc), o = host(*be, out);
+    Vec r = to_host(*be, q), kr = to_host(*be, kc), o = to_host(*be, out);
     return std::vector<Vec>{r, kr, o};
   };
   const std::vector<Vec> a = run(true), h = run(false);
@@ -554,13 +467,13 @@ TEST(CudaOps, DeviceDecodeOpsMatchHostPositionOps) {
 
   // embedding from ids on the device
   const Vec table = random_vec(50 * 32, 82);
-  Tensor tt = weight(*be, table, {50, 32}), y1 = be->empty({2, 32}), y2 = be->empty({2, 32});
+  Tensor tt = upload_weight(*be, table, {50, 32}), y1 = be->empty({2, 32}), y2 = be->empty({2, 32});
   IntBuffer ids = be->ints(2);
   be->write_ints(ids, {49, 3});
   be->embedding(tt, TokenIds::in(ids, 2), y1);
   const std::vector<int32_t> host_ids = {49, 3};
   be->embedding(tt, TokenIds::of(host_ids), y2);
-  expect_bitwise(host(*be, y1), host(*be, y2), "embedding of device ids");
+  expect_bitwise(to_host(*be, y1), to_host(*be, y2), "embedding of device ids");
 }
 
 TEST(CudaOps, TokenSelectionMatchesHostSampler) {
@@ -620,7 +533,7 @@ TEST(CudaOps, GraphReplaysWithDeviceState) {
   auto be = make_cuda_backend(0, DType::F32);
   ASSERT_TRUE(be->supports_graphs());
   const Vec table = random_vec(10 * 8, 95);
-  Tensor tt = weight(*be, table, {10, 8});
+  Tensor tt = upload_weight(*be, table, {10, 8});
   Tensor acc = be->from_host_f32(Vec(8, 0.0f).data(), {1, 8});
   IntBuffer id = be->ints(1);
   be->write_ints(id, {2});
@@ -636,7 +549,7 @@ TEST(CudaOps, GraphReplaysWithDeviceState) {
   Vec want(8, 0.0f);
   for (int r : {2, 5, 8})
     for (int j = 0; j < 8; ++j) want[static_cast<size_t>(j)] += table[static_cast<size_t>(r * 8 + j)];
-  expect_rel_l2(host(*be, acc), want, 1e-7, "three replays");
+  expect_rel_l2(to_host(*be, acc), want, 1e-7, "three replays");
   EXPECT_EQ(be->read_ints(id, 1)[0], 11);
 }
 

@@ -1,19 +1,14 @@
 // Shared by the model tests (CPU and CUDA): the decoder's input rows of a prompt, built as the engine
 // builds them (text segments embedded, image segments copied from the encoded images), and the skip of
-// the CUDA cases on machines without a GPU.
+// the CUDA cases on machines without a GPU (support/backend_test_util.h).
 #pragma once
 
 #include <vector>
 
 #include "backends/backend.h"
 #include "model/xcomposer2.h"
+#include "support/backend_test_util.h"  // XC2_SKIP_IF_NO_CUDA
 #include "text/prompt.h"
-
-// In a CUDA test (label `cuda`): skip when no GPU is present.
-#define XC2_SKIP_IF_NO_CUDA()                                                  \
-  do {                                                                         \
-    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device available"; \
-  } while (0)
 
 namespace xc2::test {
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -92,6 +93,34 @@ CompareReport compare_close(const float* got, const float* ref, int64_t n, doubl
      << first.str();
   r.detail = os.str();
   return r;
+}
+
+CompareReport compare_noise_floor(const float* got, const float* lowp, const double* ref, int64_t n, double eps) {
+  CompareReport r;
+  double e_got = 0, e_lowp = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(got[i])) ++r.n_nan;
+    const double d = got[i] - ref[i];
+    e_got += d * d;
+    if (std::fabs(d) > r.max_abs) r.max_abs = std::fabs(d);
+    e_lowp += (lowp[i] - ref[i]) * (lowp[i] - ref[i]);
+  }
+  e_got = std::sqrt(e_got / static_cast<double>(std::max<int64_t>(1, n)));
+  e_lowp = std::sqrt(e_lowp / static_cast<double>(std::max<int64_t>(1, n)));
+  r.ok = r.n_nan == 0 && e_got <= 2 * e_lowp + eps;
+  std::ostringstream os;
+  os << "rms error " << e_got << " vs the low-precision reference's " << e_lowp << " (allowed 2x + " << eps
+     << "), max_abs=" << r.max_abs << ", non-finite values " << r.n_nan;
+  r.detail = os.str();
+  return r;
+}
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float scale) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(gen);
+  return v;
 }
 
 }  // namespace xc2::test

@@ -56,4 +56,13 @@ CompareReport compare_rel_l2(const float* got, const float* ref, int64_t n, doub
 // Per-element |got - ref| <= atol + rtol * |ref|.
 CompareReport compare_close(const float* got, const float* ref, int64_t n, double atol, double rtol);
 
+// Noise-floor rule for low-precision results (design.md §3.4): ok when rms(got - ref) <= 2 rms(lowp - ref) + eps,
+// where ref is the double reference and lowp the reference with the roundings an ideal kernel in that
+// precision cannot avoid (its output; P for attention). Any NaN/inf in got fails.
+CompareReport compare_noise_floor(const float* got, const float* lowp, const double* ref, int64_t n,
+                                  double eps = 1e-6);
+
+// n values uniform in [-scale, scale) from a generator seeded with `seed`.
+std::vector<float> random_vec(size_t n, uint32_t seed, float scale = 1.0f);
+
 }  // namespace xc2::test
