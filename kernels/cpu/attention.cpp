@@ -13,11 +13,26 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/check.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/gemm.h"
 
 namespace xc2::kernels::cpu {
 namespace {
+
+// kernels::AttentionArgs with f32 pointers and positions resolved.
+struct Args {
+  const float* q;
+  int64_t q_stride;
+  const float* k;
+  const float* v;
+  int64_t kv_stride;
+  float* out;
+  int64_t out_stride;
+  int64_t n_q, n_kv, n_heads, n_kv_heads, head_dim, q_pos0;
+  bool causal;
+  float scale;
+};
 
 XC2_MULTIVERSION
 void softmax_row(float* s, int64_t n_valid, int64_t n_total, float scale) {
@@ -75,7 +90,7 @@ inline float hsum16(V16 v) {
 // products with the keys in place, the output accumulates the value rows in place (no transposed copy
 // of V, no GEMM set-up per head): one barrier per call instead of several per KV head.
 XC2_MULTIVERSION
-void attend_head_rows(const AttentionArgs& a, int64_t h, float* s) {
+void attend_head_rows(const Args& a, int64_t h, float* s) {
   const int64_t d = a.head_dim;
   const int64_t g = h / (a.n_heads / a.n_kv_heads);
   for (int64_t i = 0; i < a.n_q; ++i) {
@@ -98,7 +113,7 @@ void attend_head_rows(const AttentionArgs& a, int64_t h, float* s) {
 // (and the G output rows, in 64- or 16-column chunks) accumulate in independent 16-lane sums that stay in
 // registers. s: [G, n_kv] scratch.
 template <int G>
-XC2_MULTIVERSION void attend_group(const AttentionArgs& a, int64_t g, int64_t i, float* s) {
+XC2_MULTIVERSION void attend_group(const Args& a, int64_t g, int64_t i, float* s) {
   const int64_t d = a.head_dim, n_kv = a.n_kv;
   const float* q = a.q + i * a.q_stride + g * G * d;  // the G heads of group g are adjacent
   const int64_t n_valid = a.causal ? std::min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
@@ -142,7 +157,7 @@ XC2_MULTIVERSION void attend_group(const AttentionArgs& a, int64_t g, int64_t i,
 }
 
 template <int G>
-bool attend_groups(const AttentionArgs& a, ThreadPool& pool) {
+bool attend_groups(const Args& a, ThreadPool& pool) {
   if (a.n_heads != G * a.n_kv_heads || a.head_dim % kLanes != 0) return false;
   pool.parallel_for(a.n_kv_heads * a.n_q, [&](int64_t u0, int64_t u1) {
     std::vector<float> s(static_cast<size_t>(G * a.n_kv));
@@ -154,7 +169,24 @@ bool attend_groups(const AttentionArgs& a, ThreadPool& pool) {
 
 }  // namespace
 
-void attention(const AttentionArgs& a, ThreadPool& pool) {
+void attention(const kernels::AttentionArgs& args, ThreadPool& pool) {
+  XC2_CHECK(args.dtype == DType::F32, Internal, "CPU attention computes in f32, not ", dtype_name(args.dtype));
+  const int64_t q_pos0 = args.pos_dev ? *args.pos_dev : args.q_pos0;
+  const Args a{static_cast<const float*>(args.q),
+               args.q_stride,
+               static_cast<const float*>(args.k),
+               static_cast<const float*>(args.v),
+               args.kv_stride,
+               static_cast<float*>(args.out),
+               args.out_stride,
+               args.n_q,
+               args.pos_dev ? q_pos0 + args.n_q : args.n_kv,
+               args.n_heads,
+               args.n_kv_heads,
+               args.head_dim,
+               q_pos0,
+               args.causal,
+               args.scale};
   if (a.n_q == 0 || a.n_heads == 0) return;
   const int64_t group = a.n_heads / a.n_kv_heads;
   const int64_t d = a.head_dim;

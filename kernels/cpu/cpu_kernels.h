@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "common/attention_args.h"
 #include "core/thread_pool.h"
 #include "xc2/dtype.h"
 
@@ -57,23 +58,9 @@ void split_qkv(const float* qkv, int64_t n_tokens, int64_t n_heads, int64_t n_kv
 void rope(float* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t token_stride, const float* cos,
           const float* sin, ThreadPool& pool);
 
-// Multi-head attention with grouped KV heads (query head j uses KV head j / (n_heads / n_kv_heads)).
-//   scores = (q . k) * scale; causal: query i (absolute position q_pos0 + i) sees keys 0 .. q_pos0 + i;
-//   softmax in f32; out = softmax . v, heads concatenated.
-struct AttentionArgs {
-  const float* q = nullptr;  // q: [n_q, n_heads, head_dim], row stride q_stride (elements)
-  int64_t q_stride = 0;
-  const float* k = nullptr;  // k, v: [n_kv, n_kv_heads, head_dim], row stride kv_stride
-  const float* v = nullptr;
-  int64_t kv_stride = 0;
-  float* out = nullptr;      // out: [n_q, n_heads * head_dim], row stride out_stride
-  int64_t out_stride = 0;
-  int64_t n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
-  int64_t q_pos0 = 0;
-  bool causal = true;
-  float scale = 1.0f;
-};
-void attention(const AttentionArgs& args, ThreadPool& pool);
+// Multi-head attention with grouped KV heads (query head j uses KV head j / (n_heads / n_kv_heads)), in f32:
+// kernels/common/attention_args.h (scores and softmax in f32, out = softmax . v, heads concatenated).
+void attention(const kernels::AttentionArgs& args, ThreadPool& pool);
 // Calls with at most this many queries (decode) compute each head directly, all heads in one pass over
 // the pool; longer ones use the per-head GEMM path. The two round differently (summation order).
 constexpr int64_t kAttentionRowsMaxQueries = 4;

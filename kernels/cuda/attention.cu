@@ -336,8 +336,8 @@ void launch_split(const AttnArgs<T>& a, cudaStream_t stream) {
   }
 }
 
-bool use_tensor_cores(const AttentionParams& p) {
-  return p.allow_tensor_cores && p.dtype != DType::F32 && p.pos_dev == nullptr && p.n_q >= 16 &&
+bool use_tensor_cores(const AttentionArgs& p, const AttentionLaunch& l) {
+  return l.allow_tensor_cores && p.dtype != DType::F32 && p.pos_dev == nullptr && p.n_q >= 16 &&
          (p.head_dim == 64 || p.head_dim == 128) && aligned16(p.q) && aligned16(p.k) && aligned16(p.v) &&
          p.q_stride % 8 == 0 && p.kv_stride % 8 == 0;
 }
@@ -346,23 +346,23 @@ bool use_tensor_cores(const AttentionParams& p) {
 
 bool attention_supported(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
-int attention_splits(const AttentionParams& p) {
-  if (use_tensor_cores(p)) return 1;
-  if (p.n_splits > 0) return p.n_splits;
+int attention_splits(const AttentionArgs& p, const AttentionLaunch& l) {
+  if (use_tensor_cores(p, l)) return 1;
+  if (l.n_splits > 0) return l.n_splits;
   // Enough blocks for two waves of the SMs, each slice at least 32 keys.
   const int64_t blocks = std::max<int64_t>(1, p.n_kv_heads * p.n_q);
-  const int64_t want = ceil_div(2 * static_cast<int64_t>(p.num_sms), blocks);
+  const int64_t want = ceil_div(2 * static_cast<int64_t>(l.num_sms), blocks);
   const int64_t most = std::max<int64_t>(1, ceil_div(p.n_kv, 32));
   return static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(most, 64)));
 }
 
-size_t attention_workspace_bytes(const AttentionParams& p) {
-  const int s = attention_splits(p);
+size_t attention_workspace_bytes(const AttentionArgs& p, const AttentionLaunch& l) {
+  const int s = attention_splits(p, l);
   if (s <= 1) return 0;
   return static_cast<size_t>(p.n_q * p.n_heads * s) * (static_cast<size_t>(p.head_dim) + 2) * sizeof(float);
 }
 
-void attention(const AttentionParams& p, cudaStream_t stream) {
+void attention(const AttentionArgs& p, const AttentionLaunch& l, cudaStream_t stream) {
   if (p.n_q <= 0) return;
   XC2_CHECK(attention_supported(p.head_dim), Unsupported, "CUDA attention: head_dim ", p.head_dim,
             " is not supported (64 and 128 are)");
@@ -370,8 +370,8 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
             "CUDA attention: ", p.n_heads, " query heads over ", p.n_kv_heads, " KV heads (at most ", kMaxGroup,
             " per KV head)");
   XC2_CHECK(p.n_q < (int64_t(1) << 31) && p.n_kv < (int64_t(1) << 31), InvalidArgument, "CUDA attention: too long");
-  const int splits = attention_splits(p);
-  XC2_CHECK(use_tensor_cores(p) || p.n_q <= 65535, Unsupported, "CUDA attention: ", p.n_q,
+  const int splits = attention_splits(p, l);
+  XC2_CHECK(use_tensor_cores(p, l) || p.n_q <= 65535, Unsupported, "CUDA attention: ", p.n_q,
             " query rows in one call without the tensor-core kernel (at most 65535: the grid's y dimension)");
   XC2_CUDA_DISPATCH(p.dtype, T, {
     AttnArgs<T> a{};
@@ -393,11 +393,11 @@ void attention(const AttentionParams& p, cudaStream_t stream) {
     a.scale = p.scale;
     a.n_splits = splits;
     if (splits > 1) {
-      XC2_CHECK(p.workspace != nullptr, Internal, "CUDA attention: no workspace for ", splits, " splits");
-      a.part_acc = static_cast<float*>(p.workspace);
+      XC2_CHECK(l.workspace != nullptr, Internal, "CUDA attention: no workspace for ", splits, " splits");
+      a.part_acc = static_cast<float*>(l.workspace);
       a.part_ml = a.part_acc + p.n_q * p.n_heads * splits * p.head_dim;
     }
-    if (use_tensor_cores(p)) {
+    if (use_tensor_cores(p, l)) {
       if constexpr (std::is_same_v<T, float>) {
         XC2_THROW(Internal, "tensor-core attention asked for f32");
       } else {

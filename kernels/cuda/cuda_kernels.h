@@ -15,9 +15,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/attention_args.h"
 #include "xc2/dtype.h"
 
 namespace xc2::kernels::cuda {
+
+using kernels::AttentionArgs;
 
 // ---- convert.cu ------------------------------------------------------------------------------------
 // dst[i] = src[i] converted (round to nearest even). src and dst may not overlap unless equal dtypes.
@@ -67,36 +70,21 @@ void rope(void* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t 
           cudaStream_t stream);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
-// out[i, h, :] = softmax_j(scale * q[i, h, :] . k[j, h / G, :]) v[j, h / G, :],  G = n_heads / n_kv_heads,
-// j < n_kv, and with `causal` j <= q_pos0 + i. Softmax statistics in f32.
+// Attention as kernels/common/attention_args.h says (the arguments every device's kernels take).
 // Kernels: a tensor-core (WMMA) flash-style prefill for f16/bf16, head_dim 64 and 128, n_q >= 16; a
 // split-KV kernel for everything else (decode; f32), head_dim 64 or 128, which reads each KV head once per
 // block for its G query heads and merges the splits in a second kernel.
-struct AttentionParams {
-  const void* q = nullptr;  // q: [n_q, n_heads, head_dim], row stride q_stride (elements)
-  int64_t q_stride = 0;
-  const void* k = nullptr;  // k, v: [>= n_kv, n_kv_heads, head_dim], row stride kv_stride
-  const void* v = nullptr;
-  int64_t kv_stride = 0;
-  void* out = nullptr;      // out: [n_q, n_heads * head_dim], row stride out_stride
-  int64_t out_stride = 0;
-  int64_t n_q = 0, n_kv = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
-  int64_t q_pos0 = 0;
-  // Non-null: q_pos0 = *pos_dev and n_kv = *pos_dev + n_q, read on the device (captured decode steps);
-  // n_kv above is then an upper bound (the cache capacity) used to size the splits.
-  const int32_t* pos_dev = nullptr;
-  bool causal = true;
-  float scale = 1.0f;
-  DType dtype = DType::F32;
-  int n_splits = 0;          // split-KV kernel: 0 = choose (attention_splits)
-  void* workspace = nullptr; // attention_workspace_bytes(): split partials
+// How a launch uses the GPU (CUDA only):
+struct AttentionLaunch {
+  int n_splits = 0;                // split-KV kernel: 0 = choose (attention_splits)
+  void* workspace = nullptr;       // attention_workspace_bytes(): split partials
   int num_sms = 132;
   bool allow_tensor_cores = true;  // false: always the split-KV kernel (tests use it as a second path)
 };
 bool attention_supported(int64_t head_dim);
-int attention_splits(const AttentionParams& p);                   // the n_splits a launch will use
-size_t attention_workspace_bytes(const AttentionParams& p);       // for attention_splits(p) splits
-void attention(const AttentionParams& p, cudaStream_t stream);
+int attention_splits(const AttentionArgs& a, const AttentionLaunch& l);              // the n_splits a launch uses
+size_t attention_workspace_bytes(const AttentionArgs& a, const AttentionLaunch& l);  // for that many splits
+void attention(const AttentionArgs& a, const AttentionLaunch& l, cudaStream_t stream);
 
 // ---- gemv.cu ---------------------------------------------------------------------------------------
 // Skinny linear for decode: y[m, n] (+)= x[m, k] . w[n, k]^T (+ bias[n]), m <= kGemvMaxRows, f32 accumulate.

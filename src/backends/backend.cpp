@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "backends/kernel_args.h"
 #include "core/check.h"
 #include "xc2/build_config.h"
 
@@ -142,6 +143,32 @@ void Backend::im2col_patches(const Tensor& pixels, int64_t patch, Tensor& cols) 
   const int64_t g = pixels.dim(2) / patch;
   check_rows(cols, pixels.dim(0) * g * g, 3 * patch * patch, "im2col_patches", "cols");
   do_im2col_patches(pixels, patch, cols);
+}
+
+kernels::AttentionArgs kernel_args(const AttentionArgs& a, DType dtype) {
+  kernels::AttentionArgs k;
+  k.q = a.q->data;
+  k.q_stride = a.n_heads * a.head_dim;
+  k.k = a.k->data;
+  k.v = a.v->data;
+  k.kv_stride = a.n_kv_heads * a.head_dim;
+  k.out = a.out->data;
+  k.out_stride = a.n_heads * a.head_dim;
+  k.n_q = a.q->rows();
+  k.n_heads = a.n_heads;
+  k.n_kv_heads = a.n_kv_heads;
+  k.head_dim = a.head_dim;
+  if (a.q_pos.on_device()) {
+    k.n_kv = a.q_pos.bound;
+    k.pos_dev = a.q_pos.device->data;
+  } else {
+    k.n_kv = a.n_kv;
+    k.q_pos0 = a.q_pos.pos0;
+  }
+  k.causal = a.causal;
+  k.scale = a.scale;
+  k.dtype = dtype;
+  return k;
 }
 
 // Device-decode defaults: backends without a device-resident decode path (the CPU) report Unsupported.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/kernel_args.h"
 #include "core/check.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -229,26 +230,7 @@ class CpuBackend final : public Backend {
     kc::rope(rows, n_tokens, n_heads, head_dim, n_heads * head_dim, cos.data(), sin.data(), pool_);
   }
 
-  void do_attention(const AttentionArgs& args) override {
-    const int64_t q_pos0 = args.q_pos.host_value();
-    kc::AttentionArgs a;
-    a.q = args.q->ptr<float>();
-    a.q_stride = args.n_heads * args.head_dim;
-    a.k = args.k->ptr<float>();
-    a.v = args.v->ptr<float>();
-    a.kv_stride = args.n_kv_heads * args.head_dim;
-    a.out = args.out->ptr<float>();
-    a.out_stride = args.n_heads * args.head_dim;
-    a.n_q = args.q->rows();
-    a.n_kv = args.q_pos.on_device() ? q_pos0 + a.n_q : args.n_kv;
-    a.n_heads = args.n_heads;
-    a.n_kv_heads = args.n_kv_heads;
-    a.head_dim = args.head_dim;
-    a.q_pos0 = q_pos0;
-    a.causal = args.causal;
-    a.scale = args.scale;
-    kc::attention(a, pool_);
-  }
+  void do_attention(const AttentionArgs& args) override { kc::attention(kernel_args(args, DType::F32), pool_); }
 
   // Int buffers are host memory: positions and ids on the "device" are plain values read when an op runs.
   IntBuffer ints(int64_t n) override {

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/kernel_args.h"
 #include "core/check.h"
 #include "core/env.h"
 #include "core/log.h"
@@ -422,38 +423,18 @@ class CudaBackend final : public Backend {
     check_act(*a.q, "attention q");
     check_act(*a.k, "attention k");
     check_act(*a.v, "attention v");
-    kc::AttentionParams p;
-    p.q = a.q->data;
-    p.q_stride = a.n_heads * a.head_dim;
-    p.k = a.k->data;
-    p.v = a.v->data;
-    p.kv_stride = a.n_kv_heads * a.head_dim;
-    p.out = a.out->data;
-    p.out_stride = a.n_heads * a.head_dim;
-    p.n_q = a.q->rows();
-    p.n_heads = a.n_heads;
-    p.n_kv_heads = a.n_kv_heads;
-    p.head_dim = a.head_dim;
-    p.scale = a.scale;
-    p.causal = a.causal;
-    p.dtype = act_;
-    p.num_sms = prop_.multiProcessorCount;
-    p.allow_tensor_cores = use_flash_;
-    if (a.q_pos.on_device()) {
-      p.n_kv = a.q_pos.bound;  // an upper bound that sizes the splits
-      p.pos_dev = a.q_pos.device->data;
-    } else {
-      p.n_kv = a.n_kv;
-      p.q_pos0 = a.q_pos.pos0;
-    }
-    const size_t ws = kc::attention_workspace_bytes(p);
+    const kernels::AttentionArgs p = kernel_args(a, act_);
+    kc::AttentionLaunch launch;
+    launch.num_sms = prop_.multiProcessorCount;
+    launch.allow_tensor_cores = use_flash_;
+    const size_t ws = kc::attention_workspace_bytes(p, launch);
     Tensor scratch;
     if (ws > 0) {
       scratch = empty({static_cast<int64_t>((ws + 3) / 4)}, DType::F32);
-      p.workspace = scratch.data;
+      launch.workspace = scratch.data;
     }
-    p.n_splits = kc::attention_splits(p);
-    kc::attention(p, stream_);
+    launch.n_splits = kc::attention_splits(p, launch);
+    kc::attention(p, launch, stream_);
     after_op("attention");
   }
 

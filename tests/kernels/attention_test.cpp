@@ -19,7 +19,7 @@
 namespace xc2 {
 namespace {
 
-using kernels::cpu::AttentionArgs;
+using kernels::AttentionArgs;
 
 struct Case {
   int64_t n_q, n_kv, n_heads, n_kv_heads, head_dim;
@@ -70,10 +70,10 @@ Data make(const Case& c, uint32_t seed) {
 // [n_q, n_heads * head_dim], dense: the shared reference on the strided rows.
 std::vector<float> ref_attention(const AttentionArgs& a) {
   test::ref::Attention r;
-  r.q = a.q;
+  r.q = static_cast<const float*>(a.q);
   r.q_stride = a.q_stride;
-  r.k = a.k;
-  r.v = a.v;
+  r.k = static_cast<const float*>(a.k);
+  r.v = static_cast<const float*>(a.v);
   r.kv_stride = a.kv_stride;
   r.n_q = a.n_q;
   r.n_kv = a.n_kv;
