@@ -24,13 +24,13 @@ void to_f32(const void* src, DType src_dtype, float* dst, int64_t n);
 
 // RMSNorm (InternLM2): y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w[:]
 // x, y: [n_rows, dim] f32 (y may alias x); w: [dim] in w_dtype.
-void rms_norm(const float* x, const void* w, DType w_dtype, float* y, int64_t n_rows, int64_t dim, float eps,
+void rms_norm(const float* x, const void* w, float* y, int64_t n_rows, int64_t dim, float eps, DType w_dtype,
               ThreadPool& pool);
 
 // LayerNorm (CLIP): y = (x - mean) / sqrt(var + eps) * w + b, biased variance.
 // x, y: [n_rows, dim] f32 (y may alias x); w, b: [dim] in w_dtype.
-void layer_norm(const float* x, const void* w, const void* b, DType w_dtype, float* y, int64_t n_rows, int64_t dim,
-                float eps, ThreadPool& pool);
+void layer_norm(const float* x, const void* w, const void* b, float* y, int64_t n_rows, int64_t dim, float eps,
+                DType w_dtype, ThreadPool& pool);
 
 // y[i] = a[i] + b[i]   (y may alias a or b)
 void add(const float* a, const float* b, float* y, int64_t n, ThreadPool& pool);
@@ -44,8 +44,8 @@ void gelu_erf(float* x, int64_t n, ThreadPool& pool);
 void quick_gelu(float* x, int64_t n, ThreadPool& pool);
 
 // y[t, :] = table[ids[t], :] widened to f32. table: [vocab, dim] in table_dtype; ids must be in range.
-void embedding_gather(const void* table, DType table_dtype, int64_t dim, const int32_t* ids, int64_t n_ids,
-                      float* y, ThreadPool& pool);
+void embedding(const void* table, const int32_t* ids, int64_t n_ids, int64_t dim, float* y, DType table_dtype,
+               ThreadPool& pool);
 
 // Packed wqkv rows (model-spec §4.2: per KV head, G = n_heads / n_kv_heads query heads, then its K and V head)
 // -> q [n_tokens, n_heads, head_dim], k and v [n_tokens, n_kv_heads, head_dim] (KV-cache rows).

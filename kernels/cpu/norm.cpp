@@ -63,14 +63,14 @@ std::vector<float> widen(const void* w, DType dtype, int64_t n) {
 
 }  // namespace
 
-void rms_norm(const float* x, const void* w, DType w_dtype, float* y, int64_t n_rows, int64_t dim, float eps,
+void rms_norm(const float* x, const void* w, float* y, int64_t n_rows, int64_t dim, float eps, DType w_dtype,
               ThreadPool& pool) {
   const std::vector<float> wf = widen(w, w_dtype, dim);
   pool.parallel_for(n_rows, [&](int64_t r0, int64_t r1) { rms_norm_rows(x, wf.data(), y, r0, r1, dim, eps); }, 4);
 }
 
-void layer_norm(const float* x, const void* w, const void* b, DType w_dtype, float* y, int64_t n_rows, int64_t dim,
-                float eps, ThreadPool& pool) {
+void layer_norm(const float* x, const void* w, const void* b, float* y, int64_t n_rows, int64_t dim, float eps,
+                DType w_dtype, ThreadPool& pool) {
   const std::vector<float> wf = widen(w, w_dtype, dim);
   const std::vector<float> bf = widen(b, w_dtype, dim);
   pool.parallel_for(

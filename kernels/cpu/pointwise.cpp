@@ -79,8 +79,8 @@ void quick_gelu(float* x, int64_t n, ThreadPool& pool) {
   pool.parallel_for(n, [&](int64_t i0, int64_t i1) { quick_gelu_loop(x + i0, i1 - i0); }, kGrain);
 }
 
-void embedding_gather(const void* table, DType table_dtype, int64_t dim, const int32_t* ids, int64_t n_ids, float* y,
-                      ThreadPool& pool) {
+void embedding(const void* table, const int32_t* ids, int64_t n_ids, int64_t dim, float* y, DType table_dtype,
+               ThreadPool& pool) {
   const size_t row_bytes = static_cast<size_t>(dim) * dtype_size(table_dtype);
   pool.parallel_for(
       n_ids,

@@ -189,11 +189,11 @@ class CpuBackend final : public Backend {
   }
 
   void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
-    kc::rms_norm(x.ptr<float>(), w.data, w.dtype, y.ptr<float>(), x.rows(), x.row_numel(), eps, pool_);
+    kc::rms_norm(x.ptr<float>(), w.data, y.ptr<float>(), x.rows(), x.row_numel(), eps, w.dtype, pool_);
   }
 
   void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) override {
-    kc::layer_norm(x.ptr<float>(), w.data, b.data, w.dtype, y.ptr<float>(), x.rows(), x.row_numel(), eps, pool_);
+    kc::layer_norm(x.ptr<float>(), w.data, b.data, y.ptr<float>(), x.rows(), x.row_numel(), eps, w.dtype, pool_);
   }
 
   void do_add(const Tensor& a, const Tensor& b, Tensor& y) override {
@@ -210,8 +210,8 @@ class CpuBackend final : public Backend {
   void do_quick_gelu(Tensor& x) override { kc::quick_gelu(x.ptr<float>(), x.numel(), pool_); }
 
   void do_embedding(const Tensor& table, const TokenIds& ids, Tensor& y) override {
-    kc::embedding_gather(table.data, table.dtype, table.row_numel(), ids.host ? ids.host : ids.device->data, ids.n,
-                         y.ptr<float>(), pool_);
+    kc::embedding(table.data, ids.host ? ids.host : ids.device->data, ids.n, table.row_numel(), y.ptr<float>(),
+                  table.dtype, pool_);
   }
 
   void do_split_qkv(const Tensor& qkv, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Tensor& q,
