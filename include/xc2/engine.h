@@ -117,6 +117,12 @@ struct LogitsResult {
   std::vector<int32_t> tokens;   // per position the token id, or -1 where the row is an image embedding
 };
 
+// A named intermediate of the decoder forward: name ("input", per layer "attn_norm", "qkv", "q_rope", "attn_out",
+// "attn_proj", "ffn_inp", "ffn_norm", "ffn_gate", "ffn_up", "ffn_act", "ffn_out", "layer_out"; then "final_norm",
+// "logits"), layer (-1 outside the layers), and its values as f32 [rows, cols], row-major.
+using TensorCallback = std::function<void(const std::string& name, int layer, int64_t rows, int64_t cols,
+                                          const std::vector<float>& values)>;
+
 struct ModelInfo {
   std::string model_dir;
   std::string variant;           // "XC2-VL-7B", "XC2-7B" or "custom (<img_size> px)"
@@ -169,7 +175,9 @@ class Engine {
 
   GenerationResult generate(const Request& request, const GenerationOptions& options,
                             const StreamCallback& on_text = {});
-  LogitsResult logits(const Request& request, bool truncate_prompt = false);
+  // The logits of every prompt position. on_tensor (optional) receives every named intermediate of the decoder
+  // forward as it is computed, for comparing any stage of any layer with the reference (`xc2 logits --dump`).
+  LogitsResult logits(const Request& request, bool truncate_prompt = false, const TensorCallback& on_tensor = {});
 
   // Generates for several requests together: each prompt is prefilled on its own, then the sequences decode
   // in lockstep, one token each per step with the weights read once per step for the whole batch (finished

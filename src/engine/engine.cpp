@@ -271,7 +271,7 @@ std::vector<Engine::BatchResult> Engine::generate_batch(const std::vector<Reques
   return out;
 }
 
-LogitsResult Engine::logits(const Request& request, bool truncate_prompt) {
+LogitsResult Engine::logits(const Request& request, bool truncate_prompt, const TensorCallback& on_tensor) {
   Impl& m = *impl_;
   Impl::Assembled a = m.assemble(m.tokenize_request(request), request.images, truncate_prompt, 0);
   auto cache = m.model->new_cache();
@@ -279,7 +279,14 @@ LogitsResult Engine::logits(const Request& request, bool truncate_prompt) {
   r.n_positions = a.rows.rows();
   r.vocab_size = m.cfg().vocab_size;
   r.tokens = a.tokens;
-  r.logits = m.model->forward(a.rows, a.spans, *cache, r.n_positions);
+  model::ForwardTrace trace;
+  if (on_tensor)
+    trace.on_tensor = [&](const char* name, int64_t layer, const Tensor& t) {
+      std::vector<float> values(static_cast<size_t>(t.numel()));
+      m.backend->to_host_f32(t, values.data());
+      on_tensor(name, static_cast<int>(layer), t.rows(), t.row_numel(), values);
+    };
+  r.logits = m.model->forward(a.rows, a.spans, *cache, r.n_positions, on_tensor ? &trace : nullptr);
   return r;
 }
 

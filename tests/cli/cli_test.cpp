@@ -299,6 +299,47 @@ TEST(CliLogits, EqualGoldenLogits) {
   }
 }
 
+// --dump writes every named intermediate; the input rows, each layer's output and the logits equal the reference's
+// hidden states and logits (the goldens), and every layer has all twelve stages with their shapes.
+TEST(CliLogits, DumpWritesEveryStageOfEveryLayer) {
+  const json g = golden_case("tiny-a", "img2");
+  test::TempDir tmp;
+  const std::string dir = tmp.file("dump");
+  std::vector<std::string> args = {"logits", "--model", model("tiny-a"), g["query"].get<std::string>(), "--out",
+                                   tmp.file("l.npy"), "--dump", dir};
+  if (g["system"].get<std::string>().empty()) args.push_back("--no-system");
+  for (const auto& im : g["images"]) args.insert(args.end(), {"--image", test::data_path(im.get<std::string>())});
+  const auto r = xc2(args);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const io::Checkpoint gold = io::Checkpoint::open_file(test::data_path("golden/tiny-a/case_img2.safetensors"));
+  auto expect_golden = [&](const std::string& file, const std::string& tensor) {
+    SCOPED_TRACE(file);
+    int64_t rows = 0, cols = 0;
+    const std::vector<float> got = read_npy_f32(dir + "/" + file, rows, cols);
+    const io::TensorView* want = gold.find(tensor);
+    ASSERT_NE(want, nullptr);
+    ASSERT_EQ(want->numel(), rows * cols);
+    const auto rep = test::compare_rel_l2(got.data(), static_cast<const float*>(want->data), rows * cols, 1e-5);
+    EXPECT_TRUE(rep.ok) << rep.detail;
+  };
+  expect_golden("input.npy", "hidden_0");
+  expect_golden("layer00.layer_out.npy", "hidden_1");
+  expect_golden("layer01.layer_out.npy", "hidden_2");
+  expect_golden("logits.npy", "logits");
+  EXPECT_EQ(test::read_file(dir + "/logits.npy"), test::read_file(tmp.file("l.npy")));
+  const std::vector<std::string> stages = {"attn_norm", "qkv",      "q_rope",  "attn_out", "attn_proj", "ffn_inp",
+                                           "ffn_norm",  "ffn_gate", "ffn_up",  "ffn_act",  "ffn_out",   "layer_out"};
+  int64_t positions = 0, cols = 0;
+  read_npy_f32(dir + "/input.npy", positions, cols);
+  for (const std::string layer : {"layer00.", "layer01."})
+    for (const std::string& stage : stages) {
+      int64_t rows = 0;
+      read_npy_f32(dir + "/" + layer + stage + ".npy", rows, cols);
+      EXPECT_EQ(rows, positions) << layer << stage;
+    }
+  EXPECT_FALSE(fs::exists(dir + "/layer02.layer_out.npy"));
+}
+
 TEST(CliLogits, HugePageWeightCopiesGiveTheSameBits) {
   // XC2_CPU_HUGEPAGES=0 reads every weight from the mapped checkpoint, =1 copies every weight out of it,
   // unset lets the backend choose (src/backends/cpu_backend.cpp); the logits must be bit-identical, for both

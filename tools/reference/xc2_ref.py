@@ -559,11 +559,16 @@ class Model:
     def embed_tokens(self, ids):
         return self.w["model.tok_embeddings.weight"][torch.tensor(ids, dtype=torch.long)]
 
-    def decoder(self, h, im_mask=None, cache=None, collect=False, last_only=False):
+    def decoder(self, h, im_mask=None, cache=None, collect=False, last_only=False, dump=None):
         """h: [T, D] new rows in compute dtype at positions [past, past+T), past = cached length.
         cache: None (no cache) or a dict {"k": [per layer], "v": [...], "len": int}, updated in place.
         Returns (logits [T,V] in stat dtype, list of hidden states after each layer if collect);
-        last_only: logits of the last row only ([1,V]), as a generation loop needs."""
+        last_only: logits of the last row only ([1,V]), as a generation loop needs.
+        dump: None or a callable(name, layer, tensor) given every named intermediate (the names of
+        `xc2 logits --dump`; layer -1 outside the layers), each as a 2-D [rows, cols] tensor."""
+        def cb(name, layer, x):
+            if dump is not None:
+                dump(name, layer, x.reshape(x.shape[0], -1))
         cfg = self.cfg
         w = self.w
         t = h.shape[0]
@@ -576,13 +581,17 @@ class Model:
             im_mask = im_mask.bool()
         hs = []
         causal = torch.ones(t, kv_len, dtype=torch.bool).tril(diagonal=past)
+        cb("input", -1, h)
         for li in range(cfg.num_hidden_layers):
             p = f"model.layers.{li}."
             a = self.rms_norm(h, w[p + "attention_norm.weight"])
+            cb("attn_norm", li, a)
             qkv = self.plora(a, p + "attention.wqkv", im_mask)
+            cb("qkv", li, qkv)
             q, k, v = self.split_qkv(qkv)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
+            cb("q_rope", li, q)
             if cache is not None:
                 if len(cache["k"]) > li:
                     k = torch.cat([cache["k"][li], k], dim=0)
@@ -599,17 +608,31 @@ class Model:
             s = s.masked_fill(~causal, float("-inf"))
             pr = torch.softmax(s, dim=-1, dtype=self.stat_dtype).to(self.dtype)
             o = (pr @ vv).transpose(0, 1).reshape(t, cfg.hidden_size)
-            h = h + self.plora(o, p + "attention.wo", im_mask)
+            cb("attn_out", li, o)
+            ao = self.plora(o, p + "attention.wo", im_mask)
+            cb("attn_proj", li, ao)
+            h = h + ao
+            cb("ffn_inp", li, h)
             f = self.rms_norm(h, w[p + "ffn_norm.weight"])
+            cb("ffn_norm", li, f)
             g1 = self.plora(f, p + "feed_forward.w1", im_mask)
+            cb("ffn_gate", li, g1)
             g3 = self.plora(f, p + "feed_forward.w3", im_mask)
-            h = h + self.plora(F.silu(g1) * g3, p + "feed_forward.w2", im_mask)
+            cb("ffn_up", li, g3)
+            act = F.silu(g1) * g3
+            cb("ffn_act", li, act)
+            fo = self.plora(act, p + "feed_forward.w2", im_mask)
+            cb("ffn_out", li, fo)
+            h = h + fo
+            cb("layer_out", li, h)
             if collect:
                 hs.append(h)
         if cache is not None:
             cache["len"] = kv_len
         x = self.rms_norm(h[-1:] if last_only else h, w["model.norm.weight"])
+        cb("final_norm", -1, x)
         logits = F.linear(x, w["output.weight"]).to(self.stat_dtype)
+        cb("logits", -1, logits)
         return logits, hs
 
     # ---------------------------------------------------------------- prompts
@@ -649,10 +672,10 @@ class Model:
         out["tokens"], out["spans"] = prompt.positions(self.n_visual)
         return out
 
-    def forward(self, prompt, images=(), pixels=None):
+    def forward(self, prompt, images=(), pixels=None, dump=None):
         out = self.embed_prompt(prompt, images, pixels)
         # upstream text path passes an all-False mask (no LoRA); same as None
-        logits, hs = self.decoder(out["h0"], out["im_mask"], collect=True)
+        logits, hs = self.decoder(out["h0"], out["im_mask"], collect=True, dump=dump)
         out["hidden"] = [out["h0"]] + hs
         out["logits"] = logits
         return out

@@ -4,6 +4,7 @@
 // Without --out, prints one JSON line per position with the top tokens.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <numeric>
@@ -20,6 +21,7 @@ struct LogitsFlags {
   bool raw = false;
   std::string out;
   std::string tokens_out;
+  std::string dump;
   int top = 5;
 };
 
@@ -50,13 +52,20 @@ Handler register_logits(CLI::App& app) {
   xc2 logits --raw "Hello world" --top 3
 
 The prompt goes through the same template and BOS rules as `xc2 chat` (with --raw: the text as is, one
-BOS; <ImageHere> markers still place images). Logits are fp32, one row per position including image rows.)");
+BOS; <ImageHere> markers still place images). Logits are fp32, one row per position including image rows.
+--dump DIR writes every intermediate of every layer (attn_norm, qkv, q_rope, attn_out, attn_proj, ffn_inp,
+ffn_norm, ffn_gate, ffn_up, ffn_act, ffn_out, layer_out; input, final_norm, logits); compare them with the
+reference: tools/reference/compare_dump.py --model DIR --dump DIR [--image ...] "prompt".)");
   add_common_options(cmd, f->common);
   add_prompt_options(cmd, f->prompt);
   cmd->add_flag("--raw", f->raw, "No chat template: the prompt text as is");
   cmd->add_option("-o,--out", f->out, "Write all logits as float32 [positions, vocab] to FILE.npy")->type_name("FILE");
   cmd->add_option("--tokens-out", f->tokens_out, "Write the per-position token ids (null for image rows) as JSON")
       ->type_name("FILE");
+  cmd->add_option("--dump", f->dump,
+                  "Write every named intermediate of the decoder forward as float32 [rows, cols] to DIR/NAME.npy "
+                  "(layerNN.NAME.npy inside the layers), to compare with tools/reference/compare_dump.py")
+      ->type_name("DIR");
   cmd->add_option("--top", f->top, "Without --out: how many top tokens to print per position")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -78,7 +87,18 @@ BOS; <ImageHere> markers still place images). Logits are fp32, one row per posit
       req.text = chat_prompt_text(system, {}, n > 0 ? place_image_markers(f->prompt.prompt, n) : f->prompt.prompt);
       req.style = n > 0 ? PromptStyle::ChatImage : PromptStyle::ChatText;
     }
-    const LogitsResult r = engine->logits(req, f->prompt.truncate);
+    TensorCallback dump;
+    if (!f->dump.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(f->dump, ec);
+      if (ec) throw UsageError("cannot create '" + f->dump + "': " + ec.message());
+      dump = [&](const std::string& name, int layer, int64_t rows, int64_t cols, const std::vector<float>& values) {
+        char prefix[32] = "";
+        if (layer >= 0) std::snprintf(prefix, sizeof(prefix), "layer%02d.", layer);
+        write_npy(f->dump + "/" + prefix + name + ".npy", values, rows, cols);
+      };
+    }
+    const LogitsResult r = engine->logits(req, f->prompt.truncate, dump);
     if (!f->tokens_out.empty()) {
       std::ofstream t(f->tokens_out, std::ios::trunc);
       if (!t) throw UsageError("cannot write '" + f->tokens_out + "'");
