@@ -60,6 +60,10 @@ struct TokenIds {
 // head_dim] (a KV cache: rows are positions); out: [n_q, n_heads * head_dim]. With q_pos on the device, n_kv is
 // q_pos + n_q, read when the op runs (the attention of a decode step over its cache).
 struct AttentionArgs {
+  AttentionArgs() = default;
+  AttentionArgs(const Tensor& q_, const Tensor& k_, const Tensor& v_, Tensor& out_, int64_t n_heads_,
+                int64_t n_kv_heads_, int64_t head_dim_)
+      : q(&q_), k(&k_), v(&v_), out(&out_), n_heads(n_heads_), n_kv_heads(n_kv_heads_), head_dim(head_dim_) {}
   const Tensor* q = nullptr;
   const Tensor* k = nullptr;
   const Tensor* v = nullptr;

@@ -264,18 +264,9 @@ Tensor XComposer2::vit_forward(const Tensor& pixels, int64_t n_images) {
     for (int64_t i = 0; i < n_images; ++i) {
       Tensor out = att.rows(i * n, n);
       const Tensor qi = q.rows(i * n, n), ki = k.rows(i * n, n), vi = v.rows(i * n, n);
-      AttentionArgs args;
-      args.q = &qi;
-      args.k = &ki;
-      args.v = &vi;
-      args.out = &out;
-      args.n_heads = Hv;
-      args.n_kv_heads = Hv;
-      args.head_dim = dv;
-      args.q_pos = Positions::at(0);
+      AttentionArgs args(qi, ki, vi, out, Hv, Hv, dv);
       args.n_kv = n;
       args.causal = false;
-      args.scale = 1.0f;
       be_.attention(args);
     }
     be_.linear(att, L.o_w, &L.o_b, o, false);
@@ -440,17 +431,9 @@ Tensor XComposer2::forward(const DecoderBatch& batch, Tensor* logits_out) {
       be_.split_qkv(qkv.rows(s.row0, s.n), H, Hk, d, qs, kc, vc, s.pos);
       be_.rope(qs, s.n, H, d, s.pos, false, s.theta);
       be_.rope(kc, s.n, Hk, d, s.pos, true, s.theta);
-      AttentionArgs args;
-      args.q = &qs;
-      args.k = &kc;
-      args.v = &vc;
-      args.out = &out;
-      args.n_heads = H;
-      args.n_kv_heads = Hk;
-      args.head_dim = d;
+      AttentionArgs args(qs, kc, vc, out, H, Hk, d);
       args.q_pos = s.pos;
       args.n_kv = s.pos.end(s.n);
-      args.causal = true;
       args.scale = attn_scale;
       be_.attention(args);
     }

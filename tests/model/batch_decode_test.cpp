@@ -22,13 +22,7 @@
 namespace xc2 {
 namespace {
 
-std::vector<int32_t> random_ids(size_t n, int32_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> d(3, vocab - 1);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::random_ids;
 
 size_t first_bit_difference(const std::vector<float>& a, const std::vector<float>& b) {
   if (a.size() != b.size()) return 0;

@@ -36,24 +36,6 @@ using test::to_f32;
 using test::to_host;
 using test::upload_weight;
 
-// Backend::attention with host positions.
-void attend(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t H, int64_t Hk,
-            int64_t d, int64_t q_pos0, bool causal, float scale, Tensor& out) {
-  AttentionArgs a;
-  a.q = &q;
-  a.k = &k;
-  a.v = &v;
-  a.out = &out;
-  a.n_heads = H;
-  a.n_kv_heads = Hk;
-  a.head_dim = d;
-  a.q_pos = Positions::at(q_pos0);
-  a.n_kv = n_kv;
-  a.causal = causal;
-  a.scale = scale;
-  be.attention(a);
-}
-
 using Vec = std::vector<float>;
 
 Vec small_ints(size_t n, uint32_t seed, int lo, int hi) {
@@ -373,7 +355,7 @@ Vec run_attention(Backend& be, const AttnCase& c, const Vec& q, const Vec& k, co
   Tensor tk = be.from_host_f32(k.data(), {c.n_kv, c.Hk, c.d});
   Tensor tv = be.from_host_f32(v.data(), {c.n_kv, c.Hk, c.d});
   Tensor out = be.empty({c.n_q, c.H * c.d});
-  attend(be, tq, tk, tv, c.n_kv, c.H, c.Hk, c.d, c.q_pos0, c.causal, scale, out);
+  test::attention(be, tq, tk, tv, c.n_kv, c.H, c.Hk, c.d, Positions::at(c.q_pos0), c.causal, scale, out);
   return to_host(be, out);
 }
 
@@ -445,18 +427,7 @@ TEST(CudaOps, DeviceDecodeOpsMatchHostPositionOps) {
     be->split_qkv(tq, H, Hk, d, q, kc, vc, at_pos);
     be->rope(q, 1, H, d, at_pos, false, theta);
     be->rope(kc, 1, Hk, d, at_pos, true, theta);
-    AttentionArgs args;
-    args.q = &q;
-    args.k = &kc;
-    args.v = &vc;
-    args.out = &out;
-    args.n_heads = H;
-    args.n_kv_heads = Hk;
-    args.head_dim = d;
-    args.q_pos = at_pos;
-    args.n_kv = pos + 1;
-    args.scale = scale;
-    be->attention(args);
+    test::attention(*be, q, kc, vc, pos + 1, H, Hk, d, at_pos, true, scale, out);
     Vec r = to_host(*be, q), kr = to_host(*be, kc), o = to_host(*be, out);
     return std::vector<Vec>{r, kr, o};
   };
@@ -563,7 +534,7 @@ TEST(CudaOps, ErrorsAreCudaErrors) {
   }
   auto be = make_cuda_backend(0, DType::BF16);
   Tensor q = be->empty({1, 2, 96}), out = be->empty({1, 192});
-  EXPECT_THROW(attend(*be, q, q, q, 1, 2, 2, 96, 0, true, 1.0f, out), Error);  // head_dim 96: not supported
+  EXPECT_THROW(test::attention(*be, q, q, q, 1, 2, 2, 96, Positions::at(0), true, 1.0f, out), Error);  // head_dim 96: not supported
 }
 
 }  // namespace

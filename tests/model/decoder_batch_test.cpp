@@ -13,19 +13,14 @@
 
 #include "backends/backend.h"
 #include "model/kv_pool.h"
+#include "model/model_test_util.h"
 #include "model/xcomposer2.h"
 #include "support/test_util.h"
 
 namespace xc2 {
 namespace {
 
-std::vector<int32_t> random_ids(size_t n, int32_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> d(3, vocab - 1);
-  std::vector<int32_t> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::random_ids;
 
 std::vector<float> host(Backend& be, const Tensor& t) {
   std::vector<float> v(static_cast<size_t>(t.numel()));

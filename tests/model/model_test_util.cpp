@@ -1,6 +1,16 @@
 #include "model/model_test_util.h"
 
+#include <random>
+
 namespace xc2::test {
+
+std::vector<int32_t> random_ids(size_t n, int32_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(3, vocab - 1);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
 
 Tensor assemble_rows(Backend& be, model::XComposer2& model, const text::Prompt& prompt, const Tensor& image_rows,
                      std::vector<model::RowSpan>& spans) {

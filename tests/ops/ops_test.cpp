@@ -68,25 +68,9 @@ void op_split_qkv(Backend& be, const Tensor& qkv, const Heads& h, Tensor& q, Ten
 void op_rope(Backend& be, Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, double theta) {
   be.rope(x, x.rows(), n_heads, head_dim, Positions::at(pos0), false, theta);
 }
-void attention_with(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, const Heads& h,
-                    const Positions& q_pos, bool causal, float scale, Tensor& out) {
-  AttentionArgs a;
-  a.q = &q;
-  a.k = &k;
-  a.v = &v;
-  a.out = &out;
-  a.n_heads = h.n_heads;
-  a.n_kv_heads = h.n_kv_heads;
-  a.head_dim = h.head_dim;
-  a.q_pos = q_pos;
-  a.n_kv = n_kv;
-  a.causal = causal;
-  a.scale = scale;
-  be.attention(a);
-}
 void op_attention(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, const Heads& h,
                   int64_t q_pos0, bool causal, float scale, Tensor& out) {
-  attention_with(be, q, k, v, n_kv, h, Positions::at(q_pos0), causal, scale, out);
+  test::attention(be, q, k, v, n_kv, h.n_heads, h.n_kv_heads, h.head_dim, Positions::at(q_pos0), causal, scale, out);
 }
 void op_im2col_patches(Backend& be, const Tensor& pixels, int64_t patch, Tensor& cols) {
   be.im2col_patches(pixels, patch, cols);
@@ -105,7 +89,8 @@ void op_rope_at(Backend& be, Tensor& x, int64_t n_tokens, int64_t n_heads, int64
 }
 void op_attention_at(Backend& be, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Heads& h,
                      const IntBuffer& pos, float scale, Tensor& out) {
-  attention_with(be, q, k_cache, v_cache, 0, h, Positions::in(pos, k_cache.rows()), true, scale, out);
+  test::attention(be, q, k_cache, v_cache, 0, h.n_heads, h.n_kv_heads, h.head_dim, Positions::in(pos, k_cache.rows()),
+                  true, scale, out);
 }
 
 // ---- fixture -----------------------------------------------------------------------------------------------

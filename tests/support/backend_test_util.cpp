@@ -37,4 +37,14 @@ std::vector<float> to_host(Backend& be, const Tensor& t) {
   return out;
 }
 
+void attention(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, const Positions& q_pos, bool causal, float scale, Tensor& out) {
+  AttentionArgs a(q, k, v, out, n_heads, n_kv_heads, head_dim);
+  a.q_pos = q_pos;
+  a.n_kv = n_kv;
+  a.causal = causal;
+  a.scale = scale;
+  be.attention(a);
+}
+
 }  // namespace xc2::test

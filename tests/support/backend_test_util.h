@@ -23,4 +23,8 @@ Tensor upload_weight(Backend& be, const std::vector<float>& values, const std::v
 // The tensor's values as f32 on the host.
 std::vector<float> to_host(Backend& be, const Tensor& t);
 
+// Backend::attention of q over the first n_kv rows of k, v (q_pos: the position of query 0).
+void attention(Backend& be, const Tensor& q, const Tensor& k, const Tensor& v, int64_t n_kv, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, const Positions& q_pos, bool causal, float scale, Tensor& out);
+
 }  // namespace xc2::test
