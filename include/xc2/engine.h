@@ -54,6 +54,11 @@ struct GenerationOptions {
   // A prompt longer than config max_length is an error unless this is set (then it is cut to
   // max_length positions, as upstream does silently).
   bool truncate_prompt = false;
+  // Beam search (num_beams > 1, do_sample false): Hugging Face generate(num_beams=N, do_sample=False) as
+  // upstream chat() ran it (engine/beam_search.h); the answer is the best hypothesis, its text streamed at the
+  // end. length_penalty: hypotheses score sum(log p) / length^length_penalty.
+  int num_beams = 1;
+  float length_penalty = 1.0f;
 };
 
 // How a request's text becomes tokens (model-spec §10, §12). Each mirrors one upstream code path.
@@ -103,6 +108,7 @@ struct GenerationResult {
   int64_t prompt_positions = 0;  // prompt length including image rows
   int64_t prompt_tokens = 0;     // text tokens of the prompt
   StopReason stop_reason = StopReason::MaxNewTokens;
+  double beam_score = 0;         // beam search: the answer's length-normalised log-probability
   uint64_t seed = 0;
   Timings timings;
 };

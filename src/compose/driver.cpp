@@ -171,9 +171,11 @@ GenerationOptions step_options(Step step, const GenerationOptions& base, uint64_
   o.seed = seed;
   o.truncate_prompt = true;
   switch (step) {
-    case Step::Article:
+    case Step::Article:  // the demo's beam slider acts here (its non-streaming path)
       o.max_new_tokens = base.max_new_tokens;
       o.ignore_eos = base.ignore_eos;
+      o.num_beams = base.num_beams;
+      o.length_penalty = base.length_penalty;
       break;
     case Step::Slots:
     case Step::Caption:
@@ -185,6 +187,8 @@ GenerationOptions step_options(Step step, const GenerationOptions& base, uint64_
     case Step::Edit:
       o.max_new_tokens = base.max_new_tokens;
       o.ignore_eos = base.ignore_eos;
+      o.num_beams = base.num_beams;
+      o.length_penalty = base.length_penalty;
       break;
   }
   if (vocab_size > kDemoStopToken &&

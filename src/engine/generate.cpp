@@ -2,9 +2,11 @@
 #include "engine/generate.h"
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "core/check.h"
+#include "engine/beam_search.h"
 #include "engine/device_decoder.h"
 #include "text/sampler.h"
 #include "text/tokenizer.h"
@@ -40,10 +42,27 @@ void check_options(const GenerationOptions& o) {
   XC2_CHECK(o.top_p > 0 && o.top_p <= 1, InvalidArgument, "top_p must be in (0, 1]");
   XC2_CHECK(o.top_k >= 0, InvalidArgument, "top_k must be >= 0");
   XC2_CHECK(o.repetition_penalty > 0, InvalidArgument, "repetition_penalty must be > 0");
+  XC2_CHECK(o.num_beams >= 1 && o.num_beams <= 64, InvalidArgument, "the number of beams must be in 1..64");
+  XC2_CHECK(o.num_beams == 1 || !o.do_sample, InvalidArgument,
+            "beam search is deterministic (Hugging Face num_beams with do_sample=False): no sampling with beams");
+  XC2_CHECK(std::isfinite(o.length_penalty), InvalidArgument, "length_penalty must be a finite number");
 }
 
 void generate(EngineImpl& m, std::vector<GenSequence>& seqs, const GenerationOptions& o, Clock::time_point t_start) {
   check_options(o);
+  if (o.num_beams > 1) {  // each sequence on its own, its beams decoded together
+    for (GenSequence& s : seqs) {
+      try {
+        beam_search(m, s, o, t_start);
+        m.finish_result(*s.result);
+      } catch (const Error& e) {
+        if (!s.error) throw;
+        *s.result = GenerationResult{};
+        *s.error = e.what();
+      }
+    }
+    return;
+  }
   const text::SamplingParams sp = sampling_params(o);
   const std::set<int32_t> stops = m.stop_set(o);
   const int64_t ctx_limit = m.context_limit();

@@ -79,6 +79,29 @@ TEST(CliChat, OneShotGreedyJsonEqualsReference) {
   }
 }
 
+// --beams N through the CLI equals the reference's beam search (tools/reference/make_beam_goldens.py), and the
+// JSON carries the answer's score; sampling with beams is a usage error.
+TEST(CliChat, BeamsEqualReference) {
+  const json c = golden_case("tiny-b", "text");
+  ASSERT_EQ(c["system"].get<std::string>(), default_system_prompt());
+  std::ifstream in(test::data_path("golden/tiny-b/beams.json"));
+  const json beams = json::parse(in);
+  for (const json& g : beams) {
+    if (g["case"] != "text" || g["num_beams"] != 3 || g["repetition_penalty"] != 1.005 || g["length_penalty"] != 1.0 ||
+        !g["extra_stops"].empty())
+      continue;
+    const auto r = xc2({"chat", "--model", model("tiny-b"), "--beams", "3", "-n", "20", "--format", "json",
+                        c["query"].get<std::string>()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(), g["tokens"].get<std::vector<int32_t>>());
+    EXPECT_NEAR(j["beam_score"].get<double>(), g["score"].get<double>(), 1e-5);
+  }
+  const auto bad = xc2({"caption", "--model", model("tiny-b"), "--beams", "2", "--sample", image("rgb_64x48.png")});
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_NE(bad.err.find("--beams"), std::string::npos) << bad.err;
+}
+
 TEST(CliChat, StreamsTextAndStats) {
   const json c = golden_case("tiny-a", "img1");
   const auto r = xc2({"chat", "--model", model("tiny-a"), "-i", test::data_path(c["images"][0]), "--greedy", "--stats",

@@ -730,6 +730,94 @@ class Model:
         text = self.tok.decode(gen, skip_special_tokens=True).split(IM_END)[0] if self.tok else None
         return {"tokens": gen, "margins": margins, "text": text}
 
+    # ---------------------------------------------------------------- beam search
+    def beam_search(self, prompt, images=(), pixels=None, num_beams=3, max_new_tokens=64, repetition_penalty=1.005,
+                    length_penalty=1.0, extra_stops=(), penalty_includes_prompt=None):
+        """Hugging Face generate(num_beams=N, do_sample=False) as upstream chat() ran it (transformers 4.33,
+        early_stopping=False), written from that algorithm:
+        - the sequence HF holds in input_ids: the prompt ids on the input_ids path (chat_text), nothing on
+          the inputs_embeds path (images); its length is cur_len, and it counts for the length penalty;
+        - each step, per live beam: scores = log_softmax(logits), then the repetition penalty on the ids of
+          that beam's input_ids (log-probs are <= 0: multiplied by the penalty), plus the beam's running score;
+        - the 2N best (beam, token) pairs over all beams, best first (ties: lower beam, then lower id);
+          walking them in order, a stop token of rank < N closes a hypothesis (beam's ids without the stop
+          token, score sum / len(ids) ** length_penalty), other tokens extend the beam until N beams exist;
+        - a hypothesis list keeps the N best; done once it holds N and its worst score >= best candidate
+          score this step / cur_len ** length_penalty (cur_len before the step's token);
+        - stop when done or after max_new_tokens tokens; unfinished beams then join the hypotheses with their
+          scores; the answer is the best hypothesis (the later one among equal scores).
+        A zero length (a stop token first on the inputs_embeds path, where HF divides by zero) counts as 1.
+        Returns dict(tokens (generated ids, stop token excluded), score, stop (the stop id or None))."""
+        emb = self.embed_prompt(prompt, images, pixels)
+        if penalty_includes_prompt is None:
+            penalty_includes_prompt = prompt.path == "chat_text"
+        prefix = [t for t in emb["tokens"] if t >= 0] if penalty_includes_prompt else []
+        stops = set(self.stop_ids()) | set(extra_stops)
+        n = num_beams
+        cache = {"k": [], "v": [], "len": 0}
+        logits, _ = self.decoder(emb["h0"], emb["im_mask"], cache=cache, last_only=True)
+        beams = [{"tokens": [], "score": 0.0, "cache": cache, "logits": logits[-1]}]
+        hyps = []  # [score, tokens, stop]
+        worst = 1e9
+
+        def norm(length):
+            return float(max(length, 1)) ** length_penalty
+
+        def add(tokens, sum_logprobs, stop):
+            nonlocal worst
+            score = sum_logprobs / norm(len(prefix) + len(tokens))
+            if len(hyps) < n or score > worst:
+                hyps.append([score, tokens, stop])
+                if len(hyps) > n:
+                    order = sorted((h[0], i) for i, h in enumerate(hyps))
+                    del hyps[order[0][1]]
+                    worst = order[1][0]
+                else:
+                    worst = min(score, worst)
+
+        done = False
+        generated = 0
+        while True:
+            cur_len = len(prefix) + generated
+            cands = []
+            for b, beam in enumerate(beams):
+                lp = torch.log_softmax(beam["logits"].to(torch.float64), dim=-1)
+                lp = apply_repetition_penalty(lp, prefix + beam["tokens"], repetition_penalty)
+                total = lp + beam["score"]
+                top = torch.topk(total, min(2 * n, total.numel()))
+                for v, t in zip(top.values.tolist(), top.indices.tolist()):
+                    cands.append((v, b, t))
+            cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+            cands = cands[: 2 * n]
+            nxt = []
+            for rank, (v, b, t) in enumerate(cands):
+                if t in stops:
+                    if rank >= n:
+                        continue
+                    add(list(beams[b]["tokens"]), v, t)
+                else:
+                    nxt.append((b, t, v))
+                if len(nxt) == n:
+                    break
+            if len(hyps) >= n:
+                done = done or worst >= cands[0][0] / norm(cur_len)
+            generated += 1
+            if done or generated >= max_new_tokens:
+                beams = [{"tokens": beams[b]["tokens"] + [t], "score": v} for b, t, v in nxt]
+                break
+            new = []
+            for b, t, v in nxt:
+                parent = beams[b]["cache"]
+                c = {"k": list(parent["k"]), "v": list(parent["v"]), "len": parent["len"]}
+                lg, _ = self.decoder(self.embed_tokens([t]), None, cache=c, last_only=True)
+                new.append({"tokens": beams[b]["tokens"] + [t], "score": v, "cache": c, "logits": lg[-1]})
+            beams = new
+        if not done:
+            for beam in beams:
+                add(beam["tokens"], beam["score"], None)
+        best = sorted(hyps, key=lambda h: h[0])[-1]
+        return {"tokens": best[1], "score": best[0], "stop": best[2]}
+
 
 def apply_repetition_penalty(scores, seq, penalty):
     """HF RepetitionPenaltyLogitsProcessor: once per distinct id in seq; <0 -> *p, else /p."""

@@ -85,7 +85,7 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
 
 GenerationOptions GenerationFlags::resolve() const {
   GenerationOptions o = opts;
-  if (greedy) o.do_sample = false;
+  if (greedy || o.num_beams > 1) o.do_sample = false;
   o.seed = seed;
   return o;
 }
@@ -107,6 +107,13 @@ void add_generation_options(CLI::App* app, GenerationFlags& g) {
       ->capture_default_str();
   grp->add_option("--repetition-penalty", g.opts.repetition_penalty, "Repetition penalty (1 = off)")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  grp->add_option("--beams", g.opts.num_beams,
+                  "Beam search with N beams (deterministic; Hugging Face num_beams, as upstream's evaluations)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  grp->add_option("--length-penalty", g.opts.length_penalty,
+                  "Beam search: hypotheses score sum(log p) / length^PENALTY (> 1 favours longer answers)")
       ->capture_default_str();
   grp->add_option("--seed", g.seed, "Random seed for sampling (default: random; printed with -v)");
   grp->add_flag("--ignore-eos", g.opts.ignore_eos, "Do not stop at </s> or [UNUSED_TOKEN_145]");

@@ -214,6 +214,8 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
   cmd->add_flag("--no-progress", f->no_progress, "No progress bar");
 
   return [f]() -> int {
+    if (f->sample && f->gen.opts.num_beams > 1)
+      throw UsageError("--sample and --beams cannot be used together (beam search is deterministic)");
     if (f->paths.empty() && f->list.empty()) throw UsageError("no images given (PATH..., --list FILE, or - for stdin)");
     if (f->resume && f->out.empty()) throw UsageError("--resume needs --out FILE");
     if (f->no_system && f->system_set) throw UsageError("--system and --no-system cannot be used together");

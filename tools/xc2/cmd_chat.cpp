@@ -2,6 +2,7 @@
 // KV cache). Ctrl-C stops the current answer; Ctrl-D or /exit ends the session.
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -40,12 +41,20 @@ struct ChatFlags {
   bool interactive = false;
 };
 
-std::string result_json(const GenerationResult& r) {
+std::string format_g(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+// beams > 1: with the answer's beam-search score.
+std::string result_json(const GenerationResult& r, int beams) {
   std::ostringstream os;
   os << "{\"text\": " << json_escape(r.text) << ", \"tokens\": [";
   for (size_t i = 0; i < r.tokens.size(); ++i) os << (i ? ", " : "") << r.tokens[i];
   os << "], \"prompt_tokens\": " << r.prompt_tokens << ", \"prompt_positions\": " << r.prompt_positions
      << ", \"generated_tokens\": " << r.tokens.size() << ", \"stop_reason\": " << json_escape(stop_reason_name(r.stop_reason))
+     << (beams > 1 ? ", \"beam_score\": " + format_g(r.beam_score) : std::string())
      << ", \"seed\": " << r.seed << ", \"timings_ms\": {\"images\": " << r.timings.load_ms + r.timings.vision_ms
      << ", \"prefill\": " << r.timings.prefill_ms << ", \"first_token\": " << r.timings.first_token_ms
      << ", \"decode\": " << r.timings.decode_ms << "}}";
@@ -67,7 +76,7 @@ GenerationResult run_turn(ChatSession& chat, const ChatFlags& f, const std::stri
     return !g_interrupted.load();
   });
   if (stream) std::cout << "\n";
-  else std::cout << result_json(r) << "\n";
+  else std::cout << result_json(r, opts.num_beams) << "\n";
   std::cout.flush();
   if (f.stats) std::cerr << "xc2: " << stats_line(r) << "\n";
   else if (f.common.verbose) std::cerr << "xc2: seed " << r.seed << ", stop: " << stop_reason_name(r.stop_reason) << "\n";
