@@ -667,4 +667,10 @@ GenerationResult ChatSession::ask(const std::string& query, const std::vector<st
   return r;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Diagnostics (include/xc2/diagnostics.h, src/engine/diagnostics.cpp)
+// ---------------------------------------------------------------------------------------------
+
+EngineDiagnostics Engine::diagnostics() { return EngineDiagnostics(*impl_->backend, *impl_->model); }
+
 }  // namespace xc2
