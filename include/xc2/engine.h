@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "xc2/diagnostics.h"
 #include "xc2/dtype.h"
 #include "xc2/error.h"
 
@@ -204,6 +205,9 @@ class Engine {
 
   // A multi-turn conversation that keeps its KV cache between turns.
   std::unique_ptr<ChatSession> new_chat(std::optional<std::string> system = std::nullopt);
+
+  // The device behind the engine (bandwidth, memory, bytes per decode step), for benchmarks (xc2/diagnostics.h).
+  EngineDiagnostics diagnostics();
 
  private:
   struct Impl;

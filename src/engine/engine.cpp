@@ -309,4 +309,10 @@ std::string Engine::detokenize(const std::vector<int32_t>& ids) const { return i
 
 int32_t Engine::token_id(const std::string& piece) const { return impl_->tok->piece_to_id(piece); }
 
+// ---------------------------------------------------------------------------------------------
+// Diagnostics (include/xc2/diagnostics.h, src/engine/diagnostics.cpp)
+// ---------------------------------------------------------------------------------------------
+
+EngineDiagnostics Engine::diagnostics() { return EngineDiagnostics(*impl_->backend, *impl_->model); }
+
 }  // namespace xc2

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -62,6 +63,13 @@ class Checkpoint {
 // that already holds *.safetensors or model.safetensors.index.json, so stale shards never mix in.
 void write_safetensors_shards(const std::vector<TensorView>& tensors, const std::string& out_dir,
                               size_t max_shard_bytes);
+// The same with each tensor's bytes produced while its file is written, so a checkpoint larger than memory
+// can be written: `bytes_of(t, write)` calls write(data, n) until exactly t.nbytes bytes have been passed
+// (TensorView::data is not read and may be null).
+using WriteBytes = std::function<void(const void* data, size_t n)>;
+using TensorBytes = std::function<void(const TensorView& tensor, const WriteBytes& write)>;
+void write_safetensors_shards(const std::vector<TensorView>& tensors, const std::string& out_dir,
+                              size_t max_shard_bytes, const TensorBytes& bytes_of);
 
 // `xc2 convert`: reads a model folder in either format and writes it as safetensors into out_dir,
 // copying the non-weight files (config.json, tokenizer.model, *.json, *.py, ...) alongside

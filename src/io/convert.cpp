@@ -80,7 +80,7 @@ std::string dump_json(const json& j, int indent) {
   }
 }
 
-void write_shard(const std::vector<const TensorView*>& tensors, const std::string& path) {
+void write_shard(const std::vector<const TensorView*>& tensors, const std::string& path, const TensorBytes& bytes_of) {
   std::vector<const TensorView*> order = tensors;
   std::stable_sort(order.begin(), order.end(), [](const TensorView* a, const TensorView* b) {
     return dtype_size(a->dtype) > dtype_size(b->dtype);
@@ -103,7 +103,15 @@ void write_shard(const std::vector<const TensorView*>& tensors, const std::strin
   f.write(len, 8);
   f.write(text.data(), text.size());
   for (const TensorView* t : order) {
-    if (t->nbytes > 0) f.write(t->data, t->nbytes);
+    size_t written = 0;
+    bytes_of(*t, [&](const void* data, size_t n) {
+      XC2_CHECK(written + n <= t->nbytes, InvalidArgument, "write_safetensors_shards: more than ", t->nbytes,
+                " bytes given for tensor '", t->name, "'");
+      if (n > 0) f.write(data, n);
+      written += n;
+    });
+    XC2_CHECK(written == t->nbytes, InvalidArgument, "write_safetensors_shards: ", written, " of ", t->nbytes,
+              " bytes given for tensor '", t->name, "'");
   }
   f.commit();
 }
@@ -112,6 +120,16 @@ void write_shard(const std::vector<const TensorView*>& tensors, const std::strin
 
 void write_safetensors_shards(const std::vector<TensorView>& tensors, const std::string& out_dir,
                               size_t max_shard_bytes) {
+  for (const TensorView& t : tensors)
+    XC2_CHECK(t.nbytes == 0 || t.data != nullptr, InvalidArgument, "write_safetensors_shards: tensor '", t.name,
+              "' has no data");
+  write_safetensors_shards(tensors, out_dir, max_shard_bytes, [](const TensorView& t, const WriteBytes& write) {
+    write(t.data, t.nbytes);
+  });
+}
+
+void write_safetensors_shards(const std::vector<TensorView>& tensors, const std::string& out_dir,
+                              size_t max_shard_bytes, const TensorBytes& bytes_of) {
   std::unordered_set<std::string> names;
   for (const TensorView& t : tensors) {
     XC2_CHECK(!t.name.empty(), InvalidArgument, "write_safetensors_shards: a tensor has an empty name");
@@ -120,8 +138,6 @@ void write_safetensors_shards(const std::vector<TensorView>& tensors, const std:
     XC2_CHECK(t.numel() >= 0 && static_cast<size_t>(t.numel()) * dtype_size(t.dtype) == t.nbytes, InvalidArgument,
               "write_safetensors_shards: tensor '", t.name, "' has ", t.nbytes, " bytes for ", dtype_name(t.dtype), " ",
               t.shape_str());
-    XC2_CHECK(t.nbytes == 0 || t.data != nullptr, InvalidArgument, "write_safetensors_shards: tensor '", t.name,
-              "' has no data");
   }
 
   std::error_code ec;
@@ -149,7 +165,7 @@ void write_safetensors_shards(const std::vector<TensorView>& tensors, const std:
 
   const size_t n = shards.size();
   if (n == 1) {
-    write_shard(shards[0], path_join(out_dir, "model.safetensors"));
+    write_shard(shards[0], path_join(out_dir, "model.safetensors"), bytes_of);
     return;
   }
   json weight_map = json::object();
@@ -157,7 +173,7 @@ void write_safetensors_shards(const std::vector<TensorView>& tensors, const std:
   for (size_t k = 0; k < n; ++k) {
     const std::string name = shard_name(k, n);
     XC2_LOG_INFO("writing " << name << " (" << shards[k].size() << " tensors)");
-    write_shard(shards[k], path_join(out_dir, name));
+    write_shard(shards[k], path_join(out_dir, name), bytes_of);
     for (const TensorView* t : shards[k]) {
       weight_map[t->name] = name;
       total += t->nbytes;

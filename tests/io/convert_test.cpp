@@ -1,6 +1,7 @@
 // safetensors writer and convert_checkpoint: the written files parse back with the same names,
 // dtypes, shapes and bytes (oracle: the source checkpoint), follow the HF naming and header layout,
 // and the converter copies the non-weight files and refuses to overwrite weights.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -107,6 +108,38 @@ TEST(Convert, WritesShardsAndIndex) {
   std::vector<TensorView> bad = {s.views[1]};
   bad[0].nbytes = 3;
   EXPECT_XC2_ERROR(write_safetensors_shards(bad, e.path(), 0), InvalidArgument, "has 3 bytes for F32 [2, 5]");
+}
+
+// Bytes streamed while writing (no TensorView::data): the same files as from the data, in pieces of any
+// size; too few or too many bytes for a tensor are an error.
+TEST(Convert, WritesStreamedBytes) {
+  Sample s;
+  std::vector<TensorView> views = s.views;
+  for (TensorView& v : views) v.data = nullptr;
+  auto in_pieces = [&](const TensorView& t, const WriteBytes& write) {
+    const size_t i = static_cast<size_t>(std::find_if(s.views.begin(), s.views.end(),
+                                                      [&](const TensorView& v) { return v.name == t.name; }) -
+                                         s.views.begin());
+    const std::string& b = s.bytes.at(i);
+    for (size_t off = 0; off < b.size(); off += 3) write(b.data() + off, std::min<size_t>(3, b.size() - off));
+  };
+  test::TempDir d, e;
+  write_safetensors_shards(s.views, d.path(), 48);
+  write_safetensors_shards(views, e.path(), 48, in_pieces);
+  const Checkpoint written = Checkpoint::open_dir(d.path());
+  for (const std::string& f : written.files())
+    EXPECT_EQ(read_file(f), read_file(e.file(path_basename(f)))) << f;
+
+  EXPECT_XC2_ERROR(write_safetensors_shards(views, d.file("x"), 0), InvalidArgument, "tensor 'h1' has no data");
+  EXPECT_XC2_ERROR(write_safetensors_shards(views, d.file("short"), 0,
+                                            [](const TensorView& t, const WriteBytes& write) {
+                                              if (t.nbytes > 0) write(t.data, 0);
+                                            }),
+                   InvalidArgument, "0 of 40 bytes given for tensor 'f1'");
+  const std::string zeros(64, '\0');
+  EXPECT_XC2_ERROR(write_safetensors_shards(views, d.file("long"), 0,
+                                            [&](const TensorView&, const WriteBytes& write) { write(zeros.data(), 41); }),
+                   InvalidArgument, "more than");
 }
 
 TEST(Convert, BinFolderRoundTrip) {

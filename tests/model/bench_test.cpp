@@ -7,9 +7,9 @@
 #include <string>
 
 #include "backends/backend.h"
+#include "bench/bench.h"
 #include "model/model_test_util.h"
 #include "support/test_util.h"
-#include "xc2/bench.h"
 
 namespace xc2 {
 namespace {

@@ -1,5 +1,5 @@
 // xc2_gemm_bench: CPU GEMM throughput against this machine's measured limits.
-//   limits:  streaming read / copy bandwidth and peak f32 FMA rate (kernels/cpu/microbench.h), per thread count
+//   limits:  streaming read / copy bandwidth and peak f32 FMA rate (tools/bench/microbench.h), per thread count
 //   prefill: m = 1225 (image prompt) x the model's linears -> ms, GFLOP/s, % of FMA peak
 //   decode:  m = 1 x the model's linears and the LM head -> ms, weight GB/s, % of read bandwidth
 //            (weights rotate over enough copies that each call streams from DRAM, not the LLC)
@@ -20,12 +20,13 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
-#include "cpu/microbench.h"
+#include "microbench.h"
 
 namespace {
 
 using namespace xc2;
 using namespace xc2::kernels::cpu;
+using namespace xc2::bench;
 using Clock = std::chrono::steady_clock;
 
 struct Shape {

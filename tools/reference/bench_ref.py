@@ -46,7 +46,7 @@ def main():
         if why:
             print(json.dumps({"bench_ref": False, "error": why}), flush=True)
             sys.exit(3)
-    m = xc2_ref.Model(a.model, dtype=dtype)
+    m = xc2_ref.Model(a.model, dtype=dtype, tokenizer=False)  # fixed token ids: no tokenizer (nor sentencepiece)
     if cuda:
         m.w = {k: v.to("cuda") for k, v in m.w.items()}
         torch.set_default_device("cuda")

@@ -447,13 +447,13 @@ def _act(name):
 
 
 class Model:
-    def __init__(self, folder, dtype=torch.float64, state_dict=None, zero_plora=False):
+    def __init__(self, folder, dtype=torch.float64, state_dict=None, zero_plora=False, tokenizer=True):
         self.folder = folder
         self.cfg = load_config(folder)
         self.dtype = dtype
         self.stat_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         tk = os.path.join(folder, "tokenizer.model")
-        self.tok = Tokenizer(tk) if os.path.exists(tk) else None
+        self.tok = Tokenizer(tk) if tokenizer and os.path.exists(tk) else None
         sd = state_dict if state_dict is not None else load_state_dict(folder)
         self.storage = sd
         cfg = self.cfg

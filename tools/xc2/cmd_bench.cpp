@@ -1,10 +1,10 @@
-// xc2 bench: engine throughput next to the machine's limits (include/xc2/bench.h).
+// xc2 bench: engine throughput next to the machine's limits (tools/bench/bench.h).
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
 
+#include "bench/bench.h"
 #include "cli_common.h"
-#include "xc2/bench.h"
 
 namespace xc2::cli {
 
@@ -51,6 +51,9 @@ once per step for all N, against the same roofline with N tokens per weight read
       ->check(CLI::Range(3, 1024))->capture_default_str();
   cmd->add_flag("--no-reference", *no_ref, "Skip the PyTorch reference");
   cmd->add_option("--python", o->python, "Python with PyTorch for the reference")->capture_default_str();
+  cmd->add_option("--reference-script", o->reference_script,
+                  "The reference's bench_ref.py (default: tools/reference/bench_ref.py above the xc2 executable)")
+      ->type_name("FILE");
   cmd->add_flag("-v,--verbose", common->verbose, "More messages");
   cmd->add_flag("-q,--quiet", common->quiet, "Only errors on stderr");
   return [o, common, no_ref]() -> int {

@@ -1,4 +1,5 @@
-// `xc2 bench`: throughput of the engine on this machine, next to the machine's own limits.
+// `xc2 bench` (library xc2_bench, tools/bench/bench*.cpp): throughput of the engine on this machine, next
+// to the machine's own limits, measured through the public API (xc2/engine.h, xc2/diagnostics.h).
 //   - a synthetic checkpoint with the real XC2-VL-7B dimensions but few layers (generated on the fly,
 //     cached under work_dir, never committed), or a real model folder;
 //   - ViT images/s, prefill positions/s (one image + text), decode tokens/s, peak RSS;
@@ -24,14 +25,14 @@ struct BenchOptions {
   int repeats = 3;                 // best of
   bool reference = true;           // also run the PyTorch reference
   std::string python = "/usr/bin/python3";
-  std::string reference_script;    // default: <source>/tools/reference/bench_ref.py
+  std::string reference_script;    // default: tools/reference/bench_ref.py found above the executable
   // CUDA (device = "cuda"): the model in `dtype` ("bf16", "f16" or "f32") on GPU 0; decode through the
   // device decode path (graphs + on-device argmax), the copy bandwidth as the roofline, the reference
   // in bfloat16 on the GPU (bench_ref.py --device cuda); plus captioning: caption_batch images through the
   // ViT at once, each prompt prefilled, then all decoded together for caption_tokens greedy tokens; and the
   // GPU memory a 4096-token context needs (the allocator's peak plus the CUDA context).
-  // Batched decode (XComposer2::decode_batch, what `xc2 caption --batch-size` runs): tokens/s summed over B
-  // sequences that share the benchmark prompt's context, for each B here (empty: skip).
+  // Batched decode (Engine::generate_batch, what `xc2 caption --batch-size` runs): tokens/s summed over B
+  // sequences, each with the benchmark prompt as its context, for each B here (empty: skip).
   std::vector<int> decode_batches = {4, 16};
   std::string device = "cpu";
   std::string dtype = "bf16";

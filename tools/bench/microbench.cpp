@@ -8,7 +8,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-#include "cpu/microbench.h"
+#include "microbench.h"
 
 #include <algorithm>
 #include <chrono>
@@ -27,8 +27,11 @@
 
 #include "core/check.h"
 
-namespace xc2::kernels::cpu {
+namespace xc2::bench {
 namespace {
+
+using kernels::cpu::GemmIsa;
+using kernels::cpu::gemm_resolve_isa;
 
 struct FreeDeleter {
   void operator()(void* p) const { std::free(p); }
@@ -267,4 +270,4 @@ double measure_fma_peak_gflops(ThreadPool& pool, GemmIsa isa, int reps) {
   return best;
 }
 
-}  // namespace xc2::kernels::cpu
+}  // namespace xc2::bench

@@ -1,6 +1,7 @@
-// Microbenchmarks of this machine's limits, the denominators of the GEMM roofline (used by gemm_bench and
-// `xc2 bench`). Every function uses all pool.size() threads (pass a ThreadPool(1) for one thread),
-// touches its buffers first, and reports the best of `reps` timed runs. GB = 1e9 bytes, GFLOP = 1e9 flops.
+// Microbenchmarks of this machine's limits, the denominators of the GEMM roofline (library xc2_microbench,
+// used by xc2_gemm_bench and `xc2 bench`). Every function uses all pool.size() threads (pass a ThreadPool(1)
+// for one thread), touches its buffers first, and reports the best of `reps` timed runs. GB = 1e9 bytes,
+// GFLOP = 1e9 flops.
 #pragma once
 
 #include <cstddef>
@@ -8,7 +9,7 @@
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
 
-namespace xc2::kernels::cpu {
+namespace xc2::bench {
 
 // STREAM-like plain streaming read: each thread sums its contiguous share of a `bytes` buffer (choose it
 // much larger than the last-level cache, e.g. 1 GiB) with vector loads, as 4 concurrent sequential
@@ -25,6 +26,7 @@ double measure_copy_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 
 // Peak f32 FMA rate with the instructions the GEMM micro-kernel uses for `isa` (Auto: what gemm() runs):
 // AVX-512: vfmadd231ps zmm, 24 independent accumulator chains (the 12x32 tile); AVX2: ymm, 12 chains
 // (the 6x16 tile); scalar: 4-wide, as the compiler emits. 1 FMA lane = 2 flops.
-double measure_fma_peak_gflops(ThreadPool& pool, GemmIsa isa = GemmIsa::Auto, int reps = 5);
+double measure_fma_peak_gflops(ThreadPool& pool, kernels::cpu::GemmIsa isa = kernels::cpu::GemmIsa::Auto,
+                               int reps = 5);
 
-}  // namespace xc2::kernels::cpu
+}  // namespace xc2::bench

@@ -1,0 +1,130 @@
+// xc2 bench on the CPU: the machine's limits measured with the engine's thread count (tools/bench/microbench.h),
+// then ViT, prefill, decode and batched decode through the public API, against those limits.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+
+#include "bench_internal.h"
+#include "core/thread_pool.h"
+#include "cpu/gemm.h"
+#include "microbench.h"
+
+namespace xc2::bench {
+namespace {
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      const size_t c = line.find(':');
+      return c == std::string::npos ? line : line.substr(c + 2);
+    }
+  return "unknown CPU";
+}
+
+double peak_rss_gib() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
+}
+
+}  // namespace
+
+BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
+  const int threads = o.threads > 0 ? o.threads : hardware_threads();
+  BenchReport rep;
+  rep.machine = cpu_model() + ", " + std::to_string(threads) + " threads, GEMM " + kernels::cpu::gemm_isa();
+
+  // Machine limits first, with the same number of threads, while memory is still free.
+  double read_bw = 0, copy_bw = 0, fma_peak = 0;
+  {
+    ThreadPool pool(threads);
+    std::cerr << "xc2 bench: measuring memory bandwidth and FMA peak ...\n";
+    read_bw = measure_read_bandwidth_gbs(pool);
+    copy_bw = measure_copy_bandwidth_gbs(pool);
+    fma_peak = measure_fma_peak_gflops(pool);
+  }
+
+  Workload w(o, dir, "cpu", "auto");
+  EngineDiagnostics diag = w.diag();
+  rep.model = w.model_line() + ") on " + diag.backend_name();
+  const ModelFigures& f = w.figures();
+  const int64_t S = f.c.img_size, vt = f.vt;
+
+  double vit_ms = 1e30, prefill_ms = 1e30, decode_ms = 1e30;
+  int64_t T = 0;
+  ImageHandle img;
+  for (int rep_i = 0; rep_i < o.repeats; ++rep_i) {
+    std::cerr << "xc2 bench: run " << rep_i + 1 << "/" << o.repeats << " ...\n";
+    double ms = 0;
+    img = w.encode(&ms);
+    vit_ms = std::min(vit_ms, ms);
+    // decode_steps + 1 tokens: the first comes from the prefill's logits, each further one is a decode step.
+    const GenerationResult r = w.generate(img, o.decode_steps + 1);
+    prefill_ms = std::min(prefill_ms, r.timings.prefill_ms);
+    decode_ms = std::min(decode_ms, r.timings.decode_ms);
+    T = r.prompt_positions;
+  }
+  std::vector<std::pair<int, double>> batched;
+  for (int B : o.decode_batches) {
+    std::cerr << "xc2 bench: batched decode, batch " << B << " ...\n";
+    batched.push_back({B, w.batched_decode_tok_s(img, B, o.decode_steps)});
+  }
+  img.reset();
+
+  const double decode_tok_s = o.decode_steps * 1000.0 / decode_ms;
+  const double ctx = static_cast<double>(T) + o.decode_steps / 2.0;
+  const double weight_bytes = static_cast<double>(diag.weight_bytes_per_token());
+  const double kv_bytes = ctx * static_cast<double>(diag.kv_bytes_per_position());
+  const double bytes_per_token = weight_bytes + kv_bytes;
+  const double roofline_tok_s = read_bw * 1e9 / bytes_per_token;
+  const double prefill_gflops = f.prefill_flops(T) / (prefill_ms * 1e6);
+  const double vit_gflops = f.vit_flops() / (vit_ms * 1e6);
+
+  auto add = [&](const std::string& n, double v, const std::string& u, const std::string& note) {
+    rep.rows.push_back({n, v, u, note});
+  };
+  add("read bandwidth", read_bw, "GB/s", "streaming read, " + std::to_string(threads) + " threads");
+  add("copy bandwidth", copy_bw, "GB/s", "read + write");
+  add("f32 FMA peak", fma_peak, "GFLOP/s", std::string("the GEMM's instructions (") + kernels::cpu::gemm_isa() + ")");
+  add("ViT", 1000.0 / vit_ms, "img/s",
+      fmt(vit_ms, 1) + " ms per " + std::to_string(S) + " px image, " + fmt(vit_gflops, 1) + " GFLOP/s = " +
+          fmt(100.0 * vit_gflops / fma_peak, 0) + "% of FMA peak");
+  add("prefill", T * 1000.0 / prefill_ms, "pos/s",
+      std::to_string(T) + " positions (1 image + " + std::to_string(T - vt) + " text) in " + fmt(prefill_ms, 1) +
+          " ms, " + fmt(prefill_gflops, 1) + " GFLOP/s = " + fmt(100.0 * prefill_gflops / fma_peak, 0) +
+          "% of FMA peak");
+  add("decode", decode_tok_s, "tok/s",
+      fmt(bytes_per_token / 1e9, 3) + " GB read per token; roofline " + fmt(roofline_tok_s, 2) + " tok/s; " +
+          fmt(100.0 * decode_tok_s / roofline_tok_s, 0) + "% of the read-bandwidth roofline");
+  for (const auto& [B, tok_s] : batched) {
+    const double roof = B * read_bw * 1e9 / (weight_bytes + B * kv_bytes);
+    add("decode batch " + std::to_string(B), tok_s, "tok/s",
+        "summed over " + std::to_string(B) + " sequences; " + fmt(tok_s / decode_tok_s) + "x batch 1; " +
+            fmt(100.0 * tok_s / roof, 0) + "% of the batch-" + std::to_string(B) + " read-bandwidth roofline");
+  }
+  add("peak RSS", peak_rss_gib(), "GiB", "process maximum resident set");
+
+  if (o.reference) {
+    w.release();
+    for (const RefNumbers& rf : run_reference(o, dir, threads)) {
+      if (!rf.ok) {
+        add("reference", 0, "", "not run: " + rf.error);
+        continue;
+      }
+      const double ref_prefill = T * 1000.0 / rf.prefill_ms;
+      add("reference ViT (" + rf.dtype + ")", 1000.0 / rf.vit_ms, "img/s",
+          "xc2 is " + fmt((1000.0 / vit_ms) / (1000.0 / rf.vit_ms)) + "x");
+      add("reference prefill (" + rf.dtype + ")", ref_prefill, "pos/s",
+          "xc2 is " + fmt((T * 1000.0 / prefill_ms) / ref_prefill) + "x");
+      add("reference decode (" + rf.dtype + ")", rf.decode_tok_s, "tok/s",
+          "xc2 is " + fmt(decode_tok_s / rf.decode_tok_s) + "x");
+    }
+  }
+  return rep;
+}
+
+}  // namespace xc2::bench
