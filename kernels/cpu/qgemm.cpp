@@ -18,22 +18,6 @@ inline int32_t load_i32(const void* base, int64_t idx) {
   return v;
 }
 
-inline float load_float(const void* base, DType dt, int64_t idx) {
-  const char* p = static_cast<const char*>(base);
-  uint16_t h;
-  switch (dt) {
-    case DType::F16: std::memcpy(&h, p + 2 * idx, 2); return f16_to_f32(h);
-    case DType::BF16: std::memcpy(&h, p + 2 * idx, 2); return bf16_to_f32(h);
-    case DType::F32: {
-      float f;
-      std::memcpy(&f, p + 4 * idx, 4);
-      return f;
-    }
-    case DType::I32: break;
-  }
-  return 0.0f;
-}
-
 void fill_source(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld) {
   dequantize(*static_cast<const QuantMatrix*>(ctx), row0, rows, k0, klen, dst, ld);
 }
@@ -104,12 +88,12 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
     for (int64_t n = 0; n < t.n; ++n) {
       const uint32_t zw = static_cast<uint32_t>(load_i32(t.qzeros, g * zwords + n / p));
       w.zero[static_cast<size_t>(n * t.groups + g)] = static_cast<uint16_t>(((zw >> ((n % p) * t.bits)) & mask) + 1u);
-      w.scale[static_cast<size_t>(n * t.groups + g)] = load_float(t.scales, t.scales_dtype, g * t.n + n);
+      w.scale[static_cast<size_t>(n * t.groups + g)] = float_at(t.scales, t.scales_dtype, g * t.n + n);
     }
   }
   if (t.bias) {
     w.bias.resize(static_cast<size_t>(t.n));
-    for (int64_t n = 0; n < t.n; ++n) w.bias[static_cast<size_t>(n)] = load_float(t.bias, t.bias_dtype, n);
+    for (int64_t n = 0; n < t.n; ++n) w.bias[static_cast<size_t>(n)] = float_at(t.bias, t.bias_dtype, n);
   }
   return w;
 }

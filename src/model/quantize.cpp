@@ -23,21 +23,7 @@ namespace {
 constexpr const char* kLinears[] = {"attention.wqkv", "attention.wo", "feed_forward.w1", "feed_forward.w3",
                                     "feed_forward.w2"};
 
-float widen(const io::TensorView& t, int64_t i) {
-  const char* p = static_cast<const char*>(t.data);
-  uint16_t h;
-  switch (t.dtype) {
-    case DType::F16: std::memcpy(&h, p + 2 * i, 2); return f16_to_f32(h);
-    case DType::BF16: std::memcpy(&h, p + 2 * i, 2); return bf16_to_f32(h);
-    case DType::F32: {
-      float f;
-      std::memcpy(&f, p + 4 * i, 4);
-      return f;
-    }
-    case DType::I32: break;
-  }
-  XC2_THROW(ShapeMismatch, "tensor '", t.name, "' has dtype ", dtype_name(t.dtype), ", expected a float weight");
-}
+float widen(const io::TensorView& t, int64_t i) { return float_at(t.data, t.dtype, i); }
 
 // An owned tensor for the writer.
 struct Owned {
@@ -60,6 +46,7 @@ GptqPacked rtn_quantize(const io::TensorView& w, int bits, int64_t group_size, b
   XC2_CHECK(bits == 4 || bits == 8, InvalidArgument, "--bits ", bits, ": xc2 quantizes to 4 or 8 bits");
   XC2_CHECK(group_size == -1 || group_size > 0, InvalidArgument, "--group-size ", group_size, " is invalid");
   XC2_CHECK(w.shape.size() == 2, ShapeMismatch, "tensor '", w.name, "' is not a matrix");
+  XC2_CHECK(w.dtype != DType::I32, ShapeMismatch, "tensor '", w.name, "' has dtype I32, expected a float weight");
   const int64_t n = w.shape[0], k = w.shape[1], p = 32 / bits, gs = group_size == -1 ? k : group_size;
   XC2_CHECK(k % p == 0, ShapeMismatch, "tensor '", w.name, "': input dimension ", k, " is not a multiple of ", p);
   const int maxq = (1 << bits) - 1;
