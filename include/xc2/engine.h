@@ -146,6 +146,12 @@ struct ModelInfo {
   int lora_rank = 0;
   double plora_scale = 1.0;
   std::string device;            // the backend, when loaded through an Engine
+  // Quantized folders (GPTQ): bits (0 for a 16-bit folder), group size (-1: per channel), act-order, symmetry.
+  int quant_bits = 0;
+  int64_t quant_group_size = 0;
+  bool quant_desc_act = false, quant_sym = false;
+  // Weight bytes one decode step reads, as stored: decoder linears, norms, output head, one embedding row.
+  int64_t decode_bytes = 0;
 };
 
 // Reads config.json and the checkpoint index of `model_dir` without building the model.
@@ -254,6 +260,11 @@ int count_markers(const std::string& text, const std::string& marker);
 // `xc2 convert`: rewrites a model folder (safetensors or PyTorch .bin) as sharded safetensors with the
 // same tensor names, copying config and tokenizer files.
 void convert_model(const std::string& model_dir, const std::string& out_dir, uint64_t max_shard_bytes);
+
+// `xc2 quantize`: round-to-nearest GPTQ quantization (bits 4 or 8; group_size -1 = per channel) of the decoder
+// linears into out_dir, in the layout AutoGPTQ writes; everything else is copied. progress(done, total) per tensor.
+void quantize_model(const std::string& model_dir, const std::string& out_dir, int bits, int64_t group_size, bool sym,
+                    uint64_t max_shard_bytes, const std::function<void(size_t, size_t)>& progress = nullptr);
 
 // Messages on stderr: 0 errors only, 1 warnings (default), 2 info, 3 debug.
 void set_verbosity(int level);

@@ -42,6 +42,7 @@ inline float widen_one(const void* w, DType dtype, int64_t idx) {
     case DType::F32: return static_cast<const float*>(w)[idx];
     case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w)[idx]);
     case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(w)[idx]);
+    case DType::I32: break;  // never a GEMM weight
   }
   return 0.0f;
 }
@@ -59,6 +60,7 @@ void widen_row(const void* w, DType dtype, int64_t len, float* dst) {
       for (int64_t i = 0; i < len; ++i) dst[i] = bf16_to_f32(s[i]);
       break;
     }
+    case DType::I32: break;  // never a GEMM weight
   }
 }
 
@@ -163,15 +165,17 @@ struct AlignedBuffer {
 // Owned by the calling thread and handed to the tasks by index, so worker threads never allocate.
 struct Scratch {
   AlignedBuffer bias;
-  std::vector<AlignedBuffer> x, w;  // per task
-  bool reserve(int tasks, size_t x_floats, size_t w_floats) {
+  std::vector<AlignedBuffer> x, w, src;  // per task; src: blocks of a WeightSource
+  bool reserve(int tasks, size_t x_floats, size_t w_floats, size_t src_floats = 0) {
     if (static_cast<int>(x.size()) < tasks) {
       x.resize(static_cast<size_t>(tasks));
       w.resize(static_cast<size_t>(tasks));
+      src.resize(static_cast<size_t>(tasks));
     }
     for (int t = 0; t < tasks; ++t) {
       if (x_floats && !x[static_cast<size_t>(t)].ensure(x_floats)) return false;
       if (w_floats && !w[static_cast<size_t>(t)].ensure(w_floats)) return false;
+      if (src_floats && !src[static_cast<size_t>(t)].ensure(src_floats)) return false;
     }
     return true;
   }
@@ -251,9 +255,10 @@ inline const char* w_at(const GemmArgs& a, int64_t row, int64_t col) {
   return static_cast<const char*>(a.w) + (row * a.ldw + col) * static_cast<int64_t>(dtype_size(a.w_dtype));
 }
 
-// xbuf: >= round_up(min(nc, m1 - m0), mr) * min(kc, k) floats; wbuf: >= round_up(min(mc, n1 - n0), nr) * min(kc, k).
+// xbuf: >= round_up(min(nc, m1 - m0), mr) * min(kc, k) floats; wbuf: >= round_up(min(mc, n1 - n0), nr) * min(kc, k);
+// sbuf (a WeightSource only): >= min(mc, n1 - n0) * min(kc, k).
 void packed_range(const GemmArgs& a, const float* bias, const PackedKernels& pk, const Blocking& bl, int64_t m0,
-                  int64_t m1, int64_t n0, int64_t n1, float* xbuf, float* wbuf) {
+                  int64_t m1, int64_t n0, int64_t n1, float* xbuf, float* wbuf, float* sbuf) {
   if (m0 >= m1 || n0 >= n1) return;
   const int64_t mr = pk.mr, nr = pk.nr;
   for (int64_t jc = m0; jc < m1; jc += bl.nc) {
@@ -265,7 +270,12 @@ void packed_range(const GemmArgs& a, const float* bias, const PackedKernels& pk,
       pk.pack_x(a.x + jc * a.ldx + pc, a.ldx, mlen, klen, xbuf);
       for (int64_t ic = n0; ic < n1; ic += bl.mc) {
         const int64_t nlen = std::min<int64_t>(bl.mc, n1 - ic);
-        pk.pack_w(w_at(a, ic, pc), a.w_dtype, a.ldw, nlen, klen, wbuf);
+        if (a.w_source) {
+          a.w_source->fill(a.w_source->ctx, ic, nlen, pc, klen, sbuf, klen);
+          pk.pack_w(sbuf, DType::F32, klen, nlen, klen, wbuf);
+        } else {
+          pk.pack_w(w_at(a, ic, pc), a.w_dtype, a.ldw, nlen, klen, wbuf);
+        }
         for (int64_t jr = 0; jr < mlen; jr += mr) {
           const int rows = static_cast<int>(std::min<int64_t>(mr, mlen - jr));
           const float* xp = xbuf + (jr / mr) * klen * mr;
@@ -374,14 +384,14 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
   if (a.m == 0 || a.n == 0) return;
   XC2_CHECK(a.y != nullptr, InvalidArgument, "gemm: y is null");
   XC2_CHECK(a.m == 1 || a.ldy >= a.n, InvalidArgument, "gemm: ldy=", a.ldy, " < n=", a.n);
-  XC2_CHECK(a.w_dtype == DType::F32 || a.w_dtype == DType::F16 || a.w_dtype == DType::BF16, InvalidArgument,
-            "gemm: bad weight dtype");
+  XC2_CHECK(a.w_source || a.w_dtype == DType::F32 || a.w_dtype == DType::F16 || a.w_dtype == DType::BF16,
+            InvalidArgument, "gemm: bad weight dtype");
   XC2_CHECK(a.bias_dtype == DType::F32 || a.bias_dtype == DType::F16 || a.bias_dtype == DType::BF16,
             InvalidArgument, "gemm: bad bias dtype");
   if (a.k > 0) {
-    XC2_CHECK(a.x != nullptr && a.w != nullptr, InvalidArgument, "gemm: x or w is null");
+    XC2_CHECK(a.x != nullptr && (a.w != nullptr || a.w_source != nullptr), InvalidArgument, "gemm: x or w is null");
     XC2_CHECK(a.m == 1 || a.ldx >= a.k, InvalidArgument, "gemm: ldx=", a.ldx, " < k=", a.k);
-    XC2_CHECK(a.n == 1 || a.ldw >= a.k, InvalidArgument, "gemm: ldw=", a.ldw, " < k=", a.k);
+    XC2_CHECK(a.w_source || a.n == 1 || a.ldw >= a.k, InvalidArgument, "gemm: ldw=", a.ldw, " < k=", a.k);
   }
 
   // The calling thread's scratch; tasks on worker threads reach it through this reference (naming
@@ -416,8 +426,10 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
     // Threads split n into contiguous runs of 16 rows; each weight row is read by one thread, once.
     const int64_t units = (a.n + 15) / 16;
     const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
-    XC2_CHECK(scratch.reserve(tasks, 0, static_cast<size_t>(rows_scratch_floats(a.m, a.k))), Internal,
-              "gemm: out of memory for scratch");
+    // A WeightSource fills 16 rows at a time into the task's block buffer, read once for all m rows.
+    XC2_CHECK(scratch.reserve(tasks, 0, static_cast<size_t>(rows_scratch_floats(a.m, a.k)),
+                              a.w_source ? static_cast<size_t>(16 * a.k) : 0),
+              Internal, "gemm: out of memory for scratch");
     // The task captures one pointer, so std::function keeps it inline (no allocation per call).
     struct Job {
       const GemmArgs* a;
@@ -432,9 +444,18 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
       split(j->units, nt, t, &b, &e);
       b *= 16;
       e = std::min(e * 16, g.n);
-      if (b < e)
-        j->isa->rows(g.x, g.ldx, g.w, g.w_dtype, g.ldw, j->bias, g.y, g.ldy, g.m, g.k, b, e, g.accumulate,
-                     j->scratch->w[static_cast<size_t>(t)].data);
+      float* rs = j->scratch->w[static_cast<size_t>(t)].data;
+      if (g.w_source) {
+        float* blk = j->scratch->src[static_cast<size_t>(t)].data;
+        for (int64_t r = b; r < e; r += 16) {
+          const int64_t cnt = std::min<int64_t>(16, e - r);
+          g.w_source->fill(g.w_source->ctx, r, cnt, 0, g.k, blk, g.k);
+          j->isa->rows(g.x, g.ldx, blk, DType::F32, g.k, j->bias ? j->bias + r : nullptr, g.y + r, g.ldy, g.m, g.k, 0,
+                       cnt, g.accumulate, rs);
+        }
+      } else if (b < e) {
+        j->isa->rows(g.x, g.ldx, g.w, g.w_dtype, g.ldw, j->bias, g.y, g.ldy, g.m, g.k, b, e, g.accumulate, rs);
+      }
     };
     if (tasks == 1) body(0, 1); else pool.run(tasks, body);
     return;
@@ -465,7 +486,8 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
     const int64_t rows_cap = std::min<int64_t>(bl.nc, a.m), cols_cap = std::min<int64_t>(bl.mc, a.n);
     const int64_t klen_cap = std::min<int64_t>(bl.kc, a.k);
     XC2_CHECK(scratch.reserve(tasks, static_cast<size_t>(((rows_cap + pk.mr - 1) / pk.mr) * pk.mr * klen_cap),
-                                  static_cast<size_t>(((cols_cap + pk.nr - 1) / pk.nr) * pk.nr * klen_cap)),
+                                  static_cast<size_t>(((cols_cap + pk.nr - 1) / pk.nr) * pk.nr * klen_cap),
+                                  a.w_source ? static_cast<size_t>(cols_cap * klen_cap) : 0),
               Internal, "gemm: out of memory for packing scratch");
   }
   struct Job {
@@ -484,7 +506,8 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
     split(j->units_n, j->tn, t % j->tn, &nb, &ne);
     split(j->units_m, j->tm, t / j->tn, &mb, &me);
     packed_range(g, j->bias, *j->pk, j->bl, mb * mr, std::min(me * mr, g.m), nb * nr, std::min(ne * nr, g.n),
-                 j->scratch->x[static_cast<size_t>(t)].data, j->scratch->w[static_cast<size_t>(t)].data);
+                 j->scratch->x[static_cast<size_t>(t)].data, j->scratch->w[static_cast<size_t>(t)].data,
+                 j->scratch->src[static_cast<size_t>(t)].data);
   };
   if (tasks == 1) body(0, 1); else pool.run(tasks, body);
 }

@@ -23,6 +23,14 @@
 
 namespace xc2::kernels::cpu {
 
+// A weight made on the fly instead of read from w (quantized weights): fill() writes the f32 values of
+// rows [row0, row0 + rows) x columns [k0, k0 + klen) of the [n, k] weight to dst[r * ld + c]. It must be
+// thread-safe; the GEMM calls it once per weight block and step, from the thread that uses the block.
+struct WeightSource {
+  void (*fill)(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld) = nullptr;
+  const void* ctx = nullptr;
+};
+
 struct GemmArgs {
   const float* x = nullptr;  // x: [m, k], row stride ldx (elements)
   int64_t ldx = 0;
@@ -35,6 +43,7 @@ struct GemmArgs {
   int64_t ldy = 0;
   int64_t m = 0, n = 0, k = 0;
   bool accumulate = false;   // y += result (PLoRA's second GEMM) instead of y = result
+  const WeightSource* w_source = nullptr;  // when set, w, w_dtype and ldw are unused
 };
 
 void gemm(const GemmArgs& args, ThreadPool& pool);

@@ -109,6 +109,7 @@ XC2_AVX2 void pack_w(const void* w, DType dtype, int64_t ldw, int64_t rows, int6
     case DType::F32: pack_w_t<DType::F32>(w, ldw, rows, klen, dst); break;
     case DType::F16: pack_w_t<DType::F16>(w, ldw, rows, klen, dst); break;
     case DType::BF16: pack_w_t<DType::BF16>(w, ldw, rows, klen, dst); break;
+    case DType::I32: break;  // never a GEMM weight
   }
 }
 
@@ -273,6 +274,7 @@ void rows(const float* x, int64_t ldx, const void* w, DType dtype, int64_t ldw, 
     case DType::F32: rows_t<DType::F32>(x, ldx, w, ldw, bias, y, ldy, m, k, n0, n1, accumulate); break;
     case DType::F16: rows_t<DType::F16>(x, ldx, w, ldw, bias, y, ldy, m, k, n0, n1, accumulate); break;
     case DType::BF16: rows_t<DType::BF16>(x, ldx, w, ldw, bias, y, ldy, m, k, n0, n1, accumulate); break;
+    case DType::I32: break;  // never a GEMM weight
   }
 }
 

@@ -56,6 +56,7 @@ void to_f32(const void* src, DType src_dtype, float* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
+    case DType::I32: break;  // no int32 activations
   }
 }
 

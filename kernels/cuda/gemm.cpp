@@ -21,6 +21,7 @@ cudaDataType_t cuda_type(DType d) {
     case DType::F32: return CUDA_R_32F;
     case DType::F16: return CUDA_R_16F;
     case DType::BF16: return CUDA_R_16BF;
+    case DType::I32: break;
   }
   return CUDA_R_32F;
 }

@@ -55,6 +55,23 @@ void Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tenso
   do_linear(x, w, bias, y, accumulate);
 }
 
+void Backend::linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate) {
+  XC2_CHECK(static_cast<bool>(w), Internal, "linear_q: empty quantized weight");
+  XC2_CHECK(x.dtype == act_dtype() && y.dtype == act_dtype(), Internal, "linear_q: x and y must be in the activation dtype");
+  check_rows(x, x.rows(), w.k, "linear_q", "x");
+  check_rows(y, x.rows(), w.n, "linear_q", "y");
+  do_linear_q(x, w, y, accumulate);
+}
+
+QuantWeight Backend::quant_weight(const io::GptqLinearViews& v) {
+  XC2_THROW(Unsupported, "the ", name(), " backend does not run quantized (GPTQ) weights yet ('", v.base,
+            "'); use --device cpu");
+}
+
+void Backend::do_linear_q(const Tensor&, const QuantWeight&, Tensor&, bool) {
+  XC2_THROW(Unsupported, "the ", name(), " backend does not run quantized (GPTQ) weights yet; use --device cpu");
+}
+
 void Backend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   check_numel(w, x.row_numel(), "rms_norm", "w");
   check_rows(y, x.rows(), x.row_numel(), "rms_norm", "y");

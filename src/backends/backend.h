@@ -11,6 +11,7 @@
 
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "io/gptq.h"
 #include "xc2/dtype.h"
 
 namespace xc2 {
@@ -75,6 +76,17 @@ struct AttentionArgs {
   float scale = 1.0f;
 };
 
+// A GPTQ-quantized linear weight [n, k] as a backend keeps it (repacked at load into the backend's own layout;
+// on the CPU a kernels::cpu::QuantMatrix). Empty (impl null) for a 16-bit linear.
+struct QuantWeight {
+  int64_t n = 0, k = 0;
+  int bits = 0;
+  int64_t group_size = 0;  // as configured (-1: per channel)
+  size_t bytes = 0;        // resident bytes: what one pass over the weight reads
+  std::shared_ptr<const void> impl;
+  explicit operator bool() const { return impl != nullptr; }
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -99,6 +111,10 @@ class Backend {
 
   // y (+)= x . w^T (+ bias).  x: [m, k]; w: [n, k]; bias: [n] or null; y: [m, n]
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate);
+  // The same with a quantized weight (and its bias, if the checkpoint has one): y (+)= x . dequant(w)^T (+ bias).
+  void linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate);
+  // Repacks a validated GPTQ linear (io/gptq.h) for this backend. Default: Error{Unsupported}.
+  virtual QuantWeight quant_weight(const io::GptqLinearViews& v);
   // x, y: [rows, dim]; w (and b): [dim]. y may be x.
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y);
@@ -168,6 +184,7 @@ class Backend {
   // Implementations behind the front end above; arguments are checked. Positions on the device are read
   // when the op runs (for a captured graph, at every replay).
   virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) = 0;
+  virtual void do_linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate);  // default: Unsupported
   virtual void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) = 0;
   virtual void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) = 0;
   virtual void do_add(const Tensor& a, const Tensor& b, Tensor& y) = 0;

@@ -21,6 +21,7 @@
 #include "core/thread_pool.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/gemm.h"
+#include "cpu/qgemm.h"
 
 namespace xc2 {
 
@@ -186,6 +187,38 @@ class CpuBackend final : public Backend {
     a.ldy = a.n;
     a.accumulate = accumulate;
     kc::gemm(a, pool_);
+  }
+
+  QuantWeight quant_weight(const io::GptqLinearViews& v) override {
+    kc::GptqTensors t;
+    t.bits = v.bits;
+    t.n = v.n;
+    t.k = v.k;
+    t.groups = v.groups;
+    t.group_size = v.group_size;
+    t.qweight = v.qweight->data;
+    t.qzeros = v.qzeros->data;
+    t.scales = v.scales->data;
+    t.scales_dtype = v.scales->dtype;
+    t.g_idx = v.g_idx ? v.g_idx->data : nullptr;
+    if (v.bias) {
+      t.bias = v.bias->data;
+      t.bias_dtype = v.bias->dtype;
+    }
+    auto m = std::make_shared<kc::QuantMatrix>(kc::repack_gptq(t));
+    QuantWeight q;
+    q.n = v.n;
+    q.k = v.k;
+    q.bits = v.bits;
+    q.group_size = v.group_size;
+    q.bytes = m->bytes();
+    q.impl = std::move(m);
+    return q;
+  }
+
+  void do_linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate) override {
+    const auto& m = *static_cast<const kc::QuantMatrix*>(w.impl.get());
+    kc::qlinear(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), accumulate, pool_);
   }
 
   void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {

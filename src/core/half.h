@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "xc2/dtype.h"
+
 namespace xc2 {
 
 inline float bits_to_f32(uint32_t u) {
@@ -57,6 +59,20 @@ inline uint16_t f32_to_f16(float f) {
   }
   uint32_t m = abs + 0x0fffu + ((abs >> 13) & 1u);  // round to nearest even at bit 13
   return static_cast<uint16_t>(sign | ((m - 0x38000000u) >> 13));
+}
+
+// Element idx of a float array in dtype dt (F32, F16, BF16; unaligned reads allowed), as f32. I32: 0.
+inline float float_at(const void* base, DType dt, int64_t idx) {
+  const char* p = static_cast<const char*>(base);
+  uint16_t h;
+  float f;
+  switch (dt) {
+    case DType::F16: std::memcpy(&h, p + 2 * idx, 2); return f16_to_f32(h);
+    case DType::BF16: std::memcpy(&h, p + 2 * idx, 2); return bf16_to_f32(h);
+    case DType::F32: std::memcpy(&f, p + 4 * idx, 4); return f;
+    case DType::I32: break;
+  }
+  return 0.0f;
 }
 
 }  // namespace xc2

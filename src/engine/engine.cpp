@@ -16,6 +16,8 @@
 #include "engine/generate.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "io/gptq.h"
+#include "model/quantize.h"
 #include "model/weight_names.h"
 #include "vision/image.h"
 #include "xc2/build_config.h"
@@ -59,6 +61,20 @@ ModelInfo make_info(const std::string& dir, const io::ModelConfig& c, const io::
   m.plora_scale = c.plora_scale;
   if (const io::TensorView* a = ck.find(model::names::plora_base(0, "attention.wqkv") + ".Plora_A.weight"))
     if (!a->shape.empty()) m.lora_rank = static_cast<int>(a->shape[0]);
+  if (const auto q = io::read_gptq_config(dir)) {
+    m.quant_bits = q->bits;
+    m.quant_group_size = q->group_size;
+    m.quant_desc_act = q->desc_act;
+    m.quant_sym = q->sym;
+  }
+  for (const io::TensorView& t : ck.tensors()) {
+    const std::string& n = t.name;
+    if (n.rfind("model.layers.", 0) == 0 ? n.find(".Plora_") == std::string::npos
+                                         : (n == model::names::final_norm() || n == model::names::output()))
+      m.decode_bytes += static_cast<int64_t>(t.nbytes);
+    else if (n == model::names::tok_embeddings() && c.vocab_size > 0)
+      m.decode_bytes += static_cast<int64_t>(t.nbytes) / c.vocab_size;
+  }
   return m;
 }
 
@@ -109,6 +125,19 @@ int count_markers(const std::string& text, const std::string& marker) { return t
 void convert_model(const std::string& model_dir, const std::string& out_dir, uint64_t max_shard_bytes) {
   check_model_dir(model_dir);
   io::convert_checkpoint(model_dir, out_dir, static_cast<size_t>(max_shard_bytes));
+}
+
+void quantize_model(const std::string& model_dir, const std::string& out_dir, int bits, int64_t group_size, bool sym,
+                    uint64_t max_shard_bytes, const std::function<void(size_t, size_t)>& progress) {
+  check_model_dir(model_dir);
+  model::QuantizeOptions o;
+  o.bits = bits;
+  o.group_size = group_size;
+  o.sym = sym;
+  o.max_shard_bytes = max_shard_bytes;
+  model::quantize_checkpoint(model_dir, out_dir, o, [&](size_t done, size_t total, const std::string&) {
+    if (progress) progress(done, total);
+  });
 }
 
 void set_verbosity(int level) {

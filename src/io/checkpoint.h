@@ -75,5 +75,7 @@ void write_safetensors_shards(const std::vector<TensorView>& tensors, const std:
 // copying the non-weight files (config.json, tokenizer.model, *.json, *.py, ...) alongside
 // (not *.bin, *.safetensors or their index files; not subfolders). Refuses out_dir == model_dir.
 void convert_checkpoint(const std::string& model_dir, const std::string& out_dir, size_t max_shard_bytes);
+// The copy step of convert_checkpoint: every regular file of model_dir but the weights and their indexes.
+void copy_non_weight_files(const std::string& model_dir, const std::string& out_dir);
 
 }  // namespace xc2::io

@@ -197,7 +197,10 @@ void convert_checkpoint(const std::string& model_dir, const std::string& out_dir
 
   const Checkpoint ckpt = Checkpoint::open_dir(model_dir);
   write_safetensors_shards(ckpt.tensors(), out_dir, max_shard_bytes);
+  copy_non_weight_files(model_dir, out_dir);
+}
 
+void copy_non_weight_files(const std::string& model_dir, const std::string& out_dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string name = e.path().filename().string();

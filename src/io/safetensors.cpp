@@ -136,8 +136,10 @@ std::vector<TensorView> parse_safetensors(const uint8_t* data, size_t size, cons
       v.dtype = DType::F16;
     } else if (dts == "BF16") {
       v.dtype = DType::BF16;
+    } else if (dts == "I32") {
+      v.dtype = DType::I32;  // GPTQ qweight, qzeros, g_idx
     } else if (is_known_unsupported_dtype(dts)) {
-      XC2_THROW(Unsupported, tw, " has unsupported dtype ", dts, " (xc2 reads F32, F16 and BF16)");
+      XC2_THROW(Unsupported, tw, " has unsupported dtype ", dts, " (xc2 reads F32, F16, BF16 and I32)");
     } else {
       XC2_THROW(Io, tw, " has unknown dtype ", json_snippet(*dt));
     }

@@ -24,6 +24,8 @@ bool storage_dtype(const std::string& type, DType* out) {
     *out = DType::F16;
   } else if (type == "BFloat16Storage") {
     *out = DType::BF16;
+  } else if (type == "IntStorage") {
+    *out = DType::I32;  // GPTQ qweight, qzeros, g_idx
   } else {
     return false;
   }

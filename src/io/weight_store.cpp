@@ -14,19 +14,39 @@ namespace xc2::io {
 WeightStore::WeightStore(const Checkpoint& checkpoint, std::string model_dir)
     : checkpoint_(checkpoint), model_dir_(std::move(model_dir)) {}
 
-const TensorView* WeightStore::get_optional(const std::string& name, const std::vector<int64_t>& shape) {
+const TensorView* WeightStore::find(const std::string& name, const std::vector<int64_t>& shape, bool int32) {
   const TensorView* t = checkpoint_.find(name);
   if (t == nullptr) return nullptr;
   if (t->shape != shape) {
     XC2_THROW(ShapeMismatch, "tensor '", name, "' in ", t->file, " has shape ", t->shape_str(), ", expected ",
               detail::shape_to_string(shape));
   }
+  if ((t->dtype == DType::I32) != int32) {
+    XC2_THROW(ShapeMismatch, "tensor '", name, "' in ", t->file, " has dtype ", dtype_name(t->dtype), ", expected ",
+              int32 ? "I32" : "a float dtype (F32, F16 or BF16)");
+  }
   used_.insert(name);
   return t;
 }
 
+const TensorView* WeightStore::get_optional(const std::string& name, const std::vector<int64_t>& shape) {
+  return find(name, shape, false);
+}
+
+const TensorView* WeightStore::get_optional_int32(const std::string& name, const std::vector<int64_t>& shape) {
+  return find(name, shape, true);
+}
+
 const TensorView& WeightStore::get(const std::string& name, const std::vector<int64_t>& shape) {
-  const TensorView* t = get_optional(name, shape);
+  return need(name, shape, false);
+}
+
+const TensorView& WeightStore::get_int32(const std::string& name, const std::vector<int64_t>& shape) {
+  return need(name, shape, true);
+}
+
+const TensorView& WeightStore::need(const std::string& name, const std::vector<int64_t>& shape, bool int32) {
+  const TensorView* t = find(name, shape, int32);
   if (t == nullptr) {
     XC2_THROW(NotFound, "tensor '", name, "' not found in '", model_dir_, "' (is this an InternLM-XComposer2 folder?)");
   }

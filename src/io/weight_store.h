@@ -17,8 +17,11 @@ class WeightStore {
  public:
   WeightStore(const Checkpoint& checkpoint, std::string model_dir);
 
+  // Float tensors (F32, F16, BF16); an I32 tensor is a ShapeMismatch. The int32 variants want I32 (GPTQ).
   const TensorView& get(const std::string& name, const std::vector<int64_t>& shape);
   const TensorView* get_optional(const std::string& name, const std::vector<int64_t>& shape);
+  const TensorView& get_int32(const std::string& name, const std::vector<int64_t>& shape);
+  const TensorView* get_optional_int32(const std::string& name, const std::vector<int64_t>& shape);
   // Marks a tensor as known but unused (e.g. vit post_layernorm), so check_all_used accepts it.
   void ignore(const std::string& name);
   // Throws if the checkpoint holds tensors that were neither fetched nor ignored.
@@ -30,6 +33,8 @@ class WeightStore {
   const Checkpoint& checkpoint_;
   std::string model_dir_;
   std::set<std::string> used_;
+  const TensorView* find(const std::string& name, const std::vector<int64_t>& shape, bool int32);
+  const TensorView& need(const std::string& name, const std::vector<int64_t>& shape, bool int32);
 };
 
 }  // namespace xc2::io

@@ -33,7 +33,8 @@ float round_through(float v, DType dtype) {
   switch (dtype) {
     case DType::F16: return f16_to_f32(f32_to_f16(v));
     case DType::BF16: return bf16_to_f32(f32_to_bf16(v));
-    case DType::F32: return v;
+    case DType::F32:
+    case DType::I32: return v;
   }
   return v;
 }
@@ -47,6 +48,7 @@ std::vector<float> widen_to_f32(const io::TensorView& t) {
       case DType::F32: out[i] = static_cast<const float*>(t.data)[i]; break;
       case DType::F16: out[i] = f16_to_f32(h[i]); break;
       case DType::BF16: out[i] = bf16_to_f32(h[i]); break;
+      case DType::I32: out[i] = static_cast<float>(static_cast<const int32_t*>(t.data)[i]); break;
     }
   }
   return out;
@@ -99,6 +101,7 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
   const io::ModelConfig& c = m->cfg_;
   m->checkpoint_ = std::make_unique<io::Checkpoint>(io::Checkpoint::open_dir(dir));
   io::WeightStore ws(*m->checkpoint_, dir);
+  m->quant_ = io::read_gptq_config(dir);
   Backend& be = backend;
   be.plan_weights(m->checkpoint_->total_bytes());
 
@@ -117,7 +120,8 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
   auto plora = [&](int i, const char* lin, int64_t out, int64_t in) {
     const std::string base = names::plora_base(i, lin);
     PloraLinear p;
-    p.weight = w(base + ".weight", {out, in});
+    if (m->quant_) p.qweight = be.quant_weight(io::get_gptq_linear(ws, base, out, in, *m->quant_));
+    else p.weight = w(base + ".weight", {out, in});
     p.lora_a = w(base + ".Plora_A.weight", {rank, in});
     p.lora_b = w(base + ".Plora_B.weight", {out, rank});
     p.scale = static_cast<float>(c.plora_scale);
@@ -207,6 +211,14 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
 
   ws.check_all_used();
   return m;
+}
+
+uint64_t XComposer2::decode_weight_bytes() const {
+  auto lin = [](const PloraLinear& p) -> uint64_t { return p.qweight ? p.qweight.bytes : p.weight.nbytes(); };
+  uint64_t n = norm_w_.nbytes() + output_w_.nbytes() + tok_embeddings_.nbytes() / static_cast<uint64_t>(cfg_.vocab_size);
+  for (const DecoderLayer& L : layers_)
+    n += L.attention_norm.nbytes() + L.ffn_norm.nbytes() + lin(L.wqkv) + lin(L.wo) + lin(L.w1) + lin(L.w3) + lin(L.w2);
+  return n;
 }
 
 std::unique_ptr<KvCache> XComposer2::new_cache() {
@@ -336,7 +348,8 @@ void XComposer2::embed(const TokenIds& ids, Tensor& rows) {
 }
 
 void XComposer2::linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y) {
-  be_.linear(x, w.weight, nullptr, y, false);
+  if (w.qweight) be_.linear_q(x, w.qweight, y, false);
+  else be_.linear(x, w.weight, nullptr, y, false);
   for (const RowSpan& s : spans) {
     if (s.count == 0) continue;
     Tensor t = be_.empty({s.count, w.lora_a.rows()});

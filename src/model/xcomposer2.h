@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,8 @@ struct RowSpan {
 };
 
 struct PloraLinear {
-  Tensor weight;  // [out, in]
+  Tensor weight;  // [out, in]; empty when the linear is quantized
+  QuantWeight qweight;  // GPTQ folders: the quantized [out, in] weight (bias included, if any)
   Tensor lora_a;  // Plora_A: [rank, in]
   Tensor lora_b;  // Plora_B: [out, rank]
   float scale = 1.0f;
@@ -92,6 +94,11 @@ class XComposer2 {
   const io::ModelConfig& config() const { return cfg_; }
   Backend& backend() { return be_; }
   const io::Checkpoint& checkpoint() const { return *checkpoint_; }
+  // GPTQ settings of a quantized folder (the decoder linears are quantized), else nullopt.
+  const std::optional<io::GptqConfig>& quantization() const { return quant_; }
+  // Weight bytes one decode step reads: the decoder linears as stored on the backend (packed when quantized),
+  // the norms, the output head and one embedding row (not the PLoRA weights, which decode never uses).
+  uint64_t decode_weight_bytes() const;
 
   // pixels: N preprocessed images, each [3, S, S] (S = img_size) -> [N * g^2, hidden] on the device.
   // vit_out / proj_out (optional): host copies of the ViT features [N * g^2, vis_hidden] and projector output.
@@ -133,6 +140,7 @@ class XComposer2 {
   Backend& be_;
   io::ModelConfig cfg_;
   std::unique_ptr<io::Checkpoint> checkpoint_;
+  std::optional<io::GptqConfig> quant_;
 
   // vision
   Tensor patch_w_;                // [vis_hidden, 3 * p * p]

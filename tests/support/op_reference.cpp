@@ -11,7 +11,8 @@ float round_to(float x, DType dt) {
   switch (dt) {
     case DType::BF16: return bf16_to_f32(f32_to_bf16(x));
     case DType::F16: return f16_to_f32(f32_to_f16(x));
-    case DType::F32: return x;
+    case DType::F32:
+    case DType::I32: return x;
   }
   return x;
 }

@@ -6,6 +6,7 @@
   <model>/   tokenizer.json, prompts.json, case_<name>.{json,safetensors}
 
 Usage: make_golden.py [--what images,tokenizer,prompts,forward] [--models tiny-a,tiny-b]
+       make_golden.py --what forward --models quant   (the GPTQ checkpoints of make_tiny_quant.py)
 """
 import argparse
 import collections
@@ -347,6 +348,14 @@ FORWARD_CASES = {
     ],
 }
 
+# The GPTQ checkpoints of make_tiny_quant.py: the reference dequantizes them, then runs as usual.
+QUANT_MODELS = ("tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym", "tiny-q8-g32-act", "tiny-q8-pc")
+for _q in QUANT_MODELS:
+    FORWARD_CASES[_q] = [
+        ("text", "chat_text", dict(query="How many animals are there in this photo?", system="default", images=[])),
+        ("img1", "chat_image", dict(query="Please describe this image in detail.", system="", images=[IMG_A])),
+    ]
+
 MAX_NEW = 64
 PENALTY = 1.005
 
@@ -469,7 +478,7 @@ def main():
     import torch
     torch.set_num_threads(1)
     what = args.what.split(",")
-    models = args.models.split(",")
+    models = list(QUANT_MODELS) if args.models == "quant" else args.models.split(",")
     if "images" in what:
         make_images()
     if "tokenizer" in what:

@@ -127,7 +127,28 @@ def load_config(folder):
         return Config(json.load(f))
 
 
+def quantization_config(folder):
+    """GPTQ settings of a folder: config.json's quantization_config, else quantize_config.json, else None."""
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        q = json.load(f).get("quantization_config")
+    qp = os.path.join(folder, "quantize_config.json")
+    if q is None and os.path.exists(qp):
+        with open(qp, encoding="utf-8") as f:
+            q = json.load(f)
+    return q
+
+
 def load_state_dict(folder):
+    """Weights in file order: storage dtype, except GPTQ linears, dequantized to float64 `.weight` tensors."""
+    sd = _load_stored(folder)
+    q = quantization_config(folder)
+    if q is None:
+        return sd
+    import gptq
+    return collections.OrderedDict(gptq.dequantize_state_dict(sd, q, load_config(folder).num_hidden_layers))
+
+
+def _load_stored(folder):
     """Weights in storage dtype, in file order. safetensors preferred, then PyTorch .bin."""
     if (os.path.exists(os.path.join(folder, "model.safetensors.index.json"))
             or os.path.exists(os.path.join(folder, "model.safetensors"))):

@@ -92,5 +92,6 @@ Handler register_convert(CLI::App& app);
 Handler register_caption(CLI::App& app);
 Handler register_compose(CLI::App& app);
 Handler register_bench(CLI::App& app);
+Handler register_quantize(CLI::App& app);
 
 }  // namespace xc2::cli

@@ -59,7 +59,9 @@ Handler register_info(CLI::App& app) {
          << ", \"visual_tokens\": " << m.visual_tokens << ", \"vision_hidden\": " << m.vision_hidden
          << ", \"vision_layers\": " << m.vision_layers << ", \"vision_heads\": " << m.vision_heads
          << ", \"lora_rank\": " << m.lora_rank << ", \"plora_scale\": " << m.plora_scale
-         << ", \"checked\": " << (f->check ? "true" : "false") << "}";
+         << ", \"quant_bits\": " << m.quant_bits << ", \"quant_group_size\": " << m.quant_group_size
+         << ", \"quant_format\": " << json_escape(m.quant_bits ? "gptq" : "") << ", \"decode_bytes_per_token\": "
+         << m.decode_bytes << ", \"checked\": " << (f->check ? "true" : "false") << "}";
       std::cout << os.str() << "\n";
       return kExitOk;
     }
@@ -77,6 +79,11 @@ Handler register_info(CLI::App& app) {
               << " visual tokens per image\n"
               << "partial lora   rank " << m.lora_rank << ", scale " << m.plora_scale
               << " (wqkv, wo, w1, w3, w2 on image rows)\n";
+    if (m.quant_bits)
+      std::cout << "quantized      GPTQ " << m.quant_bits << "-bit, group size " << m.quant_group_size
+                << (m.quant_group_size == -1 ? " (per channel)" : "") << (m.quant_sym ? ", sym" : ", asym")
+                << (m.quant_desc_act ? ", act-order" : "") << "; decoder linears only\n";
+    std::cout << "decode reads   " << human_bytes(static_cast<uint64_t>(m.decode_bytes)) << " of weights per token\n";
     if (f->check) std::cout << "check          ok: every expected tensor present with the expected shape\n";
     return kExitOk;
   };

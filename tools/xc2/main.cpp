@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   add(register_logits);
   add(register_info);
   add(register_convert);
+  add(register_quantize);
   add(register_bench);
 
   try {

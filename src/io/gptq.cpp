@@ -1,0 +1,118 @@
+// GPTQ settings and tensor validation (io/gptq.h). Nothing here unpacks values: the backends repack the
+// validated tensors into their own layouts (kernels/cpu/qgemm.h on the CPU).
+#include "io/gptq.h"
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+#include "core/mmap_file.h"
+
+namespace xc2::io {
+namespace {
+
+using json = nlohmann::json;
+
+bool get_bool(const json& j, const char* key, bool def, const std::string& src) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return def;
+  if (!it->is_boolean()) XC2_THROW(Io, src, ": quantization setting \"", key, "\" is not a boolean");
+  return it->get<bool>();
+}
+
+int64_t get_int(const json& j, const char* key, int64_t def, const std::string& src) {
+  const auto it = j.find(key);
+  if (it == j.end()) return def;
+  if (!it->is_number_integer()) XC2_THROW(Io, src, ": quantization setting \"", key, "\" is not an integer");
+  return it->get<int64_t>();
+}
+
+GptqConfig from_json(const json& q, const std::string& src) {
+  if (!q.is_object()) XC2_THROW(Io, src, ": the quantization settings are not a JSON object");
+  const auto m = q.find("quant_method");
+  if (m != q.end() && !(m->is_string() && m->get<std::string>() == "gptq"))
+    XC2_THROW(Unsupported, src, ": quant_method ", m->dump(), " is not supported (xc2 reads GPTQ only)");
+  const auto f = q.find("checkpoint_format");
+  if (f != q.end() && !(f->is_string() && f->get<std::string>() == "gptq"))
+    XC2_THROW(Unsupported, src, ": checkpoint_format ", f->dump(), " is not supported (xc2 reads \"gptq\")");
+  GptqConfig c;
+  c.source = src;
+  const int64_t bits = get_int(q, "bits", -1, src);
+  if (bits != 4 && bits != 8) XC2_THROW(Unsupported, src, ": bits ", bits, " is not supported (xc2 reads 4 and 8)");
+  c.bits = static_cast<int>(bits);
+  c.group_size = get_int(q, "group_size", 128, src);
+  if (c.group_size == 0 || c.group_size < -1)
+    XC2_THROW(Io, src, ": group_size ", c.group_size, " is invalid (a positive size, or -1 for per channel)");
+  c.desc_act = get_bool(q, "desc_act", false, src);
+  c.sym = get_bool(q, "sym", true, src);
+  return c;
+}
+
+json parse_or_throw(const std::string& text, const std::string& src) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) XC2_THROW(Io, src, ": not valid JSON");
+  return j;
+}
+
+}  // namespace
+
+int64_t gptq_groups(int64_t k, int64_t group_size) { return group_size == -1 ? 1 : (k + group_size - 1) / group_size; }
+
+std::optional<GptqConfig> parse_gptq_config(const std::string& config_json_text, const std::string& quantize_config_text,
+                                            const std::string& source) {
+  if (!config_json_text.empty()) {
+    const json j = parse_or_throw(config_json_text, source + "/config.json");
+    const auto q = j.is_object() ? j.find("quantization_config") : j.end();
+    if (j.is_object() && q != j.end() && !q->is_null()) return from_json(*q, source + "/config.json");
+  }
+  if (!quantize_config_text.empty())
+    return from_json(parse_or_throw(quantize_config_text, source + "/quantize_config.json"),
+                     source + "/quantize_config.json");
+  return std::nullopt;
+}
+
+std::optional<GptqConfig> read_gptq_config(const std::string& model_dir) {
+  const std::string cfg = path_join(model_dir, "config.json"), qc = path_join(model_dir, "quantize_config.json");
+  return parse_gptq_config(file_exists(cfg) ? read_file(cfg) : std::string(),
+                           file_exists(qc) ? read_file(qc) : std::string(), model_dir);
+}
+
+bool has_gptq_linear(const Checkpoint& ckpt, const std::string& base) { return ckpt.find(base + ".qweight") != nullptr; }
+
+GptqLinearViews get_gptq_linear(WeightStore& ws, const std::string& base, int64_t n, int64_t k, const GptqConfig& cfg) {
+  GptqLinearViews v;
+  v.base = base;
+  v.n = n;
+  v.k = k;
+  v.bits = cfg.bits;
+  v.group_size = cfg.group_size;
+  v.groups = gptq_groups(k, cfg.group_size);
+  const int64_t per_word = 32 / cfg.bits;
+  XC2_CHECK(k % per_word == 0, ShapeMismatch, "tensor '", base, ".qweight': the input dimension ", k,
+            " is not a multiple of ", per_word, " (", cfg.bits, "-bit values per int32)");
+  const std::string qw = base + ".qweight", qz = base + ".qzeros", sc = base + ".scales";
+  const TensorView* sv = ws.checkpoint().find(sc);
+  if (ws.checkpoint().find(qw) == nullptr || ws.checkpoint().find(qz) == nullptr || sv == nullptr) {
+    const std::string missing = ws.checkpoint().find(qw) == nullptr ? qw : ws.checkpoint().find(qz) == nullptr ? qz : sc;
+    XC2_THROW(NotFound, "tensor '", missing, "' not found: the GPTQ checkpoint (", cfg.source,
+              ") must hold qweight, qzeros and scales for every quantized linear");
+  }
+  v.qweight = &ws.get_int32(qw, {k / per_word, n});
+  v.qzeros = &ws.get_int32(qz, {v.groups, (n + per_word - 1) / per_word});
+  v.scales = &ws.get(sc, {v.groups, n});
+  v.g_idx = ws.get_optional_int32(base + ".g_idx", {k});
+  v.bias = ws.get_optional(base + ".bias", {n});
+  if (v.g_idx) {
+    const char* g_bytes = static_cast<const char*>(v.g_idx->data);
+    for (int64_t i = 0; i < k; ++i) {
+      int32_t g;
+      std::memcpy(&g, g_bytes + 4 * i, 4);
+      XC2_CHECK(g >= 0 && g < v.groups, ShapeMismatch, "tensor '", base, ".g_idx' in ", v.g_idx->file,
+                ": entry ", i, " is ", g, ", outside the ", v.groups, " groups of group_size ", cfg.group_size);
+    }
+  }
+  return v;
+}
+
+}  // namespace xc2::io

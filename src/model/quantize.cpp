@@ -1,0 +1,156 @@
+// Round-to-nearest GPTQ quantization of a model folder (model/quantize.h).
+#include "model/quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+#include "core/half.h"
+#include "core/mmap_file.h"
+#include "io/config.h"
+#include "io/gptq.h"
+#include "model/weight_names.h"
+
+namespace xc2::model {
+namespace {
+
+constexpr const char* kLinears[] = {"attention.wqkv", "attention.wo", "feed_forward.w1", "feed_forward.w3",
+                                    "feed_forward.w2"};
+
+float widen(const io::TensorView& t, int64_t i) { return float_at(t.data, t.dtype, i); }
+
+// An owned tensor for the writer.
+struct Owned {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::shared_ptr<std::vector<char>> bytes;
+};
+
+template <typename T>
+Owned own(const std::string& name, DType dt, std::vector<int64_t> shape, const std::vector<T>& v) {
+  Owned o{name, dt, std::move(shape), std::make_shared<std::vector<char>>(v.size() * sizeof(T))};
+  std::memcpy(o.bytes->data(), v.data(), o.bytes->size());
+  return o;
+}
+
+}  // namespace
+
+GptqPacked rtn_quantize(const io::TensorView& w, int bits, int64_t group_size, bool sym) {
+  XC2_CHECK(bits == 4 || bits == 8, InvalidArgument, "--bits ", bits, ": xc2 quantizes to 4 or 8 bits");
+  XC2_CHECK(group_size == -1 || group_size > 0, InvalidArgument, "--group-size ", group_size, " is invalid");
+  XC2_CHECK(w.shape.size() == 2, ShapeMismatch, "tensor '", w.name, "' is not a matrix");
+  XC2_CHECK(w.dtype != DType::I32, ShapeMismatch, "tensor '", w.name, "' has dtype I32, expected a float weight");
+  const int64_t n = w.shape[0], k = w.shape[1], p = 32 / bits, gs = group_size == -1 ? k : group_size;
+  XC2_CHECK(k % p == 0, ShapeMismatch, "tensor '", w.name, "': input dimension ", k, " is not a multiple of ", p);
+  const int maxq = (1 << bits) - 1;
+  GptqPacked out;
+  out.groups = io::gptq_groups(k, group_size);
+  const int64_t zw = (n + p - 1) / p;
+  out.qweight.assign(static_cast<size_t>(k / p * n), 0);
+  out.qzeros.assign(static_cast<size_t>(out.groups * zw), 0);
+  out.scales.resize(static_cast<size_t>(out.groups * n));
+  out.g_idx.resize(static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) out.g_idx[static_cast<size_t>(c)] = static_cast<int32_t>(c / gs);
+  std::vector<float> row(static_cast<size_t>(k));
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c) row[static_cast<size_t>(c)] = widen(w, r * k + c);
+    for (int64_t g = 0; g < out.groups; ++g) {
+      const int64_t c0 = g * gs, c1 = std::min(k, c0 + gs);
+      float xmin = 0.0f, xmax = 0.0f;
+      for (int64_t c = c0; c < c1; ++c) {
+        xmin = std::min(xmin, row[static_cast<size_t>(c)]);
+        xmax = std::max(xmax, row[static_cast<size_t>(c)]);
+      }
+      if (sym) {
+        xmax = std::max(-xmin, xmax);
+        if (xmin < 0) xmin = -xmax;
+      }
+      if (xmin == 0.0f && xmax == 0.0f) {
+        xmin = -1.0f;
+        xmax = 1.0f;
+      }
+      uint16_t s16 = f32_to_f16((xmax - xmin) / static_cast<float>(maxq));
+      if ((s16 & 0x7fffu) == 0) s16 = 1;  // 2^-24
+      const float s = f16_to_f32(s16);
+      const int z = sym ? (1 << (bits - 1)) : static_cast<int>(std::clamp(std::nearbyint(-xmin / s), 1.0f, static_cast<float>(maxq)));
+      out.scales[static_cast<size_t>(g * n + r)] = s16;
+      out.qzeros[static_cast<size_t>(g * zw + r / p)] |= static_cast<int32_t>(static_cast<uint32_t>(z - 1) << ((r % p) * bits));
+      for (int64_t c = c0; c < c1; ++c) {
+        const float qf = std::nearbyint(row[static_cast<size_t>(c)] / s);
+        const int64_t q = std::clamp<int64_t>(static_cast<int64_t>(qf) + z, 0, maxq);
+        out.qweight[static_cast<size_t>((c / p) * n + r)] |=
+            static_cast<int32_t>(static_cast<uint32_t>(q) << ((c % p) * bits));
+      }
+    }
+  }
+  return out;
+}
+
+void quantize_checkpoint(const std::string& model_dir, const std::string& out_dir, const QuantizeOptions& opts,
+                         const std::function<void(size_t, size_t, const std::string&)>& progress) {
+  XC2_CHECK(!io::read_gptq_config(model_dir), InvalidArgument, "'", model_dir,
+            "' is already quantized (it has GPTQ settings); quantize a 16-bit folder");
+  const io::ModelConfig cfg = io::ModelConfig::load(path_join(model_dir, "config.json"));
+  const io::Checkpoint ckpt = io::Checkpoint::open_dir(model_dir);
+  std::set<std::string> targets;
+  for (int i = 0; i < cfg.num_hidden_layers; ++i)
+    for (const char* lin : kLinears) targets.insert(names::plora_base(i, lin) + ".weight");
+
+  std::vector<Owned> owned;
+  std::vector<io::TensorView> views;
+  const size_t total = ckpt.tensors().size();
+  size_t done = 0;
+  for (const io::TensorView& t : ckpt.tensors()) {
+    if (!targets.count(t.name)) {
+      views.push_back(t);
+    } else {
+      const std::string base = t.name.substr(0, t.name.size() - 7);
+      const int64_t n = t.shape[0], k = t.shape[1];
+      GptqPacked q = rtn_quantize(t, opts.bits, opts.group_size, opts.sym);
+      const int64_t p = 32 / opts.bits;
+      owned.push_back(own(base + ".qweight", DType::I32, {k / p, n}, q.qweight));
+      owned.push_back(own(base + ".qzeros", DType::I32, {q.groups, (n + p - 1) / p}, q.qzeros));
+      owned.push_back(own(base + ".scales", DType::F16, {q.groups, n}, q.scales));
+      owned.push_back(own(base + ".g_idx", DType::I32, {k}, q.g_idx));
+      targets.erase(t.name);
+      for (size_t i = owned.size() - 4; i < owned.size(); ++i) {
+        io::TensorView v;
+        v.name = owned[i].name;
+        v.dtype = owned[i].dtype;
+        v.shape = owned[i].shape;
+        v.data = owned[i].bytes->data();
+        v.nbytes = owned[i].bytes->size();
+        v.file = "(quantized)";
+        views.push_back(std::move(v));
+      }
+    }
+    if (progress) progress(++done, total, t.name);
+  }
+  XC2_CHECK(targets.empty(), NotFound, "tensor '", *targets.begin(), "' not found in '", model_dir, "'");
+  io::write_safetensors_shards(views, out_dir, static_cast<size_t>(opts.max_shard_bytes));
+  io::copy_non_weight_files(model_dir, out_dir);
+
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(read_file(path_join(model_dir, "config.json")));
+  nlohmann::ordered_json q;
+  q["bits"] = opts.bits;
+  q["group_size"] = opts.group_size;
+  q["desc_act"] = false;
+  q["sym"] = opts.sym;
+  q["true_sequential"] = true;
+  q["quant_method"] = "gptq";
+  q["checkpoint_format"] = "gptq";
+  q["quantizer"] = "xc2 quantize (round to nearest)";
+  j["quantization_config"] = q;
+  std::ofstream f(path_join(out_dir, "config.json"), std::ios::trunc);
+  f << j.dump(2) << "\n";
+  XC2_CHECK(static_cast<bool>(f), Io, "cannot write '", path_join(out_dir, "config.json"), "'");
+}
+
+}  // namespace xc2::model
