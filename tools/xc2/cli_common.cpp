@@ -135,53 +135,6 @@ bool stdout_is_tty() { return ::isatty(STDOUT_FILENO) == 1; }
 bool stderr_is_tty() { return ::isatty(STDERR_FILENO) == 1; }
 bool stdin_is_tty() { return ::isatty(STDIN_FILENO) == 1; }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += '"';
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    // Validate one UTF-8 sequence.
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = len > 0 && i + static_cast<size_t>(len) <= s.size();
-    for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) >> 6) == 2;
-    if (ok && len > 1) {
-      uint32_t cp = c & (0x7f >> len);
-      for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0x3f);
-      const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
-      ok = cp >= min_cp[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
-    }
-    if (!ok) {
-      out += "\\ufffd";
-      ++i;
-      continue;
-    }
-    if (len == 1) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          if (c < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-            out += buf;
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
-    } else {
-      out.append(s, i, static_cast<size_t>(len));
-    }
-    i += static_cast<size_t>(len);
-  }
-  out += '"';
-  return out;
-}
-
 std::string format_ms(double ms) {
   char buf[64];
   if (ms < 1000) std::snprintf(buf, sizeof(buf), "%.0f ms", ms);

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "jsonl.h"
+#include "output.h"
 #include "xc2/engine.h"
 
 namespace xc2::cli {
@@ -73,8 +75,6 @@ bool stdout_is_tty();
 bool stderr_is_tty();
 bool stdin_is_tty();
 
-// JSON string escaping with invalid UTF-8 replaced (U+FFFD), for hand-built JSON lines.
-std::string json_escape(const std::string& s);
 
 std::string format_ms(double ms);
 // "prompt 1325 positions (100 text tokens) | prefill 2.10 s (631 tok/s) | ..." for --stats.

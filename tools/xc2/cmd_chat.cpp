@@ -60,15 +60,10 @@ GenerationResult run_turn(ChatSession& chat, const ChatFlags& f, const std::stri
   const bool stream = f.format == "text";
   InterruptScope interrupt;
   GenerationResult r = chat.ask(query, images, opts, [&](const std::string& piece) {
-    if (stream) {
-      std::cout << piece;
-      std::cout.flush();
-    }
+    if (stream) write_stdout(piece);
     return !g_interrupted.load();
   });
-  if (stream) std::cout << "\n";
-  else std::cout << result_json(r) << "\n";
-  std::cout.flush();
+  write_stdout(stream ? std::string("\n") : result_json(r) + "\n");
   if (f.stats) std::cerr << "xc2: " << stats_line(r) << "\n";
   else if (f.common.verbose) std::cerr << "xc2: seed " << r.seed << ", stop: " << stop_reason_name(r.stop_reason) << "\n";
   return r;

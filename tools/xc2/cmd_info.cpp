@@ -60,10 +60,12 @@ Handler register_info(CLI::App& app) {
          << ", \"vision_layers\": " << m.vision_layers << ", \"vision_heads\": " << m.vision_heads
          << ", \"lora_rank\": " << m.lora_rank << ", \"plora_scale\": " << m.plora_scale
          << ", \"checked\": " << (f->check ? "true" : "false") << "}";
-      std::cout << os.str() << "\n";
+      os << "\n";
+      write_stdout(os.str());
       return kExitOk;
     }
-    std::cout << "model folder   " << m.model_dir << "\n"
+    std::ostringstream os;
+    os << "model folder   " << m.model_dir << "\n"
               << "variant        " << m.variant << "\n"
               << "weights        " << m.format << ", " << m.n_files << " file" << (m.n_files == 1 ? "" : "s") << ", "
               << m.n_tensors << " tensors, " << human_bytes(m.n_bytes) << ", dtype " << m.dtype << "\n"
@@ -77,7 +79,8 @@ Handler register_info(CLI::App& app) {
               << " visual tokens per image\n"
               << "partial lora   rank " << m.lora_rank << ", scale " << m.plora_scale
               << " (wqkv, wo, w1, w3, w2 on image rows)\n";
-    if (f->check) std::cout << "check          ok: every expected tensor present with the expected shape\n";
+    if (f->check) os << "check          ok: every expected tensor present with the expected shape\n";
+    write_stdout(os.str());
     return kExitOk;
   };
 }

@@ -4,7 +4,6 @@
 // Without --out, prints one JSON line per position with the top tokens.
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <numeric>
 #include <sstream>
@@ -24,20 +23,19 @@ struct LogitsFlags {
 };
 
 void write_npy(const std::string& path, const std::vector<float>& data, int64_t rows, int64_t cols) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw UsageError("cannot write '" + path + "'");
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
                        std::to_string(cols) + "), }";
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
   const uint16_t hlen = static_cast<uint16_t>(header.size());
-  f.write("\x93NUMPY\x01\x00", 8);
   const char len_bytes[2] = {static_cast<char>(hlen & 0xff), static_cast<char>(hlen >> 8)};
-  f.write(len_bytes, 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * sizeof(float)));
-  if (!f) throw Error(ErrorCode::Io, "error writing '" + path + "'");
+  write_file_atomic(path, [&](OutputFile& f) {
+    f.write("\x93NUMPY\x01\x00", 8);
+    f.write(len_bytes, 2);
+    f.write(header);
+    f.write(data.data(), data.size() * sizeof(float));
+  });
 }
 
 }  // namespace
@@ -80,8 +78,7 @@ BOS; <ImageHere> markers still place images). Logits are fp32, one row per posit
     }
     const LogitsResult r = engine->logits(req, f->prompt.truncate);
     if (!f->tokens_out.empty()) {
-      std::ofstream t(f->tokens_out, std::ios::trunc);
-      if (!t) throw UsageError("cannot write '" + f->tokens_out + "'");
+      std::ostringstream t;
       t << "[";
       for (size_t i = 0; i < r.tokens.size(); ++i) {
         t << (i ? ", " : "");
@@ -89,6 +86,7 @@ BOS; <ImageHere> markers still place images). Logits are fp32, one row per posit
         else t << r.tokens[i];
       }
       t << "]\n";
+      write_file_atomic(f->tokens_out, t.str());
     }
     if (!f->out.empty()) {
       write_npy(f->out, r.logits, r.n_positions, r.vocab_size);
@@ -115,8 +113,8 @@ BOS; <ImageHere> markers still place images). Logits are fp32, one row per posit
         os << (k ? ", " : "") << "{\"id\": " << idx[static_cast<size_t>(k)] << ", \"logit\": " << buf
            << ", \"text\": " << json_escape(engine->detokenize({idx[static_cast<size_t>(k)]})) << "}";
       }
-      os << "]}";
-      std::cout << os.str() << "\n";
+      os << "]}\n";
+      write_stdout(os.str());
     }
     return kExitOk;
   };

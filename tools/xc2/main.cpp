@@ -2,6 +2,7 @@
 // turns errors into one `xc2: error: ...` line and an exit code.
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdio>
 #include <iostream>
 #include <new>
 #include <utility>
@@ -46,6 +47,7 @@ int exit_code_for(const xc2::Error& e) {
 
 int fail(const std::string& msg, int code) {
   std::cout.flush();
+  std::fflush(stdout);
   std::cerr << "xc2: error: " << msg << std::endl;
   return code;
 }
@@ -54,6 +56,10 @@ int fail(const std::string& msg, int code) {
 
 int main(int argc, char** argv) {
   using namespace xc2::cli;
+  // A closed pipe ends xc2 quietly, as it does coreutils, whatever the parent left SIGPIPE set to.
+  std::signal(SIGPIPE, SIG_DFL);
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG and is reported, instead of killing xc2.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"xc2: an inference engine for InternLM-XComposer2 (chat, captioning, text-image composition)",
                "xc2"};
   app.set_version_flag("--version", xc2::version_string(), "Print the version and build (CUDA on/off)");
@@ -93,7 +99,11 @@ int main(int argc, char** argv) {
   for (auto& [sub, handler] : commands) {
     if (!sub->parsed()) continue;
     try {
-      return handler();
+      const int code = handler();
+      finish_stdout();
+      return code;
+    } catch (const WriteError& e) {
+      return fail(e.what(), kExitRuntime);
     } catch (const ModelLoadError& e) {
       return fail(e.what(), kExitModel);
     } catch (const UsageError& e) {
