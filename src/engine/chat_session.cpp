@@ -51,7 +51,7 @@ GenerationResult ChatSession::ask(const std::string& query, const std::vector<st
   XC2_CHECK(n_img > 0 || text::count_markers(q, text::kImageMarker) == 0, InvalidArgument, "the prompt has ",
             text::count_markers(q, text::kImageMarker), " ", text::kImageMarker, " markers but no image was given");
   std::vector<ImageHandle> images = s.engine->encode_images(image_paths);
-  const text::Prompt prompt = text::build_chat_turn(*m.tok, s.system, q, n_img, s.turns > 0);
+  const text::Prompt prompt = text::build_chat_turn(*m.tok, s.system, q, n_img, s.turns > 0, m.options.parse_special);
   s.any_image = s.any_image || n_img > 0;
 
   std::vector<engine::GenSequence> seq(1);

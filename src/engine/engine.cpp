@@ -95,9 +95,24 @@ const std::string& compose_system_prompt() { return text::compose_system_prompt(
 
 std::string chat_prompt_text(const std::string& system, const std::vector<std::pair<std::string, std::string>>& history,
                              const std::string& query) {
+  return chat_prompt(system, history, query).text;
+}
+
+ChatPrompt chat_prompt(const std::string& system, const std::vector<std::pair<std::string, std::string>>& history,
+                       const std::string& query) {
   std::vector<text::ChatTurn> turns;
   for (const auto& [u, a] : history) turns.push_back({u, a});
-  return text::render_chat(system, turns, query);
+  text::TemplateText t = text::render_chat_spans(system, turns, query);
+  ChatPrompt p;
+  p.text = std::move(t.text);
+  for (const text::TextSpan& s : t.user) p.user_spans.emplace_back(s.begin, s.end);
+  return p;
+}
+
+std::vector<TextRange> find_user_spans(const std::string& text, const std::vector<std::string>& user_texts) {
+  std::vector<TextRange> out;
+  for (const text::TextSpan& s : text::find_user_spans(text, user_texts)) out.emplace_back(s.begin, s.end);
+  return out;
 }
 
 std::string place_image_markers(const std::string& query, int n_images) {

@@ -47,6 +47,12 @@ void add_common_options(CLI::App* app, CommonOptions& o) {
   app->add_flag("-q,--quiet", o.quiet, "Only errors on stderr");
 }
 
+void add_parse_special_option(CLI::App* app, CommonOptions& o) {
+  app->add_flag("--parse-special", o.parse_special,
+                "Turn special-token strings typed in the user's text (<s>, </s>, <unk>, [UNUSED_TOKEN_146], ...) into "
+                "control tokens, as upstream's tokenizer does (for parity checks; by default they stay text)");
+}
+
 void apply_log_level(const CommonOptions& o) { set_verbosity(o.quiet ? 0 : o.verbose ? 2 : 1); }
 
 std::string resolve_model_dir(const CommonOptions& o) {
@@ -70,6 +76,7 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
   eo.device = parse_device(o.device);  // the choices are checked by CLI11
   eo.dtype = parse_dtype(o.dtype);
   eo.threads = o.threads;
+  eo.parse_special = o.parse_special;
   if (o.verbose) std::cerr << "xc2: model folder: " << eo.model_dir << "\n";
   try {
     auto engine = Engine::load(eo);

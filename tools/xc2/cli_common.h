@@ -42,9 +42,12 @@ struct CommonOptions {
   int threads = 0;
   bool verbose = false;
   bool quiet = false;
+  bool parse_special = false;
 };
 
 void add_common_options(CLI::App* app, CommonOptions& o);
+// --parse-special, for the commands that build prompts from a template (chat, caption, logits, compose).
+void add_parse_special_option(CLI::App* app, CommonOptions& o);
 // --model, else $XC2_MODEL, else the bundled demo model next to the binary or in the source tree.
 std::string resolve_model_dir(const CommonOptions& o);
 std::unique_ptr<Engine> load_engine(const CommonOptions& o);

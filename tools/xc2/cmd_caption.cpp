@@ -225,6 +225,7 @@ The next batch's images are read and preprocessed while the current one is capti
 Decoding is greedy by default (reproducible); --sample uses the chat() sampling settings.
 Exit status: 0 if every image succeeded, 1 if some failed.)");
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   add_generation_options(cmd, f->gen);
   cmd->add_option("paths", f->paths, "Image files, folders, or - to read paths from stdin")->type_name("PATH");
   cmd->add_flag("-r,--recursive", f->recursive, "Descend into subfolders");
@@ -311,7 +312,7 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
     if (!f->sample) opts.do_sample = false;
     const std::string system =
         f->no_system ? "" : f->system_set ? f->system : default_system_prompt();
-    const std::string text = chat_prompt_text(system, {}, place_image_markers(f->prompt, 1));
+    const ChatPrompt prompt = chat_prompt(system, {}, place_image_markers(f->prompt, 1));
 
     Progress progress(stderr_is_tty() && !f->common.quiet && !f->no_progress, todo.size());
     size_t n_done = 0, n_failed = 0;
@@ -376,7 +377,8 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
       for (size_t j = 0; j < good.size(); ++j) {
         if (!handles[j]) continue;
         Request req;
-        req.text = text;
+        req.text = prompt.text;
+        req.user_spans = prompt.user_spans;
         req.images = {handles[j]};
         req.style = PromptStyle::ChatImage;
         idx.push_back(good[j]);

@@ -131,6 +131,7 @@ Images: with <ImageHere> markers in the prompt, image k fills marker k; without 
 start of the message. Defaults follow upstream chat(): sampling with top-p 0.8, top-k 50, repetition
 penalty 1.005, up to 1024 new tokens; --greedy reproduces the upstream README examples.)");
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   add_prompt_options(cmd, f->prompt);
   add_generation_options(cmd, f->gen);
   cmd->add_option("--format", f->format, "Output: text (streamed) or json (one object per answer)")

@@ -188,6 +188,7 @@ Handler register_compose(CLI::App& app) {
       "compose", "Write an illustrated article (the upstream composition protocol) as Markdown/HTML, or edit one");
   cmd->footer(kFooter);
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   cmd->add_option("instruction", f->instruction,
                   "What to write: a title, an outline or source material (for edits: the material / outline)")
       ->type_name("INSTRUCTION");

@@ -50,6 +50,7 @@ Handler register_logits(CLI::App& app) {
 The prompt goes through the same template and BOS rules as `xc2 chat` (with --raw: the text as is, one
 BOS; <ImageHere> markers still place images). Logits are fp32, one row per position including image rows.)");
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   add_prompt_options(cmd, f->prompt);
   cmd->add_flag("--raw", f->raw, "No chat template: the prompt text as is");
   cmd->add_option("-o,--out", f->out, "Write all logits as float32 [positions, vocab] to FILE.npy")->type_name("FILE");
@@ -73,7 +74,9 @@ BOS; <ImageHere> markers still place images). Logits are fp32, one row per posit
     } else {
       const std::string system =
           f->prompt.no_system ? "" : f->prompt.system_set ? f->prompt.system : default_system_prompt();
-      req.text = chat_prompt_text(system, {}, n > 0 ? place_image_markers(f->prompt.prompt, n) : f->prompt.prompt);
+      ChatPrompt p = chat_prompt(system, {}, n > 0 ? place_image_markers(f->prompt.prompt, n) : f->prompt.prompt);
+      req.text = std::move(p.text);
+      req.user_spans = std::move(p.user_spans);
       req.style = n > 0 ? PromptStyle::ChatImage : PromptStyle::ChatText;
     }
     const LogitsResult r = engine->logits(req, f->prompt.truncate);
