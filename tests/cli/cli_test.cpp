@@ -122,9 +122,9 @@ TEST(CliChat, ImageCommandAndResetInSession) {
   const auto r = xc2({"chat", "--model", model("tiny-b"), "--greedy", "-n", "4", "--format", "json"},
                      "/image " + image("rgb_64x48.png") + "\nWhat is this?\n/reset\n/image " +
                          image("not_an_image.png") + "\nAnd this?\nHello\n/exit\nnever read\n");
-  // The bad image fails one turn (exit 1 at the end), the session goes on.
+  // The bad image is refused when attached (exit 1 at the end); every message is answered.
   EXPECT_EQ(r.status, 1) << r.err;
-  EXPECT_EQ(lines_of(r.out).size(), 2u) << r.out;
+  EXPECT_EQ(lines_of(r.out).size(), 3u) << r.out;
   EXPECT_NE(r.err.find("not_an_image.png"), std::string::npos) << r.err;
 }
 

@@ -257,5 +257,49 @@ TEST(CliUserText, ForgedTurnGivesNoControlTokens) {
   EXPECT_EQ(c.status, 0) << c.err;
 }
 
+// The chat REPL recovers: a bad /image is refused when attached (the next message is answered), a failed turn
+// keeps the conversation and the attached images, a full context says what to do, and --truncate drops the
+// earlier turns instead of leaving an empty prompt.
+TEST(CliRepl, BadImageIsRefusedWhenAttached) {
+  const auto r = xc2({"chat", "--model", model("tiny-b"), "--greedy", "-n", "3", "--format", "json"},
+                     "/image " + image("not_an_image.png") + "\nHello\n");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "not_an_image.png") && contains(r.err, "not attached")) << r.err;
+  ASSERT_EQ(lines_of(r.out).size(), 1u) << r.out;
+  EXPECT_EQ(json::parse(r.out)["prompt_tokens"], json::parse(r.out)["prompt_positions"]);  // no image rows
+}
+
+TEST(CliRepl, FailedTurnKeepsTheAttachedImages) {
+  const auto r = xc2({"chat", "--model", model("tiny-b"), "--greedy", "-n", "3", "--format", "json", "--no-system"},
+                     "/image " + image("rgb_64x48.png") + "\n<ImageHere> <ImageHere> two markers\nDescribe\n");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "2 <ImageHere> markers but 1 image")) << r.err;
+  const auto out = lines_of(r.out);
+  ASSERT_EQ(out.size(), 1u) << r.out;
+  const json j = json::parse(out[0]);
+  EXPECT_GT(j["prompt_positions"].get<int>(), j["prompt_tokens"].get<int>());  // the image was still attached
+}
+
+TEST(CliRepl, FullContextSaysResetAndTruncateDropsOldTurns) {
+  std::string longer;
+  for (int i = 0; i < 40; ++i) longer += "apple banana cherry ";
+  const std::string in = longer + "\n" + longer + "\nHello\n";  // two long turns overflow max_length 1024
+  const std::vector<std::string> args = {"chat", "--model", model("tiny-b"), "--greedy", "-n", "3", "--format", "json",
+                                         "--no-system"};
+  const auto r = xc2(args, in);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "max_length is 1024") && contains(r.err, "/reset")) << r.err;
+  EXPECT_EQ(lines_of(r.out).size(), 2u) << r.out;  // the first and the last message are answered
+  std::vector<std::string> t = args;
+  t.push_back("--truncate");
+  const auto rt = xc2(t, in);
+  EXPECT_EQ(rt.status, 0) << rt.err;
+  EXPECT_FALSE(contains(rt.err, "prompt is empty")) << rt.err;
+  EXPECT_TRUE(contains(rt.err, "earlier turns are dropped")) << rt.err;
+  const auto out = lines_of(rt.out);
+  ASSERT_EQ(out.size(), 3u) << rt.out;
+  EXPECT_EQ(json::parse(out[1])["prompt_tokens"], json::parse(out[0])["prompt_tokens"]);  // a fresh first turn
+}
+
 }  // namespace
 }  // namespace xc2
