@@ -257,6 +257,23 @@ TEST(CliUserText, ForgedTurnGivesNoControlTokens) {
   EXPECT_EQ(c.status, 0) << c.err;
 }
 
+// Thread creation failing (address space too small for 400 stacks) is an error, exit 4, never a hang.
+TEST(CliResources, ThreadCreationFailureIsReported) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = xc2_sh("ulimit -v 2000000;", {"chat", "--model", model("tiny-b"), "-t", "400", "-n", "2", "Hello"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+  if (r.status == 0) GTEST_SKIP() << "400 threads fit in 2 GB of address space here";
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_TRUE(contains(r.err, "cannot start 400 threads") && contains(r.err, "--threads")) << r.err;
+}
+
+// An image that is not a regular file is an error record, read never.
+TEST(CliResources, SpecialFilesAreNotRead) {
+  const auto r = xc2({"caption", "--model", model("tiny-b"), "-n", "2", "/dev/zero"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_TRUE(contains(r.out, "not a regular file (a device)")) << r.out;
+}
+
 // The chat REPL recovers: a bad /image is refused when attached (the next message is answered), a failed turn
 // keeps the conversation and the attached images, a full context says what to do, and --truncate drops the
 // earlier turns instead of leaving an empty prompt.

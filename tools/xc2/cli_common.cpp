@@ -85,7 +85,8 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
   } catch (const Error& e) {
     if (e.code() == ErrorCode::InvalidArgument && o.device != "auto" && o.device != "cpu") throw;
     // No GPU / built without CUDA is not a model problem: exit 4 (Cuda) or 2 (Unsupported).
-    if (e.code() == ErrorCode::Cuda || e.code() == ErrorCode::Unsupported) throw;
+    // Nor is a resource failure (threads, memory: Internal, exit 4).
+    if (e.code() == ErrorCode::Cuda || e.code() == ErrorCode::Unsupported || e.code() == ErrorCode::Internal) throw;
     throw ModelLoadError(e.what());
   }
 }
