@@ -75,6 +75,7 @@ ModelInfo inspect_model(const std::string& model_dir, bool check) {
   if (check) {
     auto be = make_cpu_backend(1, CpuWeights::Mapped);  // checks names and shapes only: no weight copies
     auto model = model::XComposer2::load(model_dir, *be);
+    text::Tokenizer::load(path_join(model_dir, "tokenizer.model"));  // missing, empty or not SentencePiece: an error
     return make_info(model_dir, model->config(), model->checkpoint());
   }
   const io::Checkpoint ck = io::Checkpoint::open_dir(model_dir);

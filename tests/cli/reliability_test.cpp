@@ -56,6 +56,8 @@ std::vector<std::string> lines_of(const std::string& s) {
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
+bool built_with_cuda_binary() { return contains(test::run_process({kExe, "--version"}).out, "CUDA on"); }
+
 TEST(CliOutput, EveryCommandReportsAFullDisk) {
   const std::string m = model("tiny-b");
   const std::vector<std::vector<std::string>> to_stdout = {
@@ -272,6 +274,60 @@ TEST(CliResources, SpecialFilesAreNotRead) {
   const auto r = xc2({"caption", "--model", model("tiny-b"), "-n", "2", "/dev/zero"});
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_TRUE(contains(r.out, "not a regular file (a device)")) << r.out;
+}
+
+// Exit codes and messages agree with `xc2 --help` and the README's table.
+TEST(CliMessages, UsageErrorsExit2WithReadableMessages) {
+  const std::string m = model("tiny-b");
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  test::TempDir tmp;
+  fs::create_directories(tmp.file("empty"));
+  const std::vector<Case> cases = {
+      {{"chat", "--model", m, "--seed", "-1", "hi"}, "--seed: must be a whole number from 0 to 18446744073709551615"},
+      {{"chat", "--model", m, "--seed", "18446744073709551616", "hi"}, "must be at most 18446744073709551615"},
+      {{"chat", "--model", m, "--temperature", "-1", "hi"}, "--temperature: must be > 0, got -1"},
+      {{"chat", "--model", m, "-n", "-5", "hi"}, "--max-new-tokens: must be >= 0, got -5"},
+      {{"chat", "--model", m, "--top-p", "2", "hi"}, "--top-p: must be from 0 to 1, got 2"},
+      {{"chat", "--model", m, "--dtype", "bf16", "--device", "cpu", "hi"}, "--dtype bf16 needs --device cuda"},
+      {{"chat2"}, "unknown command 'chat2' (commands: chat, caption"},
+      {{"caption", "--model", m, tmp.file("empty")}, "no images to caption"},
+      {{"caption", "--model", m, "--list", tmp.path()}, "is a folder, expected a file of paths"},
+      {{"caption", "--model", m, "--shard", "", image("rgb_64x48.png")}, "--shard '' is not K/N"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.args[0] + " " + c.message);
+    const auto r = xc2(c.args);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, c.message)) << r.err;
+    EXPECT_LT(r.err.size(), 300u) << r.err;  // no 309-digit bounds
+  }
+  if (!built_with_cuda_binary()) {
+    const auto r = xc2({"chat", "--model", m, "--dtype", "bf16", "hi"});
+    EXPECT_EQ(r.status, 2) << r.err;
+  }
+  const auto s = xc2({"chat", "--model", m, "--seed", "18446744073709551615", "-n", "1", "--format", "json", "hi"});
+  ASSERT_EQ(s.status, 0) << s.err;
+  EXPECT_EQ(json::parse(s.out)["seed"].get<uint64_t>(), 18446744073709551615ull);
+}
+
+TEST(CliMessages, InfoCheckLoadsTheTokenizer) {
+  test::TempDir tmp;
+  const std::string dir = tmp.file("m");
+  fs::copy(model("tiny-b"), dir);
+  for (const std::string contents : {"", "garbage\n"}) {
+    test::write_bytes(dir + "/tokenizer.model", contents);
+    const auto r = xc2({"info", "--model", dir, "--check"});
+    EXPECT_EQ(r.status, 3) << r.err;
+    EXPECT_TRUE(contains(r.err, "tokenizer.model")) << r.err;
+  }
+  fs::remove(dir + "/tokenizer.model");
+  const auto r = xc2({"info", "--model", dir, "--check"});
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "no such tokenizer file")) << r.err;
+  EXPECT_EQ(xc2({"info", "--model", model("tiny-b"), "--check"}).status, 0);
 }
 
 // The chat REPL recovers: a bad /image is refused when attached (the next message is answered), a failed turn

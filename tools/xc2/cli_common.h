@@ -46,6 +46,10 @@ struct CommonOptions {
 };
 
 void add_common_options(CLI::App* app, CommonOptions& o);
+// Number checks whose messages show the bound as written ("--temperature: must be > 0, got -1").
+CLI::Validator at_least(double bound);     // >= bound
+CLI::Validator more_than(double bound);    // > bound
+CLI::Validator between(double lo, double hi);
 // --parse-special, for the commands that build prompts from a template (chat, caption, logits, compose).
 void add_parse_special_option(CLI::App* app, CommonOptions& o);
 // --model, else $XC2_MODEL, else the bundled demo model next to the binary or in the source tree.

@@ -206,7 +206,7 @@ Handler register_compose(CLI::App& app) {
   cmd->add_option("--after", f->after,
                   "Put images after these paragraphs (numbered from 1, comma-separated) instead of asking the model")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber)
+      ->check(more_than(0))
       ->type_name("N,...")
       ->allow_extra_args(false);
   cmd->add_option("-o,--out", f->out, "Markdown output file (default: stdout)")->type_name("FILE.md");

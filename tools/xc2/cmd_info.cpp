@@ -79,7 +79,7 @@ Handler register_info(CLI::App& app) {
               << " visual tokens per image\n"
               << "partial lora   rank " << m.lora_rank << ", scale " << m.plora_scale
               << " (wqkv, wo, w1, w3, w2 on image rows)\n";
-    if (f->check) os << "check          ok: every expected tensor present with the expected shape\n";
+    if (f->check) os << "check          ok: every expected tensor present with the expected shape; tokenizer.model loads\n";
     write_stdout(os.str());
     return kExitOk;
   };

@@ -57,7 +57,7 @@ BOS; <ImageHere> markers still place images). Logits are fp32, one row per posit
   cmd->add_option("--tokens-out", f->tokens_out, "Write the per-position token ids (null for image rows) as JSON")
       ->type_name("FILE");
   cmd->add_option("--top", f->top, "Without --out: how many top tokens to print per position")
-      ->check(CLI::PositiveNumber)
+      ->check(more_than(0))
       ->capture_default_str();
   cmd->add_option("prompt", f->prompt.prompt, "The prompt")->required();
 

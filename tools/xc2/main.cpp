@@ -82,6 +82,17 @@ int main(int argc, char** argv) {
   add(register_convert);
   add(register_bench);
 
+  // `xc2 chat2`: name the unknown command instead of CLI11's "A subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (auto& [sub, handler] : commands) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) return fail(std::string("unknown command '") + argv[1] + "' (commands: " + names + "; run 'xc2 --help')",
+                            kExitUsage);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
