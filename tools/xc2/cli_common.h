@@ -19,10 +19,10 @@ namespace xc2::cli {
 // Exit codes (documented in `xc2 --help` and the README).
 enum ExitCode : int {
   kExitOk = 0,
-  kExitPartial = 1,  // the run finished but some batch items failed (each has an "error" record)
-  kExitUsage = 2,    // bad option or input: unknown flag, bad value, unreadable image or input file
+  kExitPartial = 1,  // the run finished but some batch items (chat messages) failed
+  kExitUsage = 2,    // bad option or input: unknown flag, bad value, unreadable image or input file, --out refused
   kExitModel = 3,    // the model folder could not be loaded (missing/corrupt config, weights, tokenizer)
-  kExitRuntime = 4,  // failure while running (out of memory, CUDA, internal error)
+  kExitRuntime = 4,  // failure while running (an output not written, out of memory, threads, CUDA, internal)
 };
 
 // Thrown by load_engine() so that main() reports a model load failure with kExitModel.

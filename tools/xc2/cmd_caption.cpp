@@ -215,8 +215,9 @@ Handler register_caption(CLI::App& app) {
   xc2 caption --list images.txt --prompt "What is in this picture?" --batch-size 8
 
 Each line: {"path", "caption", "prompt_tokens", "prompt_positions", "generated_tokens", "ms"}, or
-{"path", "error"} for an image that fails; the batch goes on. Lines are flushed as they are done, so a
-killed run loses only the images in flight (with --batch-size N, the N of the current batch, whose lines
+{"path", "error"} for an image that fails; the batch goes on. An existing --out needs --resume (its
+records are kept, new ones appended) or --overwrite; --out is locked while written. Every write is
+checked; lines are synced as they are done, so a killed run loses only the images in flight (with --batch-size N, the N of the current batch, whose lines
 are written together, in input order). --batch-size N runs N images through the vision tower together
 and decodes their captions together, reading each weight once per step for all N: several times the
 images/s of N = 1 when decoding is bandwidth-bound (see docs/perf.md); the captions are the same.

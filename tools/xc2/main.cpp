@@ -24,10 +24,12 @@ Run 'xc2 <command> --help' for the options of a command.
 
 Exit codes:
   0  success
-  1  the run finished but some batch items failed (each has an "error" record)
-  2  usage or input error (bad option, unreadable or unsupported image or input file, prompt too long)
+  1  the run finished but some batch items failed (each has an "error" record), or some chat messages failed
+  2  usage or input error (bad option, unreadable or unsupported image or input file, prompt too long,
+     --out exists without --resume/--overwrite, is an input, or is locked by another xc2)
   3  the model folder could not be loaded (missing or corrupt config, weights or tokenizer)
-  4  runtime failure (out of memory, CUDA error, internal error))";
+  4  runtime failure (an output that cannot be written: disk full, file too large, I/O error; out of memory;
+     threads that cannot be started; CUDA error; internal error))";
 
 int exit_code_for(const xc2::Error& e) {
   switch (e.code()) {
