@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/cli_helpers.h"
 #include "support/process.h"
 #include "support/test_util.h"
 
@@ -23,12 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kExe = XC2_EXE;
-
-test::ProcessResult xc2(std::vector<std::string> args, const std::string& in = "") {
-  args.insert(args.begin(), kExe);
-  return test::run_process(args, in);
-}
+using namespace clitest;
 
 // Runs `xc2 ARGS` through /bin/sh with a shell prefix (a redirection, a ulimit).
 test::ProcessResult xc2_sh(const std::string& prefix, const std::vector<std::string>& args,
@@ -42,17 +38,7 @@ test::ProcessResult xc2_sh(const std::string& prefix, const std::vector<std::str
   return test::run_process({"/bin/sh", "-c", cmd + " " + suffix});
 }
 
-std::string model(const std::string& name) { return test::data_path("models/" + name); }
-std::string image(const std::string& name) { return test::data_path("images/" + name); }
 
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream is(s);
-  std::string l;
-  while (std::getline(is, l))
-    if (!l.empty()) out.push_back(l);
-  return out;
-}
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
