@@ -13,10 +13,7 @@
 
 namespace xc2 {
 
-class Backend;
-namespace model {
-class XComposer2;
-}
+class Engine;
 
 // Device memory in bytes (all 0 on the CPU). needed: what xc2's tensors and recorded graphs hold now; peak:
 // its maximum since load or reset_memory_peak(); cached: held by xc2's allocator on top, free for reuse;
@@ -36,8 +33,8 @@ class EngineDiagnostics {
   DeviceMemory memory() const;
   void reset_memory_peak();
   void synchronize();  // waits for the work queued on the device (before reading a clock)
-  // Bytes one batch-1 decode step reads: the weights (decoder linears and norms, final norm, output head,
-  // one embedding row, as the backend stores them) and, per cached position, the KV cache.
+  // Bytes one batch-1 decode step reads: the weights (decoder linears, packed when quantized, and norms, final
+  // norm, output head, one embedding row, as the backend stores them) and, per cached position, the KV cache.
   uint64_t weight_bytes_per_token() const;
   uint64_t kv_bytes_per_position() const;
   // Whether generate() decodes by replaying a recorded graph (CUDA, unless XC2_DEVICE_DECODE=0 or
@@ -46,9 +43,8 @@ class EngineDiagnostics {
 
  private:
   friend class Engine;
-  EngineDiagnostics(Backend& backend, model::XComposer2& model) : backend_(&backend), model_(&model) {}
-  Backend* backend_;
-  model::XComposer2* model_;
+  explicit EngineDiagnostics(Engine& engine) : engine_(&engine) {}
+  Engine* engine_;
 };
 
 // Whether a usable CUDA device (compute capability 8.0+) is present; false when built without CUDA.

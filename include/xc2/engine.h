@@ -34,6 +34,10 @@ struct EngineOptions {
   // Compute dtype; unset: CUDA bf16, CPU f32. The CPU backend computes in f32 only; CUDA f32 (TF32 off) is for
   // checking the GPU against the CPU token for token.
   std::optional<DType> dtype;
+  // Upstream's tokenization: special-token strings (`<s>`, `</s>`, `<unk>`, `[UNUSED_TOKEN_146]`, ...) in the
+  // user's text become control tokens. Off by default: the user's text (Request::user_spans, a ChatSession's
+  // system prompt and messages) is tokenized as text, and only the template emits control tokens.
+  bool parse_special = false;
 };
 
 // The spellings of the CLI: "auto", "cpu", "cuda"; "auto" (nullopt), "f32", "bf16", "f16".
@@ -74,8 +78,16 @@ enum class PromptStyle {
 class EncodedImage;
 using ImageHandle = std::shared_ptr<const EncodedImage>;
 
+// A byte range [first, second) of a request's text.
+using TextRange = std::pair<size_t, size_t>;
+
 struct Request {
   std::string text;                 // full prompt text (template already applied, markers in place)
+  // The ranges of `text` that came from the user (the query, system prompt, history, file contents): tokenized
+  // as plain text, so special-token strings there never become control tokens (unless
+  // EngineOptions::parse_special). chat_prompt() gives them; outside them the text is tokenized as upstream
+  // does (the template's markers become control tokens). <ImageHere>/<image> markers place images everywhere.
+  std::vector<TextRange> user_spans;
   std::vector<ImageHandle> images;  // image k fills marker k
   PromptStyle style = PromptStyle::ChatImage;
   // Whether the repetition penalty also covers the prompt tokens: true on upstream's input_ids path
@@ -252,6 +264,15 @@ const std::string& compose_system_prompt();
 std::string chat_prompt_text(const std::string& system,
                              const std::vector<std::pair<std::string, std::string>>& history,
                              const std::string& query);
+// The same text with the ranges that came from the user (system, history, query), for Request::user_spans.
+struct ChatPrompt {
+  std::string text;
+  std::vector<TextRange> user_spans;
+};
+ChatPrompt chat_prompt(const std::string& system, const std::vector<std::pair<std::string, std::string>>& history,
+                       const std::string& query);
+// Every occurrence of each non-empty user string in `text`, for prompts assembled by concatenation.
+std::vector<TextRange> find_user_spans(const std::string& text, const std::vector<std::string>& user_texts);
 // xc2's image placement rule: without markers, one "<ImageHere>" per image at the start of the query
 // (joined by spaces); with markers, their number must equal n_images (Error{InvalidArgument}).
 std::string place_image_markers(const std::string& query, int n_images);

@@ -72,8 +72,20 @@ class Runner {
     if (events_.on_progress) events_.on_progress(message);
   }
 
-  GenerationResult run(Step step, const std::string& label, const Request& request, const GenerationOptions& options,
-                       const StreamCallback& on_text = {}) {
+  // Texts that did not come from the protocol's own prompts (the instruction, the article's paragraphs, captions):
+  // wherever they appear in a prompt they are tokenized as plain text (Request::user_spans), so a special-token
+  // string in them never becomes a control token.
+  void user_text(const std::string& s) {
+    if (!s.empty()) user_texts_.push_back(s);
+  }
+  Request with_user_spans(Request r) const {
+    r.user_spans = find_user_spans(r.text, user_texts_);
+    return r;
+  }
+
+  GenerationResult run(Step step, const std::string& label, const Request& plain_request,
+                       const GenerationOptions& options, const StreamCallback& on_text = {}) {
+    const Request request = with_user_spans(plain_request);
     GenerationResult r = engine_.generate(request, options, on_text);
     r.text = clean_output(r.text);
     if (events_.on_trace) events_.on_trace(Trace{step, label, request.text, r.text, r});
@@ -90,6 +102,7 @@ class Runner {
   Engine& engine_;
   const Events& events_;
   int vocab_;
+  std::vector<std::string> user_texts_;
 };
 
 struct Candidate {
@@ -235,6 +248,8 @@ ComposeResult compose(Engine& engine, const ComposeOptions& o, const Events& eve
                 "the instruction contains the image marker '<image>'; pass images as files instead");
 
   Runner run(engine, events);
+  run.user_text(o.instruction);
+  for (const PoolImage& p : o.pool) run.user_text(p.caption);
   ComposeResult res;
   for (int p : o.positions)
     if (p < 0) throw Error(ErrorCode::InvalidArgument, "image positions must be paragraph indices >= 0");
@@ -262,7 +277,10 @@ ComposeResult compose(Engine& engine, const ComposeOptions& o, const Events& eve
   if (split_paragraphs(res.article_text, -1).size() > paragraphs.size())
     run.progress("step 1/" + n_steps + ": only the first " + std::to_string(kMaxParagraphs) +
                  " paragraphs are kept, as in the demo");
-  for (const std::string& p : paragraphs) res.article.blocks.push_back(Block{Block::Kind::Paragraph, p, ""});
+  for (const std::string& p : paragraphs) {
+    res.article.blocks.push_back(Block{Block::Kind::Paragraph, p, ""});
+    run.user_text(p);
+  }
   if (!want_images) return res;
   if (paragraphs.empty()) {
     run.progress("step 2/3: the article is empty; no images");
@@ -301,6 +319,7 @@ ComposeResult compose(Engine& engine, const ComposeOptions& o, const Events& eve
       const GenerationResult r = run.run(Step::Caption, "caption " + std::to_string(idx + 1), raw_request(text),
                                          run.options(Step::Caption, o.generation, o.seed));
       const std::string cap = parse_caption(r.text);
+      run.user_text(cap);
       res.captions.push_back(SlotCaption{po, cap});
       caption_of[po] = cap;
     }
@@ -400,7 +419,10 @@ EditResult edit(Engine& engine, const Article& article, const EditOptions& o, co
   }
   const std::string prompt =
       edit_prompt(o.kind, neutralize(text), neutralize(next), neutralize(o.instruction), o.with_meta);
-  const Request req = interleave_request(prompt, {});
+  run.user_text(neutralize(text));
+  run.user_text(neutralize(next));
+  run.user_text(neutralize(o.instruction));
+  const Request req = run.with_user_spans(interleave_request(prompt, {}));
   const int64_t positions = static_cast<int64_t>(engine.prompt_tokens(req).size());
   const int64_t budget = o.length_budget - positions;
   if (budget <= 0)

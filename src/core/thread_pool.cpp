@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <exception>
+#include <system_error>
+
+#include "core/check.h"
 
 namespace xc2 {
 
@@ -20,7 +23,20 @@ int hardware_threads() {
 
 ThreadPool::ThreadPool(int n_threads) {
   n_threads_ = n_threads > 0 ? n_threads : hardware_threads();
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  try {
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  } catch (const std::system_error& e) {
+    // Out of threads or memory for their stacks: stop the ones started and report it (never a hang or abort).
+    const size_t started = workers_.size() + 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_start_.notify_all();
+    for (auto& t : workers_) t.join();
+    XC2_THROW(Internal, "cannot start ", n_threads_, " threads (", started, " started): ", e.code().message(),
+              "; use fewer threads (--threads)");
+  }
 }
 
 ThreadPool::~ThreadPool() {

@@ -1,5 +1,6 @@
 // ChatSession (include/xc2/engine.h): upstream chat() turn by turn, the history kept in one KV sequence.
 #include "core/check.h"
+#include "core/log.h"
 #include "engine/engine_impl.h"
 #include "engine/generate.h"
 #include "text/prompt.h"
@@ -51,12 +52,26 @@ GenerationResult ChatSession::ask(const std::string& query, const std::vector<st
   XC2_CHECK(n_img > 0 || text::count_markers(q, text::kImageMarker) == 0, InvalidArgument, "the prompt has ",
             text::count_markers(q, text::kImageMarker), " ", text::kImageMarker, " markers but no image was given");
   std::vector<ImageHandle> images = s.engine->encode_images(image_paths);
-  const text::Prompt prompt = text::build_chat_turn(*m.tok, s.system, q, n_img, s.turns > 0);
-  s.any_image = s.any_image || n_img > 0;
+  text::Prompt prompt = text::build_chat_turn(*m.tok, s.system, q, n_img, s.turns > 0, m.options.parse_special);
+  // With truncate_prompt, a turn that no longer fits after the history starts a new conversation (the earlier
+  // turns are dropped) instead of being cut to nothing; it is cut only if it does not fit on its own.
+  const int64_t limit = m.cfg().max_length;
+  if (options.truncate_prompt && s.turns > 0 && s.cache->length() + prompt.n_positions(m.cfg().visual_tokens()) > limit) {
+    XC2_LOG_WARN("the conversation no longer fits max_length " << limit << ": the earlier turns are dropped");
+    reset();
+    prompt = text::build_chat_turn(*m.tok, s.system, q, n_img, false, m.options.parse_special);
+  }
 
+  const int64_t needed = s.cache->length() + prompt.n_positions(m.cfg().visual_tokens());
+  XC2_CHECK(options.truncate_prompt || s.turns == 0 || needed <= limit, InvalidArgument, "the conversation needs ",
+            needed, " positions with this message but the model's max_length is ", limit,
+            ": start a new conversation (/reset), or pass --truncate to drop the earlier turns when it is full");
+  // Nothing in the session changes before the prompt is assembled, so a turn that fails here (too long, a bad
+  // image) leaves the conversation as it was.
   std::vector<engine::GenSequence> seq(1);
   seq[0].cache = s.cache.get();
   seq[0].prompt = m.assemble(prompt, images, options.truncate_prompt, s.cache->length());
+  s.any_image = s.any_image || n_img > 0;
   for (int32_t id : seq[0].prompt.tokens)
     if (id >= 0) s.text_ids.push_back(id);
   s.sequence.insert(s.sequence.end(), seq[0].prompt.tokens.begin(), seq[0].prompt.tokens.end());

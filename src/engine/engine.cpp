@@ -91,6 +91,7 @@ ModelInfo inspect_model(const std::string& model_dir, bool check) {
   if (check) {
     auto be = make_cpu_backend(1, CpuWeights::Mapped);  // checks names and shapes only: no weight copies
     auto model = model::XComposer2::load(model_dir, *be);
+    text::Tokenizer::load(path_join(model_dir, "tokenizer.model"));  // missing, empty or not SentencePiece: an error
     return make_info(model_dir, model->config(), model->checkpoint());
   }
   const io::Checkpoint ck = io::Checkpoint::open_dir(model_dir);
@@ -111,9 +112,24 @@ const std::string& compose_system_prompt() { return text::compose_system_prompt(
 
 std::string chat_prompt_text(const std::string& system, const std::vector<std::pair<std::string, std::string>>& history,
                              const std::string& query) {
+  return chat_prompt(system, history, query).text;
+}
+
+ChatPrompt chat_prompt(const std::string& system, const std::vector<std::pair<std::string, std::string>>& history,
+                       const std::string& query) {
   std::vector<text::ChatTurn> turns;
   for (const auto& [u, a] : history) turns.push_back({u, a});
-  return text::render_chat(system, turns, query);
+  text::TemplateText t = text::render_chat_spans(system, turns, query);
+  ChatPrompt p;
+  p.text = std::move(t.text);
+  for (const text::TextSpan& s : t.user) p.user_spans.emplace_back(s.begin, s.end);
+  return p;
+}
+
+std::vector<TextRange> find_user_spans(const std::string& text, const std::vector<std::string>& user_texts) {
+  std::vector<TextRange> out;
+  for (const text::TextSpan& s : text::find_user_spans(text, user_texts)) out.emplace_back(s.begin, s.end);
+  return out;
 }
 
 std::string place_image_markers(const std::string& query, int n_images) {
@@ -342,6 +358,6 @@ int32_t Engine::token_id(const std::string& piece) const { return impl_->tok->pi
 // Diagnostics (include/xc2/diagnostics.h, src/engine/diagnostics.cpp)
 // ---------------------------------------------------------------------------------------------
 
-EngineDiagnostics Engine::diagnostics() { return EngineDiagnostics(*impl_->backend, *impl_->model); }
+EngineDiagnostics Engine::diagnostics() { return EngineDiagnostics(*this); }
 
 }  // namespace xc2

@@ -19,19 +19,27 @@ text::Prompt EngineImpl::tokenize_request(const Request& r) const {
     XC2_CHECK(markers == n, InvalidArgument, "the prompt has ", markers, " ", marker, " marker",
               markers == 1 ? "" : "s", " but ", n, " image", n == 1 ? " was" : "s were", " given");
   };
+  std::vector<text::TextSpan> user;
+  if (!options.parse_special) {
+    for (const auto& [b, e] : r.user_spans) {
+      XC2_CHECK(b <= e && e <= r.text.size(), InvalidArgument, "a user span [", b, ", ", e,
+                ") lies outside the prompt text (", r.text.size(), " bytes)");
+      user.push_back({b, e});
+    }
+  }
   switch (r.style) {
     case PromptStyle::ChatImage:
       check_markers(text::kImageMarker);
-      return text::build_image_prompt(*tok, r.text, n, text::kImageMarker, true);
+      return text::build_image_prompt(*tok, r.text, n, text::kImageMarker, true, user);
     case PromptStyle::Interleave:
       check_markers(text::kComposeMarker);
-      return text::build_image_prompt(*tok, r.text, n, text::kComposeMarker, false);
+      return text::build_image_prompt(*tok, r.text, n, text::kComposeMarker, false, user);
     case PromptStyle::ChatText:
       XC2_CHECK(n == 0, InvalidArgument, "a text-only prompt cannot carry images");
-      return text::build_text_prompt(*tok, r.text);
+      return text::build_text_prompt(*tok, r.text, user);
     case PromptStyle::Raw:
       XC2_CHECK(n == 0, InvalidArgument, "a raw prompt cannot carry images");
-      return text::build_raw_prompt(*tok, r.text, true);
+      return text::build_raw_prompt(*tok, r.text, true, user);
   }
   XC2_THROW(Internal, "unknown prompt style");
 }

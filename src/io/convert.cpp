@@ -4,7 +4,9 @@
 //   Within a shard tensors are laid out by decreasing element size, then input order, back to back,
 //   so every tensor starts aligned to its element size. Names and bytes are copied verbatim.
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -38,7 +40,7 @@ class AtomicFile {
  public:
   explicit AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
     out_.open(tmp_, std::ios::binary | std::ios::trunc);
-    if (!out_) XC2_THROW(Io, "cannot create '", tmp_, "'");
+    if (!out_) fail();
   }
   ~AtomicFile() {
     if (!committed_) {
@@ -48,19 +50,25 @@ class AtomicFile {
     }
   }
   void write(const void* p, size_t n) {
+    errno = 0;
     out_.write(static_cast<const char*>(p), static_cast<std::streamsize>(n));
-    if (!out_) XC2_THROW(Io, "write to '", tmp_, "' failed (disk full?)");
+    if (!out_) fail();
   }
   void commit() {
+    errno = 0;
     out_.close();
-    if (!out_) XC2_THROW(Io, "write to '", tmp_, "' failed (disk full?)");
+    if (!out_) fail();
     std::error_code ec;
     fs::rename(tmp_, path_, ec);
-    if (ec) XC2_THROW(Io, "cannot rename '", tmp_, "' to '", path_, "': ", ec.message());
+    if (ec) XC2_THROW(Io, "cannot write '", path_, "': ", ec.message());
     committed_ = true;
   }
 
  private:
+  // The message the CLI maps to a write failure: "cannot write 'PATH': <reason>".
+  [[noreturn]] void fail() const {
+    XC2_THROW(Io, "cannot write '", path_, "': ", std::strerror(errno != 0 ? errno : EIO));
+  }
   std::string path_, tmp_;
   std::ofstream out_;
   bool committed_ = false;
@@ -207,7 +215,7 @@ void copy_non_weight_files(const std::string& model_dir, const std::string& out_
     std::error_code ec3;
     if (!e.is_regular_file(ec3) || is_weight_file(name)) continue;
     fs::copy_file(e.path(), fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec3);
-    if (ec3) XC2_THROW(Io, "cannot copy '", e.path().string(), "' to '", out_dir, "': ", ec3.message());
+    if (ec3) XC2_THROW(Io, "cannot write '", (fs::path(out_dir) / name).string(), "': ", ec3.message());
   }
   if (ec) XC2_THROW(Io, "cannot list '", model_dir, "': ", ec.message());
 }

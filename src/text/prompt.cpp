@@ -6,6 +6,7 @@
 // Mirrors tools/reference/xc2_ref.py (build_chat_image, build_chat_text, build_compose).
 #include "text/prompt.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -70,15 +71,44 @@ const std::string& compose_system_prompt() {
   return kText;
 }
 
-std::string render_chat(const std::string& system, const std::vector<ChatTurn>& history, const std::string& query) {
-  std::string s;
-  if (!system.empty()) s += std::string(kImStart) + "system\n" + system + kImEnd + "\n";
-  for (const ChatTurn& t : history) {
-    s += std::string(kImStart) + "user\n" + t.user + kImEnd + "\n";
-    s += std::string(kImStart) + "assistant\n" + t.assistant + kImEnd + "\n";
+TemplateText render_chat_spans(const std::string& system, const std::vector<ChatTurn>& history,
+                               const std::string& query) {
+  TemplateText t;
+  std::string& s = t.text;
+  auto user = [&t](const std::string& text) {
+    t.user.push_back({t.text.size(), t.text.size() + text.size()});
+    t.text += text;
+  };
+  if (!system.empty()) {
+    s += std::string(kImStart) + "system\n";
+    user(system);
+    s += std::string(kImEnd) + "\n";
   }
-  s += std::string(kImStart) + "user\n" + query + kImEnd + "\n" + kImStart + "assistant\n";
-  return s;
+  for (const ChatTurn& turn : history) {
+    s += std::string(kImStart) + "user\n";
+    user(turn.user);
+    s += std::string(kImEnd) + "\n" + kImStart + "assistant\n";
+    user(turn.assistant);
+    s += std::string(kImEnd) + "\n";
+  }
+  s += std::string(kImStart) + "user\n";
+  user(query);
+  s += std::string(kImEnd) + "\n" + kImStart + "assistant\n";
+  return t;
+}
+
+std::string render_chat(const std::string& system, const std::vector<ChatTurn>& history, const std::string& query) {
+  return render_chat_spans(system, history, query).text;
+}
+
+std::vector<TextSpan> find_user_spans(const std::string& text, const std::vector<std::string>& user_texts) {
+  std::vector<TextSpan> spans;
+  for (const std::string& u : user_texts) {
+    if (u.empty()) continue;
+    for (size_t pos = text.find(u); pos != std::string::npos; pos = text.find(u, pos + u.size()))
+      spans.push_back({pos, pos + u.size()});
+  }
+  return spans;
 }
 
 int count_markers(const std::string& text, const std::string& marker) {
@@ -105,8 +135,28 @@ std::string place_image_markers(const std::string& query, int n_images, const st
   return query;
 }
 
+namespace {
+
+// The parts of `spans` inside [a, b), shifted to start at a.
+std::vector<TextSpan> clip_spans(const std::vector<TextSpan>& spans, size_t a, size_t b) {
+  std::vector<TextSpan> out;
+  for (const TextSpan& s : spans)
+    if (s.begin < b && s.end > a) out.push_back({std::max(s.begin, a) - a, std::min(s.end, b) - a});
+  return out;
+}
+
+std::vector<TextSpan> shift_spans(std::vector<TextSpan> spans, size_t by) {
+  for (TextSpan& s : spans) {
+    s.begin += by;
+    s.end += by;
+  }
+  return spans;
+}
+
+}  // namespace
+
 Prompt build_image_prompt(const Tokenizer& tok, const std::string& text, int n_images, const std::string& marker,
-                          bool bos_every_part) {
+                          bool bos_every_part, const std::vector<TextSpan>& user) {
   XC2_CHECK(n_images >= 0, InvalidArgument, "negative number of images: ", n_images);
   const int k = count_markers(text, marker);
   if (k != n_images) throw_marker_mismatch(k, marker, n_images);
@@ -118,7 +168,7 @@ Prompt build_image_prompt(const Tokenizer& tok, const std::string& text, int n_i
     const size_t end = hit == std::string::npos ? text.size() : hit;
     if (end > start) {
       PromptSegment seg;
-      seg.ids = tok.encode(text.substr(start, end - start), bos_every_part || need_bos);
+      seg.ids = tok.encode(text.substr(start, end - start), bos_every_part || need_bos, clip_spans(user, start, end));
       need_bos = false;
       p.segments.push_back(std::move(seg));
     }
@@ -132,30 +182,36 @@ Prompt build_image_prompt(const Tokenizer& tok, const std::string& text, int n_i
   return p;
 }
 
-Prompt build_text_prompt(const Tokenizer& tok, const std::string& text) {
+Prompt build_text_prompt(const Tokenizer& tok, const std::string& text, const std::vector<TextSpan>& user) {
   Prompt p;
   PromptSegment seg;
-  seg.ids = tok.encode("<s>" + text, true);
+  seg.ids = tok.encode("<s>" + text, true, shift_spans(user, 3));
   p.segments.push_back(std::move(seg));
   return p;
 }
 
-Prompt build_raw_prompt(const Tokenizer& tok, const std::string& text, bool add_bos) {
+Prompt build_raw_prompt(const Tokenizer& tok, const std::string& text, bool add_bos,
+                        const std::vector<TextSpan>& user) {
   Prompt p;
   PromptSegment seg;
-  seg.ids = tok.encode(text, add_bos);
+  seg.ids = tok.encode(text, add_bos, user);
   if (!seg.ids.empty()) p.segments.push_back(std::move(seg));
   return p;
 }
 
 Prompt build_chat_turn(const Tokenizer& tok, const std::string& system, const std::string& query, int n_images,
-                       bool continues) {
+                       bool continues, bool parse_special) {
   if (!continues) {
-    const std::string full = render_chat(system, {}, query);
-    return n_images > 0 ? build_image_prompt(tok, full, n_images, kImageMarker, true) : build_text_prompt(tok, full);
+    TemplateText full = render_chat_spans(system, {}, query);
+    if (parse_special) full.user.clear();
+    return n_images > 0 ? build_image_prompt(tok, full.text, n_images, kImageMarker, true, full.user)
+                        : build_text_prompt(tok, full.text, full.user);
   }
-  Prompt parts = build_image_prompt(tok, "[UNUSED_TOKEN_145]\n" + render_chat("", {}, query), n_images, kImageMarker,
-                                    true);
+  const std::string close = std::string(kImEnd) + "\n";
+  TemplateText turn = render_chat_spans("", {}, query);
+  if (parse_special) turn.user.clear();
+  Prompt parts = build_image_prompt(tok, close + turn.text, n_images, kImageMarker, true,
+                                    shift_spans(turn.user, close.size()));
   XC2_ASSERT(!parts.segments.empty() && parts.segments[0].image < 0);
   std::vector<int32_t>& first = parts.segments[0].ids;
   if (!first.empty() && first[0] == tok.bos_id()) first.erase(first.begin());

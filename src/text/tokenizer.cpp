@@ -21,6 +21,7 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,30 @@ struct Tokenizer::Impl {
   int vocab = 0;
   bool dummy_prefix = false;
   std::vector<int16_t> byte_value;  // per id: the byte of a <0xNN> piece, or -1
+  int32_t byte_id[256];              // per byte: the id of its <0xNN> piece, or -1
+  std::vector<bool> marker;          // per id: a piece that must not come from user text (chat markers)
+
+  // One chunk whose [plain_begin, plain_end) ranges (chunk offsets) are user text: a marker piece matched
+  // there becomes the byte pieces of its text.
+  void encode_chunk_plain(const std::string& chunk, const std::vector<TextSpan>& plain,
+                          std::vector<int32_t>* out) const {
+    const sentencepiece::ImmutableSentencePieceText spt = sp.EncodeAsImmutableProto(chunk);
+    for (size_t k = 0; k < spt.pieces_size(); ++k) {
+      const auto piece = spt.pieces(static_cast<int>(k));
+      const int32_t id = static_cast<int32_t>(piece.id());
+      const size_t b = piece.begin(), e = piece.end();
+      bool in_plain = false;
+      for (const TextSpan& s : plain) in_plain = in_plain || (b < s.end && e > s.begin);
+      if (id < 0 || id >= vocab || !marker[static_cast<size_t>(id)] || !in_plain || e > chunk.size() || b >= e) {
+        out->push_back(id);
+        continue;
+      }
+      for (size_t i = b; i < e; ++i) {
+        const int32_t bid = byte_id[static_cast<unsigned char>(chunk[i])];
+        out->push_back(bid >= 0 ? bid : unk);
+      }
+    }
+  }
 
   void encode_chunk(const std::string& chunk, std::vector<int32_t>* out) const {
     std::vector<int> ids;
@@ -183,6 +208,12 @@ std::shared_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   XC2_CHECK(m.im_start >= 0 && m.im_end >= 0, Unsupported, "'", path, "': the tokenizer has no ",
             m.im_start < 0 ? kImStart : kImEnd, " piece (not an InternLM-XComposer2 tokenizer)");
   m.byte_value.assign(m.vocab, -1);
+  std::fill(std::begin(m.byte_id), std::end(m.byte_id), -1);
+  m.marker.assign(static_cast<size_t>(m.vocab), false);
+  for (int id = 0; id < m.vocab; ++id) {
+    if (id == m.im_start || id == m.im_end || m.sp.IdToPiece(id).rfind("[UNUSED_TOKEN_", 0) == 0)
+      m.marker[static_cast<size_t>(id)] = true;
+  }
   for (int id = 0; id < m.vocab; ++id) {
     if (!m.sp.IsByte(id)) continue;
     const std::string p = m.sp.IdToPiece(id);  // "<0xNN>"
@@ -190,6 +221,7 @@ std::shared_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
     XC2_CHECK(p.compare(0, 3, "<0x") == 0 && hi >= 0 && lo >= 0 && p[5] == '>', Io, "'", path,
               "': byte piece ", id, " is not of the form <0xNN>: '", p, "'");
     m.byte_value[id] = static_cast<int16_t>(hi * 16 + lo);
+    if (m.byte_id[hi * 16 + lo] < 0) m.byte_id[hi * 16 + lo] = id;
   }
   // add_dummy_prefix is not exposed without the protobuf headers: a lone "a" encodes to pieces that start
   // with "▁" exactly when the normalizer adds the dummy prefix.
@@ -199,15 +231,30 @@ std::shared_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   return tok;
 }
 
-std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
+std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const { return encode(text, add_bos, {}); }
+
+std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos, const std::vector<TextSpan>& plain) const {
   const Impl& m = *impl_;
+  auto in_plain = [&plain](size_t pos) {
+    for (const TextSpan& s : plain)
+      if (pos >= s.begin && pos < s.end) return true;
+    return false;
+  };
+  // A chunk [a, b): plain ranges that overlap it, in chunk offsets.
+  auto encode_chunk = [&](size_t a, size_t b, std::vector<int32_t>* out) {
+    std::vector<TextSpan> local;
+    for (const TextSpan& s : plain)
+      if (s.begin < b && s.end > a) local.push_back({std::max(s.begin, a) - a, std::min(s.end, b) - a});
+    if (local.empty()) m.encode_chunk(text.substr(a, b - a), out);
+    else m.encode_chunk_plain(text.substr(a, b - a), local, out);
+  };
   std::vector<int32_t> ids;
   if (add_bos) ids.push_back(m.bos);
   const int32_t special_ids[3] = {m.bos, m.eos, m.unk};
   size_t chunk_start = 0, pos = 0;
   while (pos < text.size()) {
     int hit = -1;
-    if (text[pos] == '<') {
+    if (text[pos] == '<' && !in_plain(pos)) {
       for (int s = 0; s < 3; ++s) {
         if (text.compare(pos, std::char_traits<char>::length(kSpecialStrings[s]), kSpecialStrings[s]) == 0) {
           hit = s;
@@ -219,12 +266,12 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) co
       ++pos;
       continue;
     }
-    if (pos > chunk_start) m.encode_chunk(text.substr(chunk_start, pos - chunk_start), &ids);
+    if (pos > chunk_start) encode_chunk(chunk_start, pos, &ids);
     ids.push_back(special_ids[hit]);
     pos += std::char_traits<char>::length(kSpecialStrings[hit]);
     chunk_start = pos;
   }
-  if (text.size() > chunk_start) m.encode_chunk(text.substr(chunk_start), &ids);
+  if (text.size() > chunk_start) encode_chunk(chunk_start, text.size(), &ids);
   return ids;
 }
 

@@ -13,6 +13,11 @@
 
 namespace xc2::text {
 
+// A byte range [begin, end) of a text.
+struct TextSpan {
+  size_t begin = 0, end = 0;
+};
+
 class Tokenizer {
  public:
   // Error{NotFound} if missing, Error{Io} if not a valid SentencePiece model, Error{Unsupported}
@@ -22,6 +27,11 @@ class Tokenizer {
 
   // HF `tokenizer(text)` semantics: [bos] (if add_bos) + ids of the chunks.
   std::vector<int32_t> encode(const std::string& text, bool add_bos) const;
+  // The same, except that the `plain` byte ranges of text (the user's text inside a template) are text only:
+  // `<s>`, `</s>`, `<unk>` there are not split out, and a chat marker or other `[UNUSED_TOKEN_*]` piece that
+  // SentencePiece matches there is replaced by the byte pieces of its text (which decode to the same text).
+  // Without such strings in the plain ranges, the ids are those of encode(text, add_bos).
+  std::vector<int32_t> encode(const std::string& text, bool add_bos, const std::vector<TextSpan>& plain) const;
   // HF `decode(ids, skip_special_tokens)`: skip drops <s>, </s>, <unk> (not the chat markers).
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = true) const;
 

@@ -41,7 +41,12 @@
 // float32 divisions (not multiplications by reciprocals), CHW output.
 #include "vision/image.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -68,6 +73,7 @@ namespace {
 
 constexpr int kMaxSide = 16384;
 constexpr int64_t kMaxPixels = 100'000'000;
+constexpr int64_t kMaxFileBytes = int64_t{1} << 30;  // 1 GiB: far above any image within kMaxPixels
 
 enum class Format { Png, Jpeg, Bmp, Gif, WebP, Unknown };
 
@@ -287,7 +293,15 @@ Image decode_with_stb(const uint8_t* data, size_t size, const std::string& name,
   }
 
   int w = 0, h = 0, comp = 0;
+  // A PNG's size is in its IHDR: over the limit it is "too large" (stb_image would call it corrupt).
+  if (fmt == Format::Png && size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    const uint32_t pw = be32(data + 16), ph = be32(data + 20);
+    if (pw > static_cast<uint32_t>(kMaxSide) || ph > static_cast<uint32_t>(kMaxSide))
+      check_dimensions(name, static_cast<int>(std::min<uint32_t>(pw, INT_MAX)),
+                       static_cast<int>(std::min<uint32_t>(ph, INT_MAX)));
+  }
   if (!stbi_info_from_memory(src, len, &w, &h, &comp)) throw_stb_failure(name, fmt);
+  if (fmt == Format::Bmp && h < 0 && h > INT_MIN) h = -h;  // a top-down BMP (stb_image decodes it upright)
   check_dimensions(name, w, h);
   const std::string truncated = truncation_reason(data, size, fmt);
   if (!truncated.empty()) XC2_THROW(Io, "'", name, "': truncated ", format_name(fmt), " (", truncated, ")");
@@ -565,9 +579,36 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name_for
 }
 
 Image load_image(const std::string& path) {
-  if (is_directory(path)) XC2_THROW(Io, "'", path, "': is a directory, expected an image file");
-  if (!file_exists(path)) XC2_THROW(NotFound, "'", path, "': no such image file");
-  const std::string bytes = read_file(path);
+  // Only regular files, size-checked before a byte is read (a FIFO or /dev/zero is never read, a huge file never
+  // loaded whole).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ENOTDIR) XC2_THROW(NotFound, "'", path, "': no such image file");
+    XC2_THROW(Io, "'", path, "': cannot open (", std::strerror(err), ")");
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) XC2_THROW(Io, "'", path, "': cannot read (", std::strerror(errno), ")");
+  if (S_ISDIR(st.st_mode)) XC2_THROW(Io, "'", path, "': is a directory, expected an image file");
+  XC2_CHECK(S_ISREG(st.st_mode), Unsupported, "'", path, "': not a regular file (",
+            S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "a special file",
+            "); xc2 reads image files only");
+  XC2_CHECK(st.st_size <= kMaxFileBytes, Unsupported, "'", path, "': file is too large (", st.st_size,
+            " bytes; xc2 reads image files of at most ", kMaxFileBytes >> 20, " MiB)");
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t r = ::pread(fd, &bytes[got], bytes.size() - got, static_cast<off_t>(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) XC2_THROW(Io, "'", path, "': read error (", std::strerror(errno), ")");
+    if (r == 0) break;  // shrank while being read: decoded as it is (a truncated image is reported)
+    got += static_cast<size_t>(r);
+  }
+  bytes.resize(got);
   return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
 }
 

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "io/checkpoint.h"
+#include "cli/cli_helpers.h"
 #include "support/process.h"
 #include "support/test_util.h"
 #include "xc2/engine.h"
@@ -26,29 +27,14 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kExe = XC2_EXE;
+using namespace clitest;
 
-test::ProcessResult xc2(std::vector<std::string> args, const std::string& in = "") {
-  args.insert(args.begin(), kExe);
-  return test::run_process(args, in);
-}
-
-std::string model(const std::string& name) { return test::data_path("models/" + name); }
-std::string image(const std::string& name) { return test::data_path("images/" + name); }
 
 json golden_case(const std::string& m, const std::string& c) {
   std::ifstream in(test::data_path("golden/" + m + "/case_" + c + ".json"));
   return json::parse(in);
 }
 
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream is(s);
-  std::string l;
-  while (std::getline(is, l))
-    if (!l.empty()) out.push_back(l);
-  return out;
-}
 
 // The reference's greedy tokens without the trailing stop token (xc2 reports it as stop_reason).
 std::vector<int32_t> golden_answer(const json& c) {
@@ -145,9 +131,9 @@ TEST(CliChat, ImageCommandAndResetInSession) {
   const auto r = xc2({"chat", "--model", model("tiny-b"), "--greedy", "-n", "4", "--format", "json"},
                      "/image " + image("rgb_64x48.png") + "\nWhat is this?\n/reset\n/image " +
                          image("not_an_image.png") + "\nAnd this?\nHello\n/exit\nnever read\n");
-  // The bad image fails one turn (exit 1 at the end), the session goes on.
+  // The bad image is refused when attached (exit 1 at the end); every message is answered.
   EXPECT_EQ(r.status, 1) << r.err;
-  EXPECT_EQ(lines_of(r.out).size(), 2u) << r.out;
+  EXPECT_EQ(lines_of(r.out).size(), 3u) << r.out;
   EXPECT_NE(r.err.find("not_an_image.png"), std::string::npos) << r.err;
 }
 

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -30,7 +31,51 @@ std::string exe_dir() {
   return slash == std::string::npos ? "" : p.substr(0, slash);
 }
 
+std::string show_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
+CLI::Validator number_check(std::function<bool(double)> ok, const std::string& rule) {
+  return CLI::Validator(
+      [ok, rule](std::string& s) -> std::string {
+        double v = 0;
+        size_t used = 0;
+        try {
+          v = std::stod(s, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != s.size()) return "'" + s + "' is not a number";
+        if (!ok(v)) return "must be " + rule + ", got " + s;
+        return std::string();
+      },
+      rule);
+}
+
+// A 64-bit seed: decimal digits, at most 2^64 - 1 (no sign, no wrap-around).
+std::string check_seed(std::string& s) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+    return "must be a whole number from 0 to 18446744073709551615, got '" + s + "'";
+  errno = 0;
+  std::strtoull(s.c_str(), nullptr, 10);
+  if (errno == ERANGE) return "must be at most 18446744073709551615 (2^64 - 1), got " + s;
+  return std::string();
+}
+
 }  // namespace
+
+CLI::Validator at_least(double bound) {
+  return number_check([bound](double v) { return v >= bound; }, ">= " + show_number(bound));
+}
+CLI::Validator more_than(double bound) {
+  return number_check([bound](double v) { return v > bound; }, "> " + show_number(bound));
+}
+CLI::Validator between(double lo, double hi) {
+  return number_check([lo, hi](double v) { return v >= lo && v <= hi; },
+                      "from " + show_number(lo) + " to " + show_number(hi));
+}
 
 void add_common_options(CLI::App* app, CommonOptions& o) {
   app->add_option("-m,--model", o.model,
@@ -42,9 +87,15 @@ void add_common_options(CLI::App* app, CommonOptions& o) {
   app->add_option("--dtype", o.dtype, "Compute dtype: auto (CUDA bf16, CPU f32), f32, bf16 or f16 (CUDA only)")
       ->check(CLI::IsMember({"auto", "f32", "bf16", "f16"}))
       ->capture_default_str();
-  app->add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  app->add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")->check(at_least(0));
   app->add_flag("-v,--verbose", o.verbose, "More messages on stderr (the model folder used, timings)");
   app->add_flag("-q,--quiet", o.quiet, "Only errors on stderr");
+}
+
+void add_parse_special_option(CLI::App* app, CommonOptions& o) {
+  app->add_flag("--parse-special", o.parse_special,
+                "Turn special-token strings typed in the user's text (<s>, </s>, <unk>, [UNUSED_TOKEN_146], ...) into "
+                "control tokens, as upstream's tokenizer does (for parity checks; by default they stay text)");
 }
 
 void apply_log_level(const CommonOptions& o) { set_verbosity(o.quiet ? 0 : o.verbose ? 2 : 1); }
@@ -65,11 +116,12 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
   apply_log_level(o);
   EngineOptions eo;
   eo.model_dir = resolve_model_dir(o);
-  if (o.device == "cpu" && o.dtype != "auto" && o.dtype != "f32")
+  if ((o.device == "cpu" || (o.device == "auto" && !built_with_cuda())) && o.dtype != "auto" && o.dtype != "f32")
     throw UsageError("--dtype " + o.dtype + " needs --device cuda (the CPU backend computes in f32)");
   eo.device = parse_device(o.device);  // the choices are checked by CLI11
   eo.dtype = parse_dtype(o.dtype);
   eo.threads = o.threads;
+  eo.parse_special = o.parse_special;
   if (o.verbose) std::cerr << "xc2: model folder: " << eo.model_dir << "\n";
   try {
     auto engine = Engine::load(eo);
@@ -77,8 +129,13 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
     return engine;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::InvalidArgument && o.device != "auto" && o.device != "cpu") throw;
+    // --dtype bf16 with --device auto on a machine without a GPU: a usage error (exit 2), not a model problem.
+    if (e.code() == ErrorCode::InvalidArgument && o.dtype != "auto" && o.dtype != "f32") throw UsageError(e.what());
+    if (e.code() == ErrorCode::Cuda && o.device == "cuda")
+      throw Error(ErrorCode::Cuda, std::string("--device cuda: no usable CUDA GPU (") + e.what() + ")");
     // No GPU / built without CUDA is not a model problem: exit 4 (Cuda) or 2 (Unsupported).
-    if (e.code() == ErrorCode::Cuda || e.code() == ErrorCode::Unsupported) throw;
+    // Nor is a resource failure (threads, memory: Internal, exit 4).
+    if (e.code() == ErrorCode::Cuda || e.code() == ErrorCode::Unsupported || e.code() == ErrorCode::Internal) throw;
     throw ModelLoadError(e.what());
   }
 }
@@ -93,20 +150,20 @@ GenerationOptions GenerationFlags::resolve() const {
 void add_generation_options(CLI::App* app, GenerationFlags& g) {
   auto* grp = app;
   grp->add_option("-n,--max-new-tokens", g.opts.max_new_tokens, "Maximum number of tokens to generate")
-      ->check(CLI::NonNegativeNumber)
+      ->check(at_least(0))
       ->capture_default_str();
   grp->add_flag("--greedy", g.greedy, "Greedy decoding (argmax after the repetition penalty), as the upstream README");
   grp->add_option("--temperature", g.opts.temperature, "Sampling temperature")
-      ->check(CLI::PositiveNumber)
+      ->check(more_than(0))
       ->capture_default_str();
   grp->add_option("--top-p", g.opts.top_p, "Nucleus sampling: keep the smallest set with this probability mass")
-      ->check(CLI::Range(0.0f, 1.0f))
+      ->check(between(0, 1))
       ->capture_default_str();
   grp->add_option("--top-k", g.opts.top_k, "Keep the k most likely tokens (0 = off)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(at_least(0))
       ->capture_default_str();
   grp->add_option("--repetition-penalty", g.opts.repetition_penalty, "Repetition penalty (1 = off)")
-      ->check(CLI::PositiveNumber)
+      ->check(more_than(0))
       ->capture_default_str();
   grp->add_option("--beams", g.opts.num_beams,
                   "Beam search with N beams (deterministic; Hugging Face num_beams, as upstream's evaluations)")
@@ -115,7 +172,8 @@ void add_generation_options(CLI::App* app, GenerationFlags& g) {
   grp->add_option("--length-penalty", g.opts.length_penalty,
                   "Beam search: hypotheses score sum(log p) / length^PENALTY (> 1 favours longer answers)")
       ->capture_default_str();
-  grp->add_option("--seed", g.seed, "Random seed for sampling (default: random; printed with -v)");
+  grp->add_option("--seed", g.seed, "Random seed for sampling, 0 to 2^64-1 (default: random; printed with -v)")
+      ->check(CLI::Validator(check_seed, "UINT64"));
   grp->add_flag("--ignore-eos", g.opts.ignore_eos, "Do not stop at </s> or [UNUSED_TOKEN_145]");
 }
 
@@ -141,53 +199,6 @@ std::string system_text(const PromptFlags& p) {
 bool stdout_is_tty() { return ::isatty(STDOUT_FILENO) == 1; }
 bool stderr_is_tty() { return ::isatty(STDERR_FILENO) == 1; }
 bool stdin_is_tty() { return ::isatty(STDIN_FILENO) == 1; }
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += '"';
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    // Validate one UTF-8 sequence.
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = len > 0 && i + static_cast<size_t>(len) <= s.size();
-    for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) >> 6) == 2;
-    if (ok && len > 1) {
-      uint32_t cp = c & (0x7f >> len);
-      for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<size_t>(k)]) & 0x3f);
-      const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
-      ok = cp >= min_cp[len] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
-    }
-    if (!ok) {
-      out += "\\ufffd";
-      ++i;
-      continue;
-    }
-    if (len == 1) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          if (c < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-            out += buf;
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
-    } else {
-      out.append(s, i, static_cast<size_t>(len));
-    }
-    i += static_cast<size_t>(len);
-  }
-  out += '"';
-  return out;
-}
 
 std::string format_ms(double ms) {
   char buf[64];

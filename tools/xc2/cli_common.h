@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "jsonl.h"
+#include "output.h"
 #include "xc2/engine.h"
 
 namespace xc2::cli {
@@ -17,10 +19,10 @@ namespace xc2::cli {
 // Exit codes (documented in `xc2 --help` and the README).
 enum ExitCode : int {
   kExitOk = 0,
-  kExitPartial = 1,  // the run finished but some batch items failed (each has an "error" record)
-  kExitUsage = 2,    // bad option or input: unknown flag, bad value, unreadable image or input file
+  kExitPartial = 1,  // the run finished but some batch items (chat messages) failed
+  kExitUsage = 2,    // bad option or input: unknown flag, bad value, unreadable image or input file, --out refused
   kExitModel = 3,    // the model folder could not be loaded (missing/corrupt config, weights, tokenizer)
-  kExitRuntime = 4,  // failure while running (out of memory, CUDA, internal error)
+  kExitRuntime = 4,  // failure while running (an output not written, out of memory, threads, CUDA, internal)
 };
 
 // Thrown by load_engine() so that main() reports a model load failure with kExitModel.
@@ -40,9 +42,16 @@ struct CommonOptions {
   int threads = 0;
   bool verbose = false;
   bool quiet = false;
+  bool parse_special = false;
 };
 
 void add_common_options(CLI::App* app, CommonOptions& o);
+// Number checks whose messages show the bound as written ("--temperature: must be > 0, got -1").
+CLI::Validator at_least(double bound);     // >= bound
+CLI::Validator more_than(double bound);    // > bound
+CLI::Validator between(double lo, double hi);
+// --parse-special, for the commands that build prompts from a template (chat, caption, logits, compose).
+void add_parse_special_option(CLI::App* app, CommonOptions& o);
 // --model, else $XC2_MODEL, else the bundled demo model next to the binary or in the source tree.
 std::string resolve_model_dir(const CommonOptions& o);
 std::unique_ptr<Engine> load_engine(const CommonOptions& o);
@@ -73,8 +82,6 @@ bool stdout_is_tty();
 bool stderr_is_tty();
 bool stdin_is_tty();
 
-// JSON string escaping with invalid UTF-8 replaced (U+FFFD), for hand-built JSON lines.
-std::string json_escape(const std::string& s);
 
 std::string format_ms(double ms);
 // "prompt 1325 positions (100 text tokens) | prefill 2.10 s (631 tok/s) | ..." for --stats.

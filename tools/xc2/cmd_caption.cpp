@@ -1,14 +1,18 @@
 // xc2 caption: batch captioning to JSON Lines, one record per image, written and flushed as soon as
 // it is done. A bad image gets an {"path", "error"} record and the batch goes on; --resume skips the
 // images already captioned in the output file; --shard K/N splits one list across N processes.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -28,6 +32,7 @@ struct CaptionFlags {
   std::string list;
   std::string out;
   bool resume = false;
+  bool overwrite = false;
   std::string prompt = "Please describe this image in detail.";
   std::string system;
   bool system_set = false;
@@ -84,15 +89,17 @@ std::vector<std::string> collect_inputs(const CaptionFlags& f) {
     }
   }
   if (!f.list.empty()) {
+    if (fs::is_directory(f.list)) throw UsageError("--list '" + f.list + "' is a folder, expected a file of paths");
     std::ifstream in(f.list);
-    if (!in) throw UsageError("cannot read --list file '" + f.list + "'");
+    if (!in) throw UsageError("cannot read --list file '" + f.list + "': " + std::strerror(errno));
     read_lines(in, all);
+    if (in.bad()) throw UsageError("cannot read --list file '" + f.list + "'");
   }
-  // Drop repeats, keeping the first occurrence (order matters for --shard).
+  // Drop repeats ("./a.png" and "a.png" are one image), keeping the first occurrence (order matters for --shard).
   std::set<std::string> seen;
   std::vector<std::string> unique;
   for (auto& p : all)
-    if (seen.insert(p).second) unique.push_back(p);
+    if (seen.insert(path_key(p)).second) unique.push_back(p);
   return unique;
 }
 
@@ -113,34 +120,57 @@ std::pair<int, int> parse_shard(const std::string& s) {
   return {k, n};
 }
 
-// Paths already captioned in `out_path`; rewrites the file keeping only complete, valid records (a
-// killed run may leave a partial last line).
-std::set<std::string> load_done(const std::string& out_path) {
+// The records already in an output opened with --resume. Nothing finished is rewritten: complete lines stay
+// as they are (a line that is not a valid record is reported and left alone) and new records are appended.
+// Only an incomplete last line (no newline: a run killed while writing it) is cut off, or given its newline
+// when it is a complete record. Returns the path keys of the images captioned successfully.
+std::set<std::string> load_done(OutputFile& out, bool quiet) {
   std::set<std::string> done;
-  std::ifstream in(out_path);
-  if (!in) return done;
-  std::vector<std::string> keep;
-  std::string line;
-  while (std::getline(in, line)) {
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("path") || !j["path"].is_string()) continue;
-    if (j.contains("caption") && !j.contains("error")) {
-      done.insert(j["path"].get<std::string>());
-      keep.push_back(line);
+  const std::string data = out.read_all();
+  size_t pos = 0, line_no = 0, n_bad = 0;
+  while (pos < data.size()) {
+    const size_t nl = data.find('\n', pos);
+    const bool complete = nl != std::string::npos;
+    const std::string line = data.substr(pos, complete ? nl - pos : std::string::npos);
+    ++line_no;
+    const std::optional<JsonRecord> rec = parse_json_record(line);
+    const std::string* path = rec ? rec->string("path") : nullptr;
+    if (!complete) {
+      if (path != nullptr) {
+        out.seek_end();
+        out.write("\n");
+      } else {
+        if (!quiet)
+          std::cerr << "xc2: warning: '" << out.path() << "': removing an incomplete last line (" << line.size()
+                    << " bytes, left by an interrupted run)\n";
+        out.truncate(pos);
+        break;
+      }
+    } else if (path == nullptr) {
+      if (line.find_first_not_of(" \t\r") != std::string::npos) {
+        ++n_bad;
+        if (!quiet)
+          std::cerr << "xc2: warning: '" << out.path() << "' line " << line_no
+                    << " is not a caption record; it is kept as is and ignored\n";
+      }
     }
+    if (path != nullptr && rec->string("caption") != nullptr && !rec->has("error")) done.insert(path_key(*path));
+    pos = complete ? nl + 1 : data.size();
   }
-  in.close();
-  const std::string tmp = out_path + ".tmp";
-  {
-    std::ofstream o(tmp, std::ios::trunc);
-    if (!o) throw UsageError("cannot write '" + tmp + "'");
-    for (const auto& l : keep) o << l << "\n";
-    if (!o) throw UsageError("cannot write '" + tmp + "'");
-  }
-  std::error_code ec;
-  fs::rename(tmp, out_path, ec);
-  if (ec) throw UsageError("cannot replace '" + out_path + "': " + ec.message());
+  if (n_bad > 1 && !quiet) std::cerr << "xc2: warning: " << n_bad << " lines of '" << out.path() << "' ignored\n";
+  out.seek_end();
   return done;
+}
+
+// --out must not be one of the images (it would be emptied before being read).
+void check_out_is_not_an_input(const std::string& out, const std::vector<std::string>& inputs) {
+  struct stat so {};
+  if (::stat(out.c_str(), &so) != 0) return;
+  for (const std::string& p : inputs) {
+    struct stat si {};
+    if (::stat(p.c_str(), &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+      throw UsageError("--out '" + out + "' is one of the input images ('" + p + "')");
+  }
 }
 
 class Progress {
@@ -185,8 +215,9 @@ Handler register_caption(CLI::App& app) {
   xc2 caption --list images.txt --prompt "What is in this picture?" --batch-size 8
 
 Each line: {"path", "caption", "prompt_tokens", "prompt_positions", "generated_tokens", "ms"}, or
-{"path", "error"} for an image that fails; the batch goes on. Lines are flushed as they are done, so a
-killed run loses only the images in flight (with --batch-size N, the N of the current batch, whose lines
+{"path", "error"} for an image that fails; the batch goes on. An existing --out needs --resume (its
+records are kept, new ones appended) or --overwrite; --out is locked while written. Every write is
+checked; lines are synced as they are done, so a killed run loses only the images in flight (with --batch-size N, the N of the current batch, whose lines
 are written together, in input order). --batch-size N runs N images through the vision tower together
 and decodes their captions together, reading each weight once per step for all N: several times the
 images/s of N = 1 when decoding is bandwidth-bound (see docs/perf.md); the captions are the same.
@@ -195,12 +226,15 @@ The next batch's images are read and preprocessed while the current one is capti
 Decoding is greedy by default (reproducible); --sample uses the chat() sampling settings.
 Exit status: 0 if every image succeeded, 1 if some failed.)");
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   add_generation_options(cmd, f->gen);
   cmd->add_option("paths", f->paths, "Image files, folders, or - to read paths from stdin")->type_name("PATH");
   cmd->add_flag("-r,--recursive", f->recursive, "Descend into subfolders");
   cmd->add_option("--list", f->list, "File with one image path per line")->type_name("FILE");
   cmd->add_option("-o,--out", f->out, "Output JSONL file (default: stdout)")->type_name("FILE");
-  cmd->add_flag("--resume", f->resume, "Skip images already captioned in --out (failed ones are retried)");
+  cmd->add_flag("--resume", f->resume,
+                "Continue --out: skip the images already captioned there (failed ones are retried), append the rest");
+  cmd->add_flag("--overwrite", f->overwrite, "Replace an existing --out file");
   cmd->add_option("-p,--prompt", f->prompt, "The question asked about each image")->capture_default_str();
   cmd->add_option("--system", f->system, "System prompt (default: the upstream chat() meta instruction)")
       ->each([f](const std::string&) { f->system_set = true; });
@@ -213,53 +247,75 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
   cmd->add_flag("--sample", f->sample, "Sample (chat() defaults) instead of greedy decoding");
   cmd->add_flag("--no-progress", f->no_progress, "No progress bar");
 
-  return [f]() -> int {
+  return [f, cmd]() -> int {
     if (f->sample && f->gen.opts.num_beams > 1)
       throw UsageError("--sample and --beams cannot be used together (beam search is deterministic)");
     if (f->paths.empty() && f->list.empty()) throw UsageError("no images given (PATH..., --list FILE, or - for stdin)");
     if (f->resume && f->out.empty()) throw UsageError("--resume needs --out FILE");
+    if (f->overwrite && f->out.empty()) throw UsageError("--overwrite needs --out FILE");
+    if (f->resume && f->overwrite) throw UsageError("--resume and --overwrite cannot be used together");
     if (f->no_system && f->system_set) throw UsageError("--system and --no-system cannot be used together");
     std::pair<int, int> shard{1, 1};
-    if (!f->shard.empty()) shard = parse_shard(f->shard);
+    if (cmd->count("--shard") > 0) shard = parse_shard(f->shard);
 
     std::vector<std::string> inputs = collect_inputs(*f);
+    if (inputs.empty())
+      throw UsageError("no images to caption: the folders hold no PNG, JPEG, BMP, GIF or WebP files and no path was "
+                       "listed");
     std::vector<std::string> mine;
     for (size_t i = 0; i < inputs.size(); ++i)
       if (static_cast<int>(i % static_cast<size_t>(shard.second)) == shard.first - 1) mine.push_back(inputs[i]);
 
+    // The output: locked for this run, never emptied unless asked (--overwrite), appended to with --resume.
+    std::unique_ptr<OutputFile> out_file;
     std::set<std::string> done;
-    if (f->resume && fs::exists(f->out)) done = load_done(f->out);
+    if (!f->out.empty()) {
+      check_out_is_not_an_input(f->out, inputs);
+      const OutputFile::Mode mode = f->resume      ? OutputFile::Mode::ReadWrite
+                                    : f->overwrite ? OutputFile::Mode::Truncate
+                                                   : OutputFile::Mode::Create;
+      struct stat st {};
+      if (mode == OutputFile::Mode::Create && ::stat(f->out.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+        throw UsageError("--out '" + f->out + "' already exists: pass --resume to continue it (its records are kept) " +
+                         "or --overwrite to replace it");
+      try {
+        out_file = std::make_unique<OutputFile>(f->out, mode, true);
+      } catch (const UsageError& e) {
+        if (mode != OutputFile::Mode::Create) throw;
+        throw UsageError(std::string(e.what()) + ": pass --resume to continue it or --overwrite to replace it");
+      }
+      if (f->resume) done = load_done(*out_file, f->common.quiet);
+    }
     std::vector<std::string> todo;
     for (auto& p : mine)
-      if (!done.count(p)) todo.push_back(p);
+      if (!done.count(path_key(p))) todo.push_back(p);
     if (f->resume && !f->common.quiet && !done.empty())
       std::cerr << "xc2: resuming: " << (mine.size() - todo.size()) << " of " << mine.size()
                 << " images already captioned\n";
 
-    FILE* out = stdout;
-    if (!f->out.empty()) {
-      out = std::fopen(f->out.c_str(), f->resume ? "a" : "w");
-      if (!out) throw UsageError("cannot write '" + f->out + "'");
-    }
-    struct Closer {
-      FILE* f;
-      ~Closer() {
-        if (f && f != stdout) std::fclose(f);
+    // One batch's lines in one write; a failed write is cut back off so the file keeps whole records only.
+    auto emit = [&](const std::string& lines) {
+      if (!out_file) return write_stdout(lines);
+      const off_t before = out_file->is_regular() ? ::lseek(out_file->fd(), 0, SEEK_CUR) : -1;
+      try {
+        out_file->write(lines);
+        out_file->sync();  // on the disk before the next batch starts
+      } catch (const WriteError&) {
+        if (before >= 0 && ::ftruncate(out_file->fd(), before) == 0) ::lseek(out_file->fd(), before, SEEK_SET);
+        throw;
       }
-    } closer{out};
-    auto emit = [&](const std::string& line) {
-      std::fputs(line.c_str(), out);
-      std::fputc('\n', out);
-      std::fflush(out);
     };
-    if (todo.empty()) return kExitOk;
+    if (todo.empty()) {
+      if (out_file) out_file->close();
+      return kExitOk;
+    }
 
     auto engine = load_engine(f->common);
     GenerationOptions opts = f->gen.resolve();
     if (!f->sample) opts.do_sample = false;
     const std::string system =
         f->no_system ? "" : f->system_set ? f->system : default_system_prompt();
-    const std::string text = chat_prompt_text(system, {}, place_image_markers(f->prompt, 1));
+    const ChatPrompt prompt = chat_prompt(system, {}, place_image_markers(f->prompt, 1));
 
     Progress progress(stderr_is_tty() && !f->common.quiet && !f->no_progress, todo.size());
     size_t n_done = 0, n_failed = 0;
@@ -324,7 +380,8 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
       for (size_t j = 0; j < good.size(); ++j) {
         if (!handles[j]) continue;
         Request req;
-        req.text = text;
+        req.text = prompt.text;
+        req.user_spans = prompt.user_spans;
         req.images = {handles[j]};
         req.style = PromptStyle::ChatImage;
         idx.push_back(good[j]);
@@ -351,14 +408,17 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
         }
       }
       requests.clear();
+      std::string batch_lines;
       for (size_t i = 0; i < n; ++i) {
-        emit(lines[i]);
+        batch_lines += lines[i] + "\n";
         if (failed[i]) ++n_failed;
         ++n_done;
       }
+      emit(batch_lines);
       progress.update(n_done, n_failed);
     }
     progress.finish();
+    if (out_file) out_file->close();
     if (n_failed && !f->common.quiet)
       std::cerr << "xc2: " << n_failed << " of " << todo.size() << " images failed (see the \"error\" records)\n";
     return n_failed ? kExitPartial : kExitOk;

@@ -39,6 +39,7 @@ struct ChatFlags {
   std::string format = "text";
   bool stats = false;
   bool interactive = false;
+  bool interactive_session = false;  // set for the turns of a session (messages from stdin)
 };
 
 std::string format_g(double v) {
@@ -69,15 +70,13 @@ GenerationResult run_turn(ChatSession& chat, const ChatFlags& f, const std::stri
   const bool stream = f.format == "text";
   InterruptScope interrupt;
   GenerationResult r = chat.ask(query, images, opts, [&](const std::string& piece) {
-    if (stream) {
-      std::cout << piece;
-      std::cout.flush();
-    }
+    if (stream) write_stdout(piece);
     return !g_interrupted.load();
   });
-  if (stream) std::cout << "\n";
-  else std::cout << result_json(r, opts.num_beams) << "\n";
-  std::cout.flush();
+  write_stdout(stream ? std::string("\n") : result_json(r, opts.num_beams) + "\n");
+  if (r.stop_reason == StopReason::ContextFull && !f.common.quiet)
+    std::cerr << "xc2: the answer stopped because the context is full (max_length); "
+              << (f.interactive_session ? "type /reset to start a new conversation" : "shorten the prompt") << "\n";
   if (f.stats) std::cerr << "xc2: " << stats_line(r) << "\n";
   else if (f.common.verbose) std::cerr << "xc2: seed " << r.seed << ", stop: " << stop_reason_name(r.stop_reason) << "\n";
   return r;
@@ -113,18 +112,26 @@ int run_interactive(Engine& engine, ChatSession& chat, const ChatFlags& f) {
         std::cerr << "xc2: error: /image needs a file path\n";
         continue;
       }
+      // Checked now, so that a bad file is reported here and never costs the next message.
+      const Engine::PreparedImage check = engine.prepare_image(path);
+      if (!check.error.empty()) {
+        std::cerr << "xc2: error: " << check.error << " (not attached)\n";
+        status = kExitPartial;
+        continue;
+      }
       pending.push_back(path);
       if (tty) std::cerr << "(image attached to the next message: " << path << ")\n";
       continue;
     }
     try {
       run_turn(chat, f, line, pending);
+      pending.clear();
     } catch (const Error& e) {
-      std::cout.flush();
+      // The conversation is unchanged and the images stay attached: the message can be sent again.
       std::cerr << "xc2: error: " << e.what() << "\n";
+      if (!pending.empty() && tty) std::cerr << "(" << pending.size() << " image(s) still attached)\n";
       status = kExitPartial;
     }
-    pending.clear();
   }
   return status;
 }
@@ -145,6 +152,7 @@ Images: with <ImageHere> markers in the prompt, image k fills marker k; without 
 start of the message. Defaults follow upstream chat(): sampling with top-p 0.8, top-k 50, repetition
 penalty 1.005, up to 1024 new tokens; --greedy reproduces the upstream README examples.)");
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   add_prompt_options(cmd, f->prompt);
   add_generation_options(cmd, f->gen);
   cmd->add_option("--format", f->format, "Output: text (streamed) or json (one object per answer)")
@@ -168,6 +176,7 @@ penalty 1.005, up to 1024 new tokens; --greedy reproduces the upstream README ex
     }
     if (!f->prompt.prompt.empty()) run_turn(*chat, *f, f->prompt.prompt, f->prompt.images);
     ChatFlags rest = *f;
+    rest.interactive_session = true;
     if (!f->prompt.prompt.empty()) rest.prompt.images.clear();
     return run_interactive(*engine, *chat, rest);
   };

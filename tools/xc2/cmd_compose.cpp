@@ -7,7 +7,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -131,16 +130,16 @@ std::vector<compose::PoolImage> load_pool(const ComposeFlags& f) {
   while (std::getline(in, line)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     ++n_records;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("path") || !j["path"].is_string()) {
+    const std::optional<JsonRecord> j = parse_json_record(line);
+    if (!j || j->string("path") == nullptr) {
       ++n_bad;
       continue;
     }
-    if (j.contains("error") || !j.contains("caption") || !j["caption"].is_string()) {
+    if (j->has("error") || j->string("caption") == nullptr) {
       ++n_errors;
       continue;
     }
-    const std::string p = j["path"].get<std::string>();
+    const std::string p = *j->string("path");
     const std::string resolved = resolve_pool_path(p, captions_dir, f.pool);
     if (resolved.empty()) {
       if (first_missing.empty()) first_missing = p;
@@ -148,7 +147,7 @@ std::vector<compose::PoolImage> load_pool(const ComposeFlags& f) {
       continue;
     }
     if (!seen.insert(resolved).second) continue;
-    pool.push_back({resolved, j["caption"].get<std::string>()});
+    pool.push_back({resolved, *j->string("caption")});
   }
   if (!f.common.quiet && (n_errors || n_missing || n_bad)) {
     std::cerr << "xc2: compose: pool: " << pool.size() << " captioned images from '" << file << "'";
@@ -161,14 +160,6 @@ std::vector<compose::PoolImage> load_pool(const ComposeFlags& f) {
     throw UsageError("no usable images in the pool captions file '" + file + "' (" + std::to_string(n_records) +
                      " records)" + (n_missing ? "; the recorded paths were not found" : ""));
   return pool;
-}
-
-void write_file(const std::string& path, const std::string& text, const char* what) {
-  std::ofstream o(path, std::ios::binary | std::ios::trunc);
-  if (!o) throw UsageError(std::string("cannot write ") + what + " '" + path + "'");
-  o << text;
-  o.close();
-  if (!o) throw UsageError(std::string("cannot write ") + what + " '" + path + "'");
 }
 
 const char* step_name(compose::Step s) {
@@ -197,6 +188,7 @@ Handler register_compose(CLI::App& app) {
       "compose", "Write an illustrated article (the upstream composition protocol) as Markdown/HTML, or edit one");
   cmd->footer(kFooter);
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   cmd->add_option("instruction", f->instruction,
                   "What to write: a title, an outline or source material (for edits: the material / outline)")
       ->type_name("INSTRUCTION");
@@ -214,7 +206,7 @@ Handler register_compose(CLI::App& app) {
   cmd->add_option("--after", f->after,
                   "Put images after these paragraphs (numbered from 1, comma-separated) instead of asking the model")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber)
+      ->check(more_than(0))
       ->type_name("N,...")
       ->allow_extra_args(false);
   cmd->add_option("-o,--out", f->out, "Markdown output file (default: stdout)")->type_name("FILE.md");
@@ -261,11 +253,8 @@ Handler register_compose(CLI::App& app) {
     const std::string md_dir = f->out.empty() || f->out == "-" ? "." : fs::path(f->out).parent_path().string();
 
     // Logging hooks.
-    std::unique_ptr<std::ofstream> trace;
-    if (!f->trace.empty()) {
-      trace = std::make_unique<std::ofstream>(f->trace, std::ios::trunc);
-      if (!*trace) throw UsageError("cannot write --trace file '" + f->trace + "'");
-    }
+    std::unique_ptr<OutputFile> trace;
+    if (!f->trace.empty()) trace = std::make_unique<OutputFile>(f->trace, OutputFile::Mode::Truncate, false);
     const bool stream = stderr_is_tty() && !quiet;
     bool streamed_any = false;
     compose::Events ev;
@@ -292,13 +281,14 @@ Handler register_compose(CLI::App& app) {
                   << t.result.text << "\nxc2: compose: " << stats_line(t.result) << "\n";
       }
       if (trace) {
-        *trace << "{\"step\": " << json_escape(step_name(t.step)) << ", \"label\": " << json_escape(t.label)
+        std::ostringstream line;
+        line << "{\"step\": " << json_escape(step_name(t.step)) << ", \"label\": " << json_escape(t.label)
                << ", \"prompt\": " << json_escape(t.prompt) << ", \"output\": " << json_escape(t.output)
                << ", \"prompt_positions\": " << t.result.prompt_positions
                << ", \"generated_tokens\": " << t.result.tokens.size()
                << ", \"stop_reason\": " << json_escape(stop_reason_name(t.result.stop_reason)) << ", \"seed\": " << t.result.seed
                << "}\n";
-        trace->flush();
+        trace->write(line.str());
       }
     };
 
@@ -383,15 +373,16 @@ Handler register_compose(CLI::App& app) {
 
     const std::string md = compose::to_markdown(article, md_dir);
     if (f->out.empty() || f->out == "-") {
-      std::cout << md << std::flush;
+      write_stdout(md);
     } else {
-      write_file(f->out, md, "Markdown file");
+      write_file_atomic(f->out, md);
       if (!quiet) std::cerr << "xc2: compose: wrote " << f->out << "\n";
     }
     if (!f->html.empty()) {
-      write_file(f->html, compose::to_html(article, article.title()), "HTML file");
+      write_file_atomic(f->html, compose::to_html(article, article.title()));
       if (!quiet) std::cerr << "xc2: compose: wrote " << f->html << "\n";
     }
+    if (trace) trace->close();
     return kExitOk;
   };
 }

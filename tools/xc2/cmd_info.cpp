@@ -62,10 +62,12 @@ Handler register_info(CLI::App& app) {
          << ", \"quant_bits\": " << m.quant_bits << ", \"quant_group_size\": " << m.quant_group_size
          << ", \"quant_format\": " << json_escape(m.quant_bits ? "gptq" : "") << ", \"decode_bytes_per_token\": "
          << m.decode_bytes << ", \"checked\": " << (f->check ? "true" : "false") << "}";
-      std::cout << os.str() << "\n";
+      os << "\n";
+      write_stdout(os.str());
       return kExitOk;
     }
-    std::cout << "model folder   " << m.model_dir << "\n"
+    std::ostringstream os;
+    os << "model folder   " << m.model_dir << "\n"
               << "variant        " << m.variant << "\n"
               << "weights        " << m.format << ", " << m.n_files << " file" << (m.n_files == 1 ? "" : "s") << ", "
               << m.n_tensors << " tensors, " << human_bytes(m.n_bytes) << ", dtype " << m.dtype << "\n"
@@ -80,11 +82,12 @@ Handler register_info(CLI::App& app) {
               << "partial lora   rank " << m.lora_rank << ", scale " << m.plora_scale
               << " (wqkv, wo, w1, w3, w2 on image rows)\n";
     if (m.quant_bits)
-      std::cout << "quantized      GPTQ " << m.quant_bits << "-bit, group size " << m.quant_group_size
-                << (m.quant_group_size == -1 ? " (per channel)" : "") << (m.quant_sym ? ", sym" : ", asym")
-                << (m.quant_desc_act ? ", act-order" : "") << "; decoder linears only\n";
-    std::cout << "decode reads   " << human_bytes(static_cast<uint64_t>(m.decode_bytes)) << " of weights per token\n";
-    if (f->check) std::cout << "check          ok: every expected tensor present with the expected shape\n";
+      os << "quantized      GPTQ " << m.quant_bits << "-bit, group size " << m.quant_group_size
+         << (m.quant_group_size == -1 ? " (per channel)" : "") << (m.quant_sym ? ", sym" : ", asym")
+         << (m.quant_desc_act ? ", act-order" : "") << "; decoder linears only\n";
+    os << "decode reads   " << human_bytes(static_cast<uint64_t>(m.decode_bytes)) << " of weights per token\n";
+    if (f->check) os << "check          ok: every expected tensor present with the expected shape; tokenizer.model loads\n";
+    write_stdout(os.str());
     return kExitOk;
   };
 }

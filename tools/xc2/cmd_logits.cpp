@@ -26,20 +26,19 @@ struct LogitsFlags {
 };
 
 void write_npy(const std::string& path, const std::vector<float>& data, int64_t rows, int64_t cols) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw UsageError("cannot write '" + path + "'");
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
                        std::to_string(cols) + "), }";
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
   const uint16_t hlen = static_cast<uint16_t>(header.size());
-  f.write("\x93NUMPY\x01\x00", 8);
   const char len_bytes[2] = {static_cast<char>(hlen & 0xff), static_cast<char>(hlen >> 8)};
-  f.write(len_bytes, 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * sizeof(float)));
-  if (!f) throw Error(ErrorCode::Io, "error writing '" + path + "'");
+  write_file_atomic(path, [&](OutputFile& f) {
+    f.write("\x93NUMPY\x01\x00", 8);
+    f.write(len_bytes, 2);
+    f.write(header);
+    f.write(data.data(), data.size() * sizeof(float));
+  });
 }
 
 }  // namespace
@@ -57,6 +56,7 @@ BOS; <ImageHere> markers still place images). Logits are fp32, one row per posit
 ffn_norm, ffn_gate, ffn_up, ffn_act, ffn_out, layer_out; input, final_norm, logits); compare them with the
 reference: tools/reference/compare_dump.py --model DIR --dump DIR [--image ...] "prompt".)");
   add_common_options(cmd, f->common);
+  add_parse_special_option(cmd, f->common);
   add_prompt_options(cmd, f->prompt);
   cmd->add_flag("--raw", f->raw, "No chat template: the prompt text as is");
   cmd->add_option("-o,--out", f->out, "Write all logits as float32 [positions, vocab] to FILE.npy")->type_name("FILE");
@@ -67,7 +67,7 @@ reference: tools/reference/compare_dump.py --model DIR --dump DIR [--image ...] 
                   "(layerNN.NAME.npy inside the layers), to compare with tools/reference/compare_dump.py")
       ->type_name("DIR");
   cmd->add_option("--top", f->top, "Without --out: how many top tokens to print per position")
-      ->check(CLI::PositiveNumber)
+      ->check(more_than(0))
       ->capture_default_str();
   cmd->add_option("prompt", f->prompt.prompt, "The prompt")->required();
 
@@ -84,7 +84,9 @@ reference: tools/reference/compare_dump.py --model DIR --dump DIR [--image ...] 
     } else {
       const std::string system =
           f->prompt.no_system ? "" : f->prompt.system_set ? f->prompt.system : default_system_prompt();
-      req.text = chat_prompt_text(system, {}, n > 0 ? place_image_markers(f->prompt.prompt, n) : f->prompt.prompt);
+      ChatPrompt p = chat_prompt(system, {}, n > 0 ? place_image_markers(f->prompt.prompt, n) : f->prompt.prompt);
+      req.text = std::move(p.text);
+      req.user_spans = std::move(p.user_spans);
       req.style = n > 0 ? PromptStyle::ChatImage : PromptStyle::ChatText;
     }
     TensorCallback dump;
@@ -100,8 +102,7 @@ reference: tools/reference/compare_dump.py --model DIR --dump DIR [--image ...] 
     }
     const LogitsResult r = engine->logits(req, f->prompt.truncate, dump);
     if (!f->tokens_out.empty()) {
-      std::ofstream t(f->tokens_out, std::ios::trunc);
-      if (!t) throw UsageError("cannot write '" + f->tokens_out + "'");
+      std::ostringstream t;
       t << "[";
       for (size_t i = 0; i < r.tokens.size(); ++i) {
         t << (i ? ", " : "");
@@ -109,6 +110,7 @@ reference: tools/reference/compare_dump.py --model DIR --dump DIR [--image ...] 
         else t << r.tokens[i];
       }
       t << "]\n";
+      write_file_atomic(f->tokens_out, t.str());
     }
     if (!f->out.empty()) {
       write_npy(f->out, r.logits, r.n_positions, r.vocab_size);
@@ -135,8 +137,8 @@ reference: tools/reference/compare_dump.py --model DIR --dump DIR [--image ...] 
         os << (k ? ", " : "") << "{\"id\": " << idx[static_cast<size_t>(k)] << ", \"logit\": " << buf
            << ", \"text\": " << json_escape(engine->detokenize({idx[static_cast<size_t>(k)]})) << "}";
       }
-      os << "]}";
-      std::cout << os.str() << "\n";
+      os << "]}\n";
+      write_stdout(os.str());
     }
     return kExitOk;
   };

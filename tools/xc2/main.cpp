@@ -2,6 +2,7 @@
 // turns errors into one `xc2: error: ...` line and an exit code.
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdio>
 #include <iostream>
 #include <new>
 #include <utility>
@@ -23,10 +24,12 @@ Run 'xc2 <command> --help' for the options of a command.
 
 Exit codes:
   0  success
-  1  the run finished but some batch items failed (each has an "error" record)
-  2  usage or input error (bad option, unreadable or unsupported image or input file, prompt too long)
+  1  the run finished but some batch items failed (each has an "error" record), or some chat messages failed
+  2  usage or input error (bad option, unreadable or unsupported image or input file, prompt too long,
+     --out exists without --resume/--overwrite, is an input, or is locked by another xc2)
   3  the model folder could not be loaded (missing or corrupt config, weights or tokenizer)
-  4  runtime failure (out of memory, CUDA error, internal error))";
+  4  runtime failure (an output that cannot be written: disk full, file too large, I/O error; out of memory;
+     threads that cannot be started; CUDA error; internal error))";
 
 int exit_code_for(const xc2::Error& e) {
   switch (e.code()) {
@@ -46,6 +49,7 @@ int exit_code_for(const xc2::Error& e) {
 
 int fail(const std::string& msg, int code) {
   std::cout.flush();
+  std::fflush(stdout);
   std::cerr << "xc2: error: " << msg << std::endl;
   return code;
 }
@@ -54,6 +58,10 @@ int fail(const std::string& msg, int code) {
 
 int main(int argc, char** argv) {
   using namespace xc2::cli;
+  // A closed pipe ends xc2 quietly, as it does coreutils, whatever the parent left SIGPIPE set to.
+  std::signal(SIGPIPE, SIG_DFL);
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG and is reported, instead of killing xc2.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"xc2: an inference engine for InternLM-XComposer2 (chat, captioning, text-image composition)",
                "xc2"};
   app.set_version_flag("--version", xc2::version_string(), "Print the version and build (CUDA on/off)");
@@ -77,6 +85,17 @@ int main(int argc, char** argv) {
   add(register_quantize);
   add(register_bench);
 
+  // `xc2 chat2`: name the unknown command instead of CLI11's "A subcommand is required".
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (auto& [sub, handler] : commands) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) return fail(std::string("unknown command '") + argv[1] + "' (commands: " + names + "; run 'xc2 --help')",
+                            kExitUsage);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -94,7 +113,11 @@ int main(int argc, char** argv) {
   for (auto& [sub, handler] : commands) {
     if (!sub->parsed()) continue;
     try {
-      return handler();
+      const int code = handler();
+      finish_stdout();
+      return code;
+    } catch (const WriteError& e) {
+      return fail(e.what(), kExitRuntime);
     } catch (const ModelLoadError& e) {
       return fail(e.what(), kExitModel);
     } catch (const UsageError& e) {
