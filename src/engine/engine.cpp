@@ -59,7 +59,7 @@ ModelInfo make_info(const std::string& dir, const io::ModelConfig& c, const io::
   m.vision_layers = c.vision.num_hidden_layers;
   m.vision_heads = c.vision.num_attention_heads;
   m.plora_scale = c.plora_scale;
-  if (const io::TensorView* a = ck.find(model::names::plora_base(0, "attention.wqkv") + ".Plora_A.weight"))
+  if (const io::TensorView* a = ck.find(model::names::plora_a(0, "attention.wqkv")))
     if (!a->shape.empty()) m.lora_rank = static_cast<int>(a->shape[0]);
   if (const auto q = io::read_gptq_config(dir)) {
     m.quant_bits = q->bits;
@@ -69,7 +69,7 @@ ModelInfo make_info(const std::string& dir, const io::ModelConfig& c, const io::
   }
   for (const io::TensorView& t : ck.tensors()) {
     const std::string& n = t.name;
-    if (n.rfind("model.layers.", 0) == 0 ? n.find(".Plora_") == std::string::npos
+    if (model::names::in_decoder_layer(n) ? !model::names::is_plora_adapter(n)
                                          : (n == model::names::final_norm() || n == model::names::output()))
       m.decode_bytes += static_cast<int64_t>(t.nbytes);
     else if (n == model::names::tok_embeddings() && c.vocab_size > 0)

@@ -17,6 +17,11 @@ inline const char* output() { return "output.weight"; }
 // Decoder linears with Partial LoRA, relative to layer(i): "attention.wqkv", "attention.wo",
 // "feed_forward.w1", "feed_forward.w3", "feed_forward.w2"; + ".weight", ".Plora_A.weight", ".Plora_B.weight".
 inline std::string plora_base(int i, const char* lin) { return layer(i) + lin; }
+inline std::string plora_a(int i, const char* lin) { return plora_base(i, lin) + ".Plora_A.weight"; }
+inline std::string plora_b(int i, const char* lin) { return plora_base(i, lin) + ".Plora_B.weight"; }
+// Whether a checkpoint name belongs to a decoder layer, and whether it is a Partial-LoRA adapter (A or B).
+inline bool in_decoder_layer(const std::string& name) { return name.rfind("model.layers.", 0) == 0; }
+inline bool is_plora_adapter(const std::string& name) { return name.find(".Plora_") != std::string::npos; }
 
 inline std::string vit(const std::string& rest) { return "vit.vision_tower.vision_model." + rest; }
 inline std::string vit_layer(int l, const std::string& rest) {
@@ -49,8 +54,8 @@ inline std::vector<WeightSpec> checkpoint_layout(const io::ModelConfig& c, int64
     t.push_back({layer(i) + "ffn_norm.weight", {D}, true});
     auto plora = [&](const char* lin, int64_t out, int64_t in) {
       t.push_back({plora_base(i, lin) + ".weight", {out, in}});
-      t.push_back({plora_base(i, lin) + ".Plora_A.weight", {lora_rank, in}});
-      t.push_back({plora_base(i, lin) + ".Plora_B.weight", {out, lora_rank}});
+      t.push_back({plora_a(i, lin), {lora_rank, in}});
+      t.push_back({plora_b(i, lin), {out, lora_rank}});
     };
     plora("attention.wqkv", qkv, D);
     plora("attention.wo", D, static_cast<int64_t>(c.num_attention_heads) * c.head_dim());

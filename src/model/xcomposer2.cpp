@@ -110,9 +110,9 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
   const int64_t qkv_out = (H + 2 * Hk) * d;
 
   // LoRA rank: rows of any Plora_A (model-spec §3, derived, never configured).
-  const io::TensorView* a0 = m->checkpoint_->find(names::plora_base(0, "attention.wqkv") + ".Plora_A.weight");
+  const io::TensorView* a0 = m->checkpoint_->find(names::plora_a(0, "attention.wqkv"));
   XC2_CHECK(a0 != nullptr && a0->shape.size() == 2, NotFound, "tensor '",
-            names::plora_base(0, "attention.wqkv"), ".Plora_A.weight' not found in '", dir,
+            names::plora_a(0, "attention.wqkv"), "' not found in '", dir,
             "': not an InternLM-XComposer2 checkpoint (Partial LoRA weights missing)");
   const int64_t rank = a0->shape[0];
 
@@ -122,8 +122,8 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
     PloraLinear p;
     if (m->quant_) p.qweight = be.quant_weight(io::get_gptq_linear(ws, base, out, in, *m->quant_));
     else p.weight = w(base + ".weight", {out, in});
-    p.lora_a = w(base + ".Plora_A.weight", {rank, in});
-    p.lora_b = w(base + ".Plora_B.weight", {out, rank});
+    p.lora_a = w(names::plora_a(i, lin), {rank, in});
+    p.lora_b = w(names::plora_b(i, lin), {out, rank});
     p.scale = static_cast<float>(c.plora_scale);
     return p;
   };
