@@ -14,6 +14,11 @@ same prompt, the same PNG files), and prints:
   * how many of the --n greedy outputs are identical between xc2 and the reference (text and token
     count); for every disagreement, the token ids of both (xc2 chat --format json) and where they diverge.
 With --qa it also asks every scene one question (how many / what colour / where) and scores the answers.
+With --multiturn it instead holds one conversation per scene through `xc2 chat --greedy` reading messages
+from stdin (history in the KV cache, as the README's REPL): `/image PATH`, "Describe the picture.", then two
+follow-up questions (one about the colour or position of a named kind present in the picture, one drawn from
+all of the scene's questions); every other scene starts with a greeting. It scores the first answer's objects
+and the follow-ups exactly, overall and for the colour/position-of-a-named-kind questions (xc2 only).
 """
 import argparse
 import json
@@ -76,6 +81,60 @@ def xc2_chat_tokens(xc2, model, path, question, max_new, threads):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def multiturn_conversation(scene, path, rng, greet):
+    """-> (stdin lines, [(kind, question, expected answer) per message]); kind: caption, greeting, named, other"""
+    pairs = td.qa_pairs(scene, rng)
+    named = [p for p in pairs if (p[0].startswith("What colour is the") or p[0].startswith("Where is the"))
+             and not p[1].startswith("There is no")]
+    lines, msgs = [], []
+    if greet:
+        lines.append("Hello")
+        msgs.append(("greeting", "Hello", None))
+    lines += [f"/image {path}", "Describe the picture."]
+    msgs.append(("caption", "Describe the picture.", td.caption(scene)))
+    first = rng.choice(named) if named else rng.choice(pairs)
+    second = rng.choice([p for p in pairs if p != first])
+    for kind, (q, want) in (("named" if named else "other", first), ("other", second)):
+        lines.append(q)
+        msgs.append((kind, q, want))
+    return lines, msgs
+
+
+def run_multiturn(a, scenes, paths):
+    rng = random.Random(a.seed + 2)
+    objs = {False: [0, 0], True: [0, 0]}  # after a greeting or not: objects named right, objects
+    follow = {"named": [0, 0], "other": [0, 0]}
+    shown = 0
+    for i, (sc, p) in enumerate(zip(scenes, paths)):
+        greet = i % 2 == 1
+        lines, msgs = multiturn_conversation(sc, p, rng, greet)
+        cmd = [a.xc2, "chat", "--model", a.model, "--greedy", "-n", str(a.max_new_tokens), "--threads",
+               str(a.threads), "-q"]
+        out = subprocess.run(cmd, input="\n".join(lines) + "\n", check=True, capture_output=True, text=True).stdout
+        answers = out.split("\n")
+        for k, (kind, q, want) in enumerate(msgs):
+            got = answers[k] if k < len(answers) else ""
+            if kind == "caption":
+                ok, tot = td.object_score(sc, got)
+                objs[greet][0] += ok
+                objs[greet][1] += tot
+            elif kind in follow:
+                follow[kind][0] += got == want
+                follow[kind][1] += 1
+                if got != want and shown < a.show:
+                    shown += 1
+                    print(f"  scene {i}: {q!r} -> {got!r} (want {want!r})")
+    n_f = follow["named"][1] + follow["other"][1]
+    ok_f = follow["named"][0] + follow["other"][0]
+    print(f"\n{a.n} conversations (seed {a.seed}), xc2 chat --greedy with history, model {a.model}")
+    for greet, (ok, tot) in objs.items():
+        print(f"  caption object-level accuracy {'after a greeting' if greet else 'as the first message'}: "
+              f"{ok}/{tot} = {ok / max(tot, 1):.4f}")
+    print(f"  follow-up questions exact {ok_f}/{n_f} = {ok_f / max(n_f, 1):.4f}; colour/position of a named kind "
+          f"{follow['named'][0]}/{follow['named'][1]} = {follow['named'][0] / max(follow['named'][1], 1):.4f}")
+    return 0
+
+
 def answer_tokens(ref, r):
     """reference tokens without the trailing stop token (xc2 reports that one as stop_reason)"""
     t = list(r["tokens"])
@@ -94,6 +153,8 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--qa", action="store_true", help="also one question per scene (how many/colour/where)")
+    ap.add_argument("--multiturn", action="store_true",
+                    help="instead: one conversation per scene with follow-up questions (xc2 chat with history)")
     ap.add_argument("--keep", default="", help="write the PNGs here instead of a temporary folder")
     ap.add_argument("--show", type=int, default=5, help="print this many example captions")
     a = ap.parse_args()
@@ -106,6 +167,8 @@ def main():
         p = os.path.join(workdir, f"scene-{i:03d}.png")
         td.render(sc).save(p)
         paths.append(p)
+    if a.multiturn:
+        return run_multiturn(a, scenes, paths)
 
     xres, x_dt = run_xc2_caption(a.xc2, a.model, paths, a.question, a.max_new_tokens, a.threads, workdir)
     ref = xc2_ref.Model(a.model, dtype=torch.float32)
