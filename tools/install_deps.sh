@@ -2,10 +2,14 @@
 # Installs the Debian packages xc2 needs (idempotent: only missing packages are installed).
 #   tools/install_deps.sh              build and test dependencies
 #   tools/install_deps.sh --reference  also the Python packages of tools/reference (PyTorch reference)
+#   tools/install_deps.sh --fuzz       also clang and libFuzzer (tools/fuzz.sh)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git libstb-dev nlohmann-json3-dev libsentencepiece-dev
       libcli11-dev googletest libgtest-dev libwebp-dev libjpeg62-turbo-dev)
+if [[ "${1:-}" == "--fuzz" ]]; then
+  pkgs+=(clang libclang-rt-14-dev)
+fi
 if [[ "${1:-}" == "--reference" ]]; then
   pkgs+=(python3 python3-torch python3-numpy python3-pil python3-sentencepiece python3-torchvision sentencepiece)
 fi

@@ -194,7 +194,13 @@ std::shared_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   std::shared_ptr<Tokenizer> tok(new Tokenizer());
   Impl& m = *tok->impl_;
   m.path = path;
-  const auto st = m.sp.LoadFromSerializedProto(bytes);
+  // libsentencepiece reports some malformed models by throwing (e.g. its trie builder on an empty piece).
+  sentencepiece::util::Status st;
+  try {
+    st = m.sp.LoadFromSerializedProto(bytes);
+  } catch (const std::exception& e) {
+    XC2_THROW(Io, "'", path, "': not a valid SentencePiece model (", e.what(), ")");
+  }
   XC2_CHECK(st.ok(), Io, "'", path, "': not a valid SentencePiece model (", st.ToString(), ")");
   m.vocab = m.sp.GetPieceSize();
   XC2_CHECK(m.vocab > 0, Io, "'", path, "': SentencePiece model has an empty vocabulary");

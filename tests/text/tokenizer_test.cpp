@@ -325,5 +325,15 @@ TEST(TokenizerLoad, ModelWithoutChatMarkersIsUnsupported) {
   EXPECT_NE(std::string(e.what()).find("[UNUSED_TOKEN_146]"), std::string::npos) << e.what();
 }
 
+// Inputs the fuzzer (tests/fuzz, tools/fuzz.sh) found to crash xc2, kept as regression cases: each must be
+// refused with an xc2::Error naming the file.
+TEST(TokenizerFuzzRegressions, MalformedModelsAreErrors) {
+  // A model with an empty piece: libsentencepiece's trie builder throws its own exception type.
+  const std::string path = test::data_path("fuzz/tokenizer-empty-piece.model");
+  const Error e = catch_error([&] { Tokenizer::load(path); });
+  EXPECT_EQ(e.code(), ErrorCode::Io);
+  EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+}
+
 }  // namespace
 }  // namespace xc2::text
