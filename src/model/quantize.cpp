@@ -2,6 +2,7 @@
 #include "model/quantize.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -148,9 +149,12 @@ void quantize_checkpoint(const std::string& model_dir, const std::string& out_di
   q["checkpoint_format"] = "gptq";
   q["quantizer"] = "xc2 quantize (round to nearest)";
   j["quantization_config"] = q;
-  std::ofstream f(path_join(out_dir, "config.json"), std::ios::trunc);
+  const std::string path = path_join(out_dir, "config.json");
+  errno = 0;
+  std::ofstream f(path, std::ios::trunc);
   f << j.dump(2) << "\n";
-  XC2_CHECK(static_cast<bool>(f), Io, "cannot write '", path_join(out_dir, "config.json"), "'");
+  f.close();  // a full disk may only show when the buffer is flushed
+  XC2_CHECK(static_cast<bool>(f), Io, "cannot write '", path, "': ", std::strerror(errno != 0 ? errno : EIO));
 }
 
 }  // namespace xc2::model
