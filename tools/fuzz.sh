@@ -5,11 +5,18 @@
 #
 #   tools/fuzz.sh                 # 60 s per harness, all harnesses
 #   tools/fuzz.sh 600 fuzz_zip    # 10 minutes, one harness
+#   tools/fuzz.sh --ci            # what CI runs (tools/run_tests.sh): 15 s per harness from a fixed seed, so a
+#                                 # run repeats the same inputs
 #
 # Harnesses: fuzz_safetensors fuzz_zip fuzz_pickle fuzz_config fuzz_image fuzz_tokenizer fuzz_jsonl fuzz_compose
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
+seed_args=()
+if [[ "$secs" == "--ci" ]]; then
+  secs=15
+  seed_args=(-seed=1)
+fi
 shift || true
 all=(fuzz_safetensors fuzz_zip fuzz_pickle fuzz_config fuzz_image fuzz_tokenizer fuzz_jsonl fuzz_compose)
 targets=("$@")
@@ -58,7 +65,7 @@ for t in "${targets[@]}"; do
   mkdir -p "build-fuzz/crashes/$t" "build-fuzz/work/$t"
   cp -n build-fuzz/corpus/"$t"/* "build-fuzz/work/$t/" 2>/dev/null || true
   log=build-fuzz/$t.log
-  if build-fuzz/tests/fuzz/"$t" "build-fuzz/work/$t" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 \
+  if build-fuzz/tests/fuzz/"$t" "build-fuzz/work/$t" "${seed_args[@]}" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 \
       -timeout=20 -print_final_stats=1 -artifact_prefix="build-fuzz/crashes/$t/" >"$log" 2>&1; then
     runs=$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || echo "?")
     echo "$t: ok, ${secs} s, ${runs} executions"

@@ -2,7 +2,8 @@
 # Builds xc2 and runs every test that runs on this machine:
 #   1. Release build (CUDA compiled when nvcc is present), all tests except the `cuda` label;
 #   2. a second build under AddressSanitizer + UBSan running the suites that parse untrusted input
-#      (checkpoints, config, images, tokenizer, CLI error paths).
+#      (checkpoints, config, images, tokenizer, CLI error paths);
+#   3. the libFuzzer harnesses of those parsers, 15 s each from a fixed seed (tools/fuzz.sh --ci; clang).
 # Idempotent; this is the command CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +18,5 @@ ctest --test-dir build -LE cuda --output-on-failure -j"$jobs"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DXC2_SANITIZE=ON -DXC2_WITH_CUDA=OFF -DXC2_WERROR=ON
 cmake --build build-asan -j"$jobs" --target xc2_io_tests xc2_vision_tests xc2_text_tests
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan -L 'io|vision|text' -LE cuda --output-on-failure -j"$jobs"
+
+tools/fuzz.sh --ci
