@@ -237,7 +237,9 @@ class Engine {
 
 // Upstream chat() semantics turn by turn (model-spec §10-11), with the history kept in the KV cache
 // instead of being re-encoded. Images: `<ImageHere>` markers in the query are filled in order;
-// without markers, one marker per image goes at the start of the query.
+// without markers, one marker per image goes at the start of the query. A turn that no longer fits max_length
+// is an error, or with GenerationOptions::truncate_prompt drops the oldest turns (as few as make it fit; the
+// kept turns are prefilled again, their images kept).
 class ChatSession {
  public:
   ~ChatSession();
@@ -253,6 +255,7 @@ class ChatSession {
   struct State;
   friend class Engine;
   ChatSession(Engine& engine, std::string system);
+  void drop_oldest_turns(size_t n);  // rebuilds the cache from the turns after the first n
   std::unique_ptr<State> state_;
 };
 

@@ -360,5 +360,25 @@ TEST(CliRepl, FullContextSaysResetAndTruncateDropsOldTurns) {
   EXPECT_EQ(json::parse(out[1])["prompt_tokens"], json::parse(out[0])["prompt_tokens"]);  // a fresh first turn
 }
 
+// A message too long for the model exits 2 whether it is an argument or the only message on stdin; a session in
+// which some messages were answered and others failed exits 1.
+TEST(CliRepl, TooLongMessageExitsTheSameOnStdinAndAsAnArgument) {
+  std::string huge;
+  for (int i = 0; i < 200; ++i) huge += "apple banana cherry ";
+  const std::vector<std::string> args = {"chat", "--model", model("tiny-b"), "--greedy", "-n", "2", "--no-system"};
+  std::vector<std::string> with_arg = args;
+  with_arg.push_back(huge);
+  const auto a = xc2(with_arg);
+  EXPECT_EQ(a.status, 2) << a.err;
+  EXPECT_TRUE(contains(a.err, "max_length")) << a.err;
+  const auto s = xc2(args, huge + "\n");
+  EXPECT_EQ(s.status, 2) << s.err;
+  EXPECT_TRUE(contains(s.err, "max_length")) << s.err;
+  const auto mixed = xc2(args, "Hello\n" + huge + "\n");
+  EXPECT_EQ(mixed.status, 1) << mixed.err;
+  const auto bad_image = xc2(args, "/image " + image("not_an_image.png") + "\n");
+  EXPECT_EQ(bad_image.status, 2) << bad_image.err;
+}
+
 }  // namespace
 }  // namespace xc2

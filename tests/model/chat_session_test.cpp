@@ -3,7 +3,10 @@
 // the same repetition-penalty history; the tokens must be identical.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include "backends/backend.h"
@@ -73,6 +76,81 @@ TEST(ChatSessionTest, SecondTurnEqualsRecomputingTheWholeSequence) {
     const GenerationResult alone = fresh->ask("And what can you do?", {}, o);
     EXPECT_NE(alone.tokens, r2.tokens);
   }
+}
+
+// A copy of tiny-a (links to its files) whose config.json says max_length = `max_length`.
+std::string tiny_a_with_max_length(const test::TempDir& dir, int64_t max_length) {
+  const std::string src = test::data_path("models/tiny-a");
+  for (const auto& e : std::filesystem::directory_iterator(src))
+    if (e.path().filename() != "config.json")
+      std::filesystem::create_symlink(e.path(), std::filesystem::path(dir.path()) / e.path().filename());
+  std::ifstream in(src + "/config.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string cfg = text.str();
+  const std::string key = "\"max_length\": 4096";
+  const size_t at = cfg.find(key);
+  EXPECT_NE(at, std::string::npos);
+  cfg.replace(at, key.size(), "\"max_length\": " + std::to_string(max_length));
+  std::ofstream(dir.path() + "/config.json") << cfg;
+  return dir.path();
+}
+
+// With truncate_prompt, a turn that does not fit after the history drops the oldest turns only: the kept turn
+// opens the conversation again (as in a fresh session) with its answer, and the new answer equals greedy
+// decoding recomputed from that sequence in one prefill.
+TEST(ChatSessionTest, TruncateDropsTheOldestTurnsOnly) {
+  std::string long_text;
+  for (int i = 0; i < 30; ++i) long_text += "apple banana cherry ";
+  const std::string t1 = long_text, t2 = "Hello, who are you?", t3 = "And " + long_text;
+  GenerationOptions o;
+  o.do_sample = false;
+  o.max_new_tokens = 6;
+  o.ignore_eos = true;
+  EngineOptions eo;
+  eo.device = DeviceChoice::Cpu;
+  eo.threads = 2;
+
+  // Sizes in an unlimited session.
+  eo.model_dir = test::data_path("models/tiny-a");
+  int64_t after2 = 0, t3_prompt = 0;
+  {
+    auto engine = Engine::load(eo);
+    auto chat = engine->new_chat(std::string());
+    chat->ask(t1, {}, o);
+    chat->ask(t2, {}, o);
+    after2 = chat->n_positions();
+    t3_prompt = chat->ask(t3, {}, o).prompt_positions;
+  }
+  test::TempDir dir;
+  eo.model_dir = tiny_a_with_max_length(dir, after2 + t3_prompt - 1);  // turn 3 misses by one position
+  auto engine = Engine::load(eo);
+  auto chat = engine->new_chat(std::string());
+  chat->ask(t1, {}, o);
+  const GenerationResult r2 = chat->ask(t2, {}, o);
+  EXPECT_THROW(chat->ask(t3, {}, o), Error);  // without truncation: an error, the session unchanged
+  EXPECT_EQ(chat->n_positions(), after2);
+  o.truncate_prompt = true;
+  const GenerationResult r3 = chat->ask(t3, {}, o);
+  EXPECT_EQ(chat->turns(), 2);
+  ASSERT_EQ(r3.tokens.size(), 6u);
+
+  // The kept turn starts the sequence as in a fresh session, followed by its answer.
+  auto fresh = engine->new_chat(std::string());
+  GenerationOptions none = o;
+  none.max_new_tokens = 0;
+  fresh->ask(t2, {}, none);
+  std::vector<int32_t> opening = fresh->tokens();
+  opening.insert(opening.end(), r2.tokens.begin(), r2.tokens.end());
+  const std::vector<int32_t>& seq = chat->tokens();
+  ASSERT_GT(seq.size(), opening.size() + 6);
+  EXPECT_EQ(std::vector<int32_t>(seq.begin(), seq.begin() + static_cast<std::ptrdiff_t>(opening.size())), opening);
+  EXPECT_EQ(static_cast<int64_t>(seq.size()), chat->n_positions());
+
+  auto be = make_cpu_backend(2);
+  auto m = model::XComposer2::load(test::data_path("models/tiny-a"), *be);
+  const std::vector<int32_t> prefix(seq.begin(), seq.end() - 6);
+  EXPECT_EQ(recompute_greedy(*m, prefix, 6, o.repetition_penalty, prefix), r3.tokens);
 }
 
 }  // namespace

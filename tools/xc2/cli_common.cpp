@@ -100,6 +100,22 @@ void add_parse_special_option(CLI::App* app, CommonOptions& o) {
 
 void apply_log_level(const CommonOptions& o) { set_verbosity(o.quiet ? 0 : o.verbose ? 2 : 1); }
 
+int exit_code_for(const Error& e) {
+  switch (e.code()) {
+    case ErrorCode::InvalidArgument:
+    case ErrorCode::Unsupported:
+    case ErrorCode::NotFound:
+    case ErrorCode::Io:
+      return kExitUsage;
+    case ErrorCode::ShapeMismatch:
+      return kExitModel;
+    case ErrorCode::Cuda:
+    case ErrorCode::Internal:
+      return kExitRuntime;
+  }
+  return kExitRuntime;
+}
+
 std::string resolve_model_dir(const CommonOptions& o) {
   if (!o.model.empty()) return o.model;
   if (const char* env = std::getenv("XC2_MODEL"); env != nullptr && *env) return env;
@@ -187,7 +203,8 @@ void add_prompt_options(CLI::App* app, PromptFlags& p) {
       ->each([&p](const std::string&) { p.system_set = true; });
   app->add_flag("--no-system", p.no_system, "No system prompt");
   app->add_flag("--truncate", p.truncate,
-                "Cut a prompt longer than the model's max_length (upstream behaviour) instead of failing");
+                "Cut a prompt longer than the model's max_length (upstream behaviour) instead of failing; in a chat "
+                "session, drop the oldest turns when the next message does not fit");
 }
 
 std::string system_text(const PromptFlags& p) {

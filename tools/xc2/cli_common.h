@@ -53,6 +53,9 @@ CLI::Validator between(double lo, double hi);
 // --parse-special, for the commands that build prompts from a template (chat, caption, logits, compose).
 void add_parse_special_option(CLI::App* app, CommonOptions& o);
 // --model, else $XC2_MODEL, else the bundled demo model next to the binary or in the source tree.
+// The exit code of an error that ends a command (the table of `xc2 --help`).
+int exit_code_for(const Error& e);
+
 std::string resolve_model_dir(const CommonOptions& o);
 std::unique_ptr<Engine> load_engine(const CommonOptions& o);
 void apply_log_level(const CommonOptions& o);

@@ -90,7 +90,9 @@ int run_interactive(Engine& engine, ChatSession& chat, const ChatFlags& f) {
               << "  /image PATH  attach an image to the next message    /reset  forget the conversation\n"
               << "  /exit or Ctrl-D  quit                                Ctrl-C  stop the current answer\n";
   }
-  int status = kExitOk;
+  // Exit: 0 when every message was answered; 1 when some failed; when none was answered, the code of the last
+  // failure, as for the same message given as an argument (2 for a prompt too long or a bad image).
+  int n_answered = 0, failure = kExitOk;
   std::string line;
   for (;;) {
     if (tty) std::cerr << (pending.empty() ? "> " : "[" + std::to_string(pending.size()) + " image(s)] > ")
@@ -116,7 +118,7 @@ int run_interactive(Engine& engine, ChatSession& chat, const ChatFlags& f) {
       const Engine::PreparedImage check = engine.prepare_image(path);
       if (!check.error.empty()) {
         std::cerr << "xc2: error: " << check.error << " (not attached)\n";
-        status = kExitPartial;
+        failure = kExitUsage;
         continue;
       }
       pending.push_back(path);
@@ -126,14 +128,16 @@ int run_interactive(Engine& engine, ChatSession& chat, const ChatFlags& f) {
     try {
       run_turn(chat, f, line, pending);
       pending.clear();
+      ++n_answered;
     } catch (const Error& e) {
       // The conversation is unchanged and the images stay attached: the message can be sent again.
       std::cerr << "xc2: error: " << e.what() << "\n";
       if (!pending.empty() && tty) std::cerr << "(" << pending.size() << " image(s) still attached)\n";
-      status = kExitPartial;
+      failure = exit_code_for(e);
     }
   }
-  return status;
+  if (failure == kExitOk) return kExitOk;
+  return n_answered > 0 ? kExitPartial : failure;
 }
 
 }  // namespace

@@ -25,27 +25,12 @@ Run 'xc2 <command> --help' for the options of a command.
 Exit codes:
   0  success
   1  the run finished but some batch items failed (each has an "error" record), or some chat messages failed
+     and others were answered (with none answered, the code of the last failure)
   2  usage or input error (bad option, unreadable or unsupported image or input file, prompt too long,
      --out exists without --resume/--overwrite, is an input, or is locked by another xc2)
   3  the model folder could not be loaded (missing or corrupt config, weights or tokenizer)
   4  runtime failure (an output that cannot be written: disk full, file too large, I/O error; out of memory;
      threads that cannot be started; CUDA error; internal error))";
-
-int exit_code_for(const xc2::Error& e) {
-  switch (e.code()) {
-    case xc2::ErrorCode::InvalidArgument:
-    case xc2::ErrorCode::Unsupported:
-    case xc2::ErrorCode::NotFound:
-    case xc2::ErrorCode::Io:
-      return xc2::cli::kExitUsage;
-    case xc2::ErrorCode::ShapeMismatch:
-      return xc2::cli::kExitModel;
-    case xc2::ErrorCode::Cuda:
-    case xc2::ErrorCode::Internal:
-      return xc2::cli::kExitRuntime;
-  }
-  return xc2::cli::kExitRuntime;
-}
 
 int fail(const std::string& msg, int code) {
   std::cout.flush();
