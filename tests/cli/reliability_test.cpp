@@ -89,6 +89,28 @@ TEST(CliOutput, FileSizeLimitLeavesTheOldFileWhole) {
   for (const auto& e : fs::directory_iterator(tmp.path())) EXPECT_EQ(e.path().filename(), "l.npy");  // no temp left
 }
 
+// convert and quantize write shards through the io layer's checked writer: a full disk is a failed run (exit 4,
+// the file and the reason), nothing half-written is left behind, and the progress line is ended first.
+TEST(CliOutput, ConvertAndQuantizeReportAFullDisk) {
+  for (const std::vector<std::string>& cmd : {std::vector<std::string>{"quantize", "--bits", "8"},
+                                              std::vector<std::string>{"convert"}}) {
+    SCOPED_TRACE(cmd[0]);
+    test::TempDir tmp;
+    const std::string out = tmp.file("out");
+    std::vector<std::string> args = cmd;
+    for (const std::string& a : {std::string("--model"), model("tiny-b"), std::string("--out"), out}) args.push_back(a);
+    const auto r = xc2_sh("ulimit -f 1;", args);
+    EXPECT_EQ(r.status, 4) << r.err;
+    EXPECT_TRUE(contains(r.err, "xc2: error: cannot write '" + out + "/") && contains(r.err, "File too large"))
+        << r.err;
+    EXPECT_EQ(r.err.find("tensorsxc2: error"), std::string::npos) << r.err;
+    if (fs::exists(out)) {
+      for (const auto& e : fs::directory_iterator(out))
+        EXPECT_EQ(e.path().extension(), ".json") << e.path();  // no shard, whole or partial, no temporary file
+    }
+  }
+}
+
 TEST(CliOutput, ClosedPipeEndsQuietly) {
   // The reader is gone before xc2 writes: SIGPIPE (141 through the shell), nothing on stderr.
   const auto r2 = test::run_process({"/bin/sh", "-c", "(sleep 0.3; '" + kExe + "' info --model '" + model("tiny-b") +

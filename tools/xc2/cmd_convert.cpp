@@ -56,14 +56,7 @@ faster start-up (no pickle parsing) and files other tools can read.)");
     apply_log_level(f->common);
     const std::string dir = resolve_model_dir(f->common);
     const uint64_t max_bytes = parse_size(f->shard_size);
-    try {
-      convert_model(dir, f->out, max_bytes);
-    } catch (const Error& e) {
-      // A full disk or an unwritable output folder is a failed run (exit 4), not a bad model (exit 3).
-      if (e.code() == ErrorCode::Io && std::string(e.what()).find("cannot write '") != std::string::npos)
-        throw WriteError(e.what(), 0);
-      throw;
-    }
+    library_write([&] { convert_model(dir, f->out, max_bytes); });
     if (!f->common.quiet) std::cerr << "xc2: wrote " << f->out << "\n";
     return kExitOk;
   };

@@ -39,9 +39,20 @@ decoder layer are quantized; PLoRA, ViT, projector, embeddings, norms and output
     if (f->group_size == 0 || f->group_size < -1) throw UsageError("--group-size must be positive or -1");
     const std::string dir = resolve_model_dir(f->common);
     const bool show = !f->common.quiet;
-    quantize_model(dir, f->out, f->bits, f->group_size, f->sym, 5000000000ull, [show](size_t done, size_t total) {
-      if (show && (done == total || done % 16 == 0)) std::cerr << "\rxc2: quantize " << done << "/" << total << " tensors" << std::flush;
-    });
+    bool progress_shown = false;
+    try {
+      library_write([&] {
+        quantize_model(dir, f->out, f->bits, f->group_size, f->sym, 5000000000ull, [&](size_t done, size_t total) {
+          if (show && (done == total || done % 16 == 0)) {
+            std::cerr << "\rxc2: quantize " << done << "/" << total << " tensors" << std::flush;
+            progress_shown = true;
+          }
+        });
+      });
+    } catch (...) {
+      if (progress_shown) std::cerr << "\n";  // the error on a line of its own
+      throw;
+    }
     if (show) std::cerr << "\nxc2: wrote " << f->out << "\n";
     return kExitOk;
   };

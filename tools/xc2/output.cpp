@@ -23,6 +23,16 @@ void throw_write_error(const std::string& path, int err) {
   throw WriteError("cannot write '" + path + "': " + std::strerror(err), err);
 }
 
+void library_write(const std::function<void()>& write) {
+  try {
+    write();
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::Io && std::string(e.what()).rfind("cannot write '", 0) == 0)
+      throw WriteError(e.what(), 0);
+    throw;
+  }
+}
+
 namespace {
 
 // A reader that went away: end quietly with SIGPIPE's status, as coreutils do.

@@ -21,6 +21,10 @@ struct WriteError : std::runtime_error {
 };
 [[noreturn]] void throw_write_error(const std::string& path, int err);
 
+// Runs `write`, a library call that writes files (convert, quantize): a failure of the library's writers (an
+// Io error "cannot write 'PATH': <reason>") is a failed run (WriteError, exit 4), not bad input.
+void library_write(const std::function<void()>& write);
+
 // The display name of stdout in messages.
 extern const char* const kStdoutName;
 
