@@ -402,5 +402,19 @@ TEST(CliRepl, TooLongMessageExitsTheSameOnStdinAndAsAnArgument) {
   EXPECT_EQ(bad_image.status, 2) << bad_image.err;
 }
 
+// --device cuda where it cannot run: built without CUDA is a usage error (exit 2); built with CUDA on a machine
+// without a usable GPU, exit 4 with a message that says so (not the CUDA runtime's words alone).
+TEST(CliMessages, CudaWithoutAGpuSaysSo) {
+  const auto r = xc2({"chat", "--model", model("tiny-b"), "--device", "cuda", "-n", "1", "hi"});
+  if (!built_with_cuda_binary()) {
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, "built without CUDA")) << r.err;
+    return;
+  }
+  if (r.status == 0) GTEST_SKIP() << "a CUDA GPU is present";
+  EXPECT_EQ(r.status, 4) << r.err;
+  EXPECT_TRUE(contains(r.err, "xc2: error: --device cuda: no usable CUDA GPU (")) << r.err;
+}
+
 }  // namespace
 }  // namespace xc2
