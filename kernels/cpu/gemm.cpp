@@ -270,7 +270,9 @@ void packed_range(const GemmArgs& a, const float* bias, const PackedKernels& pk,
       pk.pack_x(a.x + jc * a.ldx + pc, a.ldx, mlen, klen, xbuf);
       for (int64_t ic = n0; ic < n1; ic += bl.mc) {
         const int64_t nlen = std::min<int64_t>(bl.mc, n1 - ic);
-        if (a.w_source) {
+        if (a.w_source && a.w_source->pack) {
+          a.w_source->pack(a.w_source->ctx, ic, nlen, pc, klen, wbuf, static_cast<int>(nr));
+        } else if (a.w_source) {
           a.w_source->fill(a.w_source->ctx, ic, nlen, pc, klen, sbuf, klen);
           pk.pack_w(sbuf, DType::F32, klen, nlen, klen, wbuf);
         } else {

@@ -26,8 +26,11 @@ namespace xc2::kernels::cpu {
 // A weight made on the fly instead of read from w (quantized weights): fill() writes the f32 values of
 // rows [row0, row0 + rows) x columns [k0, k0 + klen) of the [n, k] weight to dst[r * ld + c]. It must be
 // thread-safe; the GEMM calls it once per weight block and step, from the thread that uses the block.
+// Optional pack(): the same values written straight into the packed path's weight micro-panels
+// (ceil(rows / nr) panels of [klen][nr], rows past the block zero), saving the copy through fill().
 struct WeightSource {
   void (*fill)(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld) = nullptr;
+  void (*pack)(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* wp, int nr) = nullptr;
   const void* ctx = nullptr;
 };
 

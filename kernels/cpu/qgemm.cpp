@@ -1,13 +1,15 @@
-// GPTQ repacking and the exact quantized linear (kernels/cpu/qgemm.h).
+// GPTQ repacking and the quantized linears (kernels/cpu/qgemm.h): the drivers and the scalar kernels.
 #include "cpu/qgemm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
 #include "core/check.h"
 #include "core/half.h"
 #include "cpu/gemm.h"
+#include "cpu/qgemm_internal.h"
 
 namespace xc2::kernels::cpu {
 namespace {
@@ -18,19 +20,110 @@ inline int32_t load_i32(const void* base, int64_t idx) {
   return v;
 }
 
-void fill_source(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld) {
-  dequantize(*static_cast<const QuantMatrix*>(ctx), row0, rows, k0, klen, dst, ld);
+// Per-thread buffers of the drivers (kept between calls).
+struct QScratch {
+  std::vector<float> xp;        // x with its columns reordered (act-order)
+  std::vector<int8_t> xq;       // int8 x
+  std::vector<float> xs;        // its block scales
+  std::vector<float> zs;        // per row and segment
+  std::vector<detail::KSegment> segs;
+};
+thread_local QScratch tls_q;
+
+const detail::QKernels* q_kernels_for(GemmIsa isa) {
+  if (gemm_resolve_isa(isa) == GemmIsa::Avx512)
+    if (const detail::QKernels* k = detail::q_avx512_kernels()) return k;
+  return detail::q_scalar_kernels();
 }
 
-struct XBuffer {
-  std::vector<float> data;
+// x with its columns in the matrix's order (act-order checkpoints), else x itself.
+const float* reorder_x(const float* x, int64_t* ldx, const QuantMatrix& w, int64_t m, std::vector<float>& buf) {
+  if (w.perm.empty()) return x;
+  buf.resize(static_cast<size_t>(m * w.k));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < w.k; ++j) buf[static_cast<size_t>(i * w.k + j)] = x[i * *ldx + w.perm[static_cast<size_t>(j)]];
+  *ldx = w.k;
+  return buf.data();
+}
+
+struct PackCtx {
+  const QuantMatrix* w;
+  detail::QPackFn pack;
 };
-thread_local XBuffer tls_x;
+
+void fill_source(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld) {
+  dequantize(*static_cast<const PackCtx*>(ctx)->w, row0, rows, k0, klen, dst, ld);
+}
+
+void pack_source(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* wp, int nr) {
+  const auto* c = static_cast<const PackCtx*>(ctx);
+  c->pack(*c->w, row0, rows, k0, klen, wp, nr);
+}
+
+// ---- scalar kernels ----------------------------------------------------------------------------------
+
+void rows_scalar(const QuantMatrix& w, const float* x, int64_t ldx, int64_t m, float* y, int64_t ldy, int64_t t0,
+                 int64_t t1, bool accumulate) {
+  const int p = w.p();
+  const uint32_t mask = (1u << w.bits) - 1u;
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t l = 0; l < 16; ++l) {
+      const int64_t r = t * 16 + l;
+      if (r >= w.n) break;
+      for (int64_t i = 0; i < m; ++i) {
+        float total = 0, acc = 0;
+        int32_t g_cur = w.group.empty() ? 0 : w.group[0];
+        for (int64_t c = 0; c < w.k; ++c) {
+          const int32_t g = w.group[static_cast<size_t>(c)];
+          if (g != g_cur) {
+            total += w.scale[static_cast<size_t>(g_cur * w.n_pad + r)] * acc;
+            acc = 0;
+            g_cur = g;
+          }
+          const uint32_t word = w.q[static_cast<size_t>((t * w.kw + c / p) * 16 + l)];
+          const int32_t v = static_cast<int32_t>((word >> ((c % p) * w.bits)) & mask);
+          const int32_t z = w.zero_m1[static_cast<size_t>(g * w.n_pad + r)] + 1;
+          acc += x[i * ldx + c] * static_cast<float>(v - z);
+        }
+        total += w.scale[static_cast<size_t>(g_cur * w.n_pad + r)] * acc;
+        if (!w.bias.empty()) total += w.bias[static_cast<size_t>(r)];
+        float& out = y[i * ldy + r];
+        out = accumulate ? out + total : total;
+      }
+    }
+  }
+}
+
+void pack_scalar(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* wp, int nr) {
+  const int64_t panels = (rows + nr - 1) / nr;
+  for (int64_t pi = 0; pi < panels; ++pi) {
+    float* dst = wp + pi * klen * nr;
+    for (int64_t kk = 0; kk < klen; ++kk)
+      for (int64_t j = 0; j < nr; ++j) {
+        const int64_t r = pi * nr + j;
+        dst[kk * nr + j] = r < rows && row0 + r < w.n ? w.at(row0 + r, k0 + kk) : 0.0f;
+      }
+  }
+}
+
+const detail::QKernels kScalar = {rows_scalar, pack_scalar, nullptr};
 
 }  // namespace
 
+namespace detail {
+const QKernels* q_scalar_kernels() { return &kScalar; }
+}  // namespace detail
+
 size_t QuantMatrix::bytes() const {
-  return q.size() * 4 + scale.size() * 4 + zero.size() * 2 + group.size() * 4 + perm.size() * 4 + bias.size() * 4;
+  return q.size() * 4 + scale.size() * 4 + zero_m1.size() + group.size() * 4 + perm.size() * 4 + bias.size() * 4;
+}
+
+float QuantMatrix::at(int64_t r, int64_t j) const {
+  const uint32_t word = q[static_cast<size_t>(((r / 16) * kw + j / p()) * 16 + r % 16)];
+  const int32_t v = static_cast<int32_t>((word >> ((j % p()) * bits)) & ((1u << bits) - 1u));
+  const int32_t g = group[static_cast<size_t>(j)];
+  const int32_t z = zero_m1[static_cast<size_t>(g * n_pad + r)] + 1;
+  return static_cast<float>(v - z) * scale[static_cast<size_t>(g * n_pad + r)];
 }
 
 QuantMatrix repack_gptq(const GptqTensors& t) {
@@ -43,7 +136,8 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
   w.n = t.n;
   w.k = t.k;
   w.groups = t.groups;
-  w.words = t.k / p;
+  w.n_pad = (t.n + 15) / 16 * 16;
+  w.kw = t.k / p;
   const int64_t gs = t.group_size == -1 ? t.k : t.group_size;
 
   // Group of every input column; columns reordered so that the groups are contiguous (stable).
@@ -64,31 +158,50 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
   }
   w.uniform_group = uniform ? gs : 0;
   if (!identity) w.perm = std::move(perm);
+  // Word runs of one group (only when no group boundary falls inside a word).
+  bool aligned = true;
+  for (int64_t j = 0; j < t.k; ++j)
+    aligned = aligned && w.group[static_cast<size_t>(j)] == w.group[static_cast<size_t>(j - j % p)];
+  if (aligned) {
+    for (int64_t r = 0; r < w.kw; ++r) {
+      const int32_t g = w.group[static_cast<size_t>(r * p)];
+      if (r == 0 || g != w.run_group.back()) {
+        w.run_start.push_back(static_cast<int32_t>(r));
+        w.run_group.push_back(g);
+      }
+    }
+    w.run_start.push_back(static_cast<int32_t>(w.kw));
+  }
 
-  // Values: qweight [k / p, n] -> q [n][words] in the reordered column order.
-  w.q.assign(static_cast<size_t>(t.n * w.words), 0u);
+  // Values: qweight [k / p, n] -> q [n_pad / 16][kw][16] in the reordered column order.
+  w.q.assign(static_cast<size_t>(w.n_pad * w.kw), 0u);
   std::vector<int32_t> src_col(static_cast<size_t>(t.k));  // reordered position of input column c
-  for (int64_t j = 0; j < t.k; ++j) src_col[static_cast<size_t>(w.perm.empty() ? j : w.perm[static_cast<size_t>(j)])] =
-      static_cast<int32_t>(j);
+  for (int64_t j = 0; j < t.k; ++j)
+    src_col[static_cast<size_t>(w.perm.empty() ? j : w.perm[static_cast<size_t>(j)])] = static_cast<int32_t>(j);
   for (int64_t r = 0; r < t.k / p; ++r) {
     for (int64_t n = 0; n < t.n; ++n) {
       const uint32_t word = static_cast<uint32_t>(load_i32(t.qweight, r * t.n + n));
+      uint32_t* tile = w.q.data() + (n / 16) * w.kw * 16 + n % 16;
+      if (w.perm.empty()) {
+        tile[r * 16] = word;
+        continue;
+      }
       for (int i = 0; i < p; ++i) {
         const int64_t j = src_col[static_cast<size_t>(r * p + i)];
         const uint32_t v = (word >> (i * t.bits)) & mask;
-        w.q[static_cast<size_t>(n * w.words + j / p)] |= v << ((j % p) * t.bits);
+        tile[(j / p) * 16] |= v << ((j % p) * t.bits);
       }
     }
   }
-  // Scales and zeros: [groups, n] -> [n][groups]; the stored zero is zero - 1.
+  // Scales and zeros: [groups, n] -> [groups][n_pad]; the stored zero is zero - 1.
   const int64_t zwords = (t.n + p - 1) / p;
-  w.scale.resize(static_cast<size_t>(t.n * t.groups));
-  w.zero.resize(static_cast<size_t>(t.n * t.groups));
+  w.scale.assign(static_cast<size_t>(w.n_pad * t.groups), 0.0f);
+  w.zero_m1.assign(static_cast<size_t>(w.n_pad * t.groups), 0);
   for (int64_t g = 0; g < t.groups; ++g) {
     for (int64_t n = 0; n < t.n; ++n) {
       const uint32_t zw = static_cast<uint32_t>(load_i32(t.qzeros, g * zwords + n / p));
-      w.zero[static_cast<size_t>(n * t.groups + g)] = static_cast<uint16_t>(((zw >> ((n % p) * t.bits)) & mask) + 1u);
-      w.scale[static_cast<size_t>(n * t.groups + g)] = float_at(t.scales, t.scales_dtype, g * t.n + n);
+      w.zero_m1[static_cast<size_t>(g * w.n_pad + n)] = static_cast<uint8_t>((zw >> ((n % p) * t.bits)) & mask);
+      w.scale[static_cast<size_t>(g * w.n_pad + n)] = float_at(t.scales, t.scales_dtype, g * t.n + n);
     }
   }
   if (t.bias) {
@@ -99,37 +212,36 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
 }
 
 void dequantize(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld) {
-  const int p = 32 / w.bits;
-  const uint32_t mask = (1u << w.bits) - 1u;
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t n = row0 + r;
-    const uint32_t* q = w.q.data() + n * w.words;
-    const float* sc = w.scale.data() + n * w.groups;
-    const uint16_t* zp = w.zero.data() + n * w.groups;
-    float* d = dst + r * ld;
-    for (int64_t c = 0; c < klen; ++c) {
-      const int64_t j = k0 + c;
-      const int32_t v = static_cast<int32_t>((q[j / p] >> ((j % p) * w.bits)) & mask);
-      const int32_t g = w.group[static_cast<size_t>(j)];
-      d[c] = static_cast<float>(v - static_cast<int32_t>(zp[g])) * sc[g];
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < klen; ++c) dst[r * ld + c] = w.at(row0 + r, k0 + c);
 }
 
 void qlinear(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m, bool accumulate,
-             ThreadPool& pool) {
+             ThreadPool& pool, const QLinearOptions& opts) {
   if (m == 0) return;
-  if (!w.perm.empty()) {  // reorder the input columns like the weight's
-    std::vector<float>& xp = tls_x.data;
-    xp.resize(static_cast<size_t>(m * w.k));
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < w.k; ++j) xp[static_cast<size_t>(i * w.k + j)] = x[i * ldx + w.perm[static_cast<size_t>(j)]];
-    x = xp.data();
-    ldx = w.k;
+  const detail::QKernels* qk = q_kernels_for(opts.isa);
+  GemmPath path = opts.path;
+  if (path == GemmPath::Auto) path = gemm_uses_rows_path(m, w.k, opts.isa) ? GemmPath::Rows : GemmPath::Packed;
+  x = reorder_x(x, &ldx, w, m, tls_q.xp);
+
+  if (path == GemmPath::Rows) {
+    // Threads split the tiles; each tile is read by one thread, once, for all m rows.
+    const int64_t tiles = w.n_pad / 16;
+    int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tiles)));
+    if (m * w.n * w.k < (int64_t{1} << 17)) tasks = 1;
+    const detail::QRowsFn rows = w.run_start.empty() ? detail::q_scalar_kernels()->rows : qk->rows;
+    auto body = [&](int t, int nt) {
+      const int64_t b = tiles * t / nt, e = tiles * (t + 1) / nt;
+      if (b < e) rows(w, x, ldx, m, y, ldy, b, e, accumulate);
+    };
+    if (tasks == 1) body(0, 1); else pool.run(tasks, body);
+    return;
   }
+  PackCtx ctx{&w, w.run_start.empty() ? detail::q_scalar_kernels()->pack : qk->pack};
   WeightSource src;
   src.fill = fill_source;
-  src.ctx = &w;
+  src.pack = pack_source;
+  src.ctx = &ctx;
   GemmArgs a;
   a.x = x;
   a.ldx = ldx;
@@ -142,7 +254,108 @@ void qlinear(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_
   a.n = w.n;
   a.k = w.k;
   a.accumulate = accumulate;
-  gemm(a, pool);
+  GemmOptions go;
+  go.isa = opts.isa;
+  go.path = GemmPath::Packed;
+  gemm(a, pool, go);
+}
+
+bool qlinear_int8_supported() {
+  const detail::QKernels* k = detail::q_avx512_kernels();
+  return k && k->int8 && detail::cpu_has_avx512_vnni() && gemm_resolve_isa(GemmIsa::Auto) == GemmIsa::Avx512;
+}
+
+bool qlinear_int8_supported(const QuantMatrix& w) {
+  if (!qlinear_int8_supported() || w.run_start.empty() || w.k % 32 != 0) return false;
+  // Every 32-column block in one group.
+  const int64_t words_per_block = 32 / w.p();
+  for (int64_t i = 0; i + 1 < static_cast<int64_t>(w.run_start.size()); ++i)
+    if (w.run_start[static_cast<size_t>(i)] % words_per_block != 0) return false;
+  return true;
+}
+
+void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
+                  bool accumulate, ThreadPool& pool) {
+  XC2_CHECK(qlinear_int8_supported(w), Unsupported, "int8 quantized linear: needs AVX-512 VNNI and 32-column groups");
+  if (m == 0) return;
+  QScratch& s = tls_q;
+  x = reorder_x(x, &ldx, w, m, s.xp);
+  const int64_t k = w.k, nb = k / 32;
+
+  // x to int8, one scale per row and 32 columns (round to nearest even); 4-bit: each 8 columns as 0,2,4,6,1,3,5,7.
+  s.xq.resize(static_cast<size_t>(m * k));
+  s.xs.resize(static_cast<size_t>(m * nb));
+  std::vector<float> bsum(static_cast<size_t>(m * nb));  // scale * sum of the block's int8 values
+  pool.parallel_for(m, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* xr = x + i * ldx + b * 32;
+        float amax = 0;
+        for (int c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(xr[c]));
+        const float sc = amax / 127.0f;
+        const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+        int8_t* out = s.xq.data() + i * k + b * 32;
+        int32_t sum = 0;
+        for (int c = 0; c < 32; ++c) {
+          const int32_t v = static_cast<int32_t>(std::nearbyint(xr[c] * inv));
+          const int32_t qv = std::max(-127, std::min(127, v));
+          sum += qv;
+          const int pos = w.bits == 4 ? (c / 8) * 8 + (c % 2) * 4 + (c % 8) / 2 : c;
+          out[pos] = static_cast<int8_t>(qv);
+        }
+        s.xs[static_cast<size_t>(i * nb + b)] = sc;
+        bsum[static_cast<size_t>(i * nb + b)] = sc * static_cast<float>(sum);
+      }
+    }
+  }, 8);
+
+  // Segments: runs of blocks in one group, cut every kKcBlocks blocks (k chunks that keep x in L2).
+  constexpr int32_t kKcBlocks = 128;  // 4096 columns
+  const int32_t wpb = 32 / w.p();     // words per block
+  s.segs.clear();
+  std::vector<int64_t> chunk_seg{0};  // first segment of every k chunk, then the end
+  for (size_t ri = 0; ri + 1 < w.run_start.size(); ++ri) {
+    int32_t b = w.run_start[ri] / wpb;
+    const int32_t b_end = w.run_start[ri + 1] / wpb;
+    while (b < b_end) {
+      const int32_t cut = std::min(b_end, (b / kKcBlocks + 1) * kKcBlocks);
+      s.segs.push_back({b, cut, w.run_group[ri]});
+      b = cut;
+    }
+  }
+  for (size_t i = 1; i < s.segs.size(); ++i)
+    if (s.segs[i].b0 / kKcBlocks != s.segs[i - 1].b0 / kKcBlocks) chunk_seg.push_back(static_cast<int64_t>(i));
+  chunk_seg.push_back(static_cast<int64_t>(s.segs.size()));
+  const int64_t n_seg = static_cast<int64_t>(s.segs.size());
+  s.zs.assign(static_cast<size_t>(m * n_seg), 0.0f);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t g = 0; g < n_seg; ++g) {
+      float z = 0;
+      for (int32_t b = s.segs[static_cast<size_t>(g)].b0; b < s.segs[static_cast<size_t>(g)].b1; ++b)
+        z += bsum[static_cast<size_t>(i * nb + b)];
+      s.zs[static_cast<size_t>(i * n_seg + g)] = z;
+    }
+
+  // Threads split the tiles; each walks m in blocks of kMb rows (x block in L2), the k chunks, then its tiles.
+  const detail::QInt8Fn kern = detail::q_avx512_kernels()->int8;
+  const detail::QuantizedX qx{s.xq.data(), s.xs.data(), k};
+  const int64_t tiles = w.n_pad / 16;
+  const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tiles)));
+  constexpr int64_t kMb = 96;
+  const float* bias = w.bias.empty() ? nullptr : w.bias.data();
+  const detail::KSegment* segs = s.segs.data();
+  const float* zs = s.zs.data();
+  auto body = [&](int t, int nt) {
+    const int64_t tb = tiles * t / nt, te = tiles * (t + 1) / nt;
+    if (tb >= te) return;
+    for (int64_t i0 = 0; i0 < m; i0 += kMb) {
+      const int64_t i1 = std::min(m, i0 + kMb);
+      for (size_t c = 0; c + 1 < chunk_seg.size(); ++c)
+        kern(w, qx, segs, chunk_seg[c], chunk_seg[c + 1], zs, n_seg, i0, i1, tb, te, y, ldy, c > 0 || accumulate,
+             c == 0 ? bias : nullptr);
+    }
+  };
+  if (tasks == 1) body(0, 1); else pool.run(tasks, body);
 }
 
 }  // namespace xc2::kernels::cpu

@@ -1,22 +1,34 @@
-// Quantized (GPTQ) weights on the CPU: the layout they are repacked into at load, and the linear over them.
-//   QuantMatrix: the [n, k] weight row-major by output row n, each row's k values packed `bits` at a time into
-//   uint32 words (little end first), with the input columns reordered so that every group is one contiguous run
-//   (act-order checkpoints: column j of the matrix is input column perm[j]); per (row, group) the scale and
-//   the integer zero point. w[n, j] = scale[n, g] * (q[n, j] - zero[n, g]), g = group[j], is exact in f32
-//   (an 11-bit significand times an integer of at most 9 bits).
-//   Load cost: one pass over the tensors (transpose of qweight); memory: the packed bits plus 6 bytes per
-//   (row, group) (f32 scale, u16 zero) and 8 bytes per input column (perm, group), i.e. about the size of the GPTQ tensors.
+// Quantized (GPTQ) weights on the CPU: the layout they are repacked into at load, and the linears over them.
 //
-//   qlinear(): y (+)= x . w^T (+ bias) through the f32 GEMM (kernels/cpu/gemm.h) with the weight dequantized on
-//   the fly, block by block, into the GEMM's own scratch: never a full f32 copy of the weight. Small m (decode)
-//   takes the rows path: each block of 16 weight rows is unpacked once per call and used for all m rows of x.
-//   Results are those of the f32 GEMM on the dequantized weight (columns summed in the reordered order).
+//   QuantMatrix: the [n, k] weight in tiles of 16 output rows (n padded to a multiple of 16 with zero rows).
+//   A tile is kw = k * bits / 32 words per output row, stored [kw][16]: word (r, l) holds the p = 32 / bits
+//   values of input columns r * p .. r * p + p - 1 of output row 16 * tile + l, `bits` at a time, little end
+//   first: GPTQ's own qweight word, so one 64-byte line is 16 output rows x p columns, a tile one contiguous
+//   stream. Input columns are reordered so that every group is one contiguous run (act-order checkpoints:
+//   column j of the matrix is input column perm[j]). Per (group, output row): the f32 scale and the zero point
+//   minus one (u8; GPTQ's stored value). w[n, j] = scale[g, n] * (q[n, j] - zero[g, n]), g = group[j], is exact
+//   in f32 (an 11-bit f16 significand times an integer of at most 9 bits).
+//   Load cost: one pass over the GPTQ tensors. Memory: the packed bits plus 5 bytes per (group, row) and
+//   8 bytes per input column (perm, group): W4 with group size 128 is 0.54 bytes per weight.
+//
+//   qlinear(): y (+)= x . w^T (+ bias), the exact path: every product is x times the exactly dequantized weight.
+//     rows path (decode, m up to the GEMM's rows limit): each tile is unpacked once per call in registers and
+//       used for all m rows; per group the 16 lanes accumulate sum x * (q - zero), then add scale * that sum.
+//     packed path (prefill): the f32 GEMM (kernels/cpu/gemm.h) with each weight block dequantized straight into
+//       the GEMM's packed panels: never a full f32 copy of the weight.
+//   qlinear_int8(): the fast prefill. x is quantized on the fly to int8 in blocks of 32 input columns (one f32
+//     scale per block, round to nearest: x ~ sx * xq), the weights' integers are used as they are, and
+//     sum_j xq * q is accumulated in int32 (AVX-512 VNNI vpdpbusd); the zero point comes off as
+//     zero * sum_j xq per block. Not exact: x's rounding (relative 1/254 per block) is the error.
+//     Needs AVX-512 VNNI (qlinear_int8_supported()); callers fall back to qlinear().
+// Instruction set: AVX-512 or scalar, chosen at run time like the f32 GEMM (XC2_GEMM_ISA).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "cpu/gemm.h"
 #include "xc2/dtype.h"
 
 namespace xc2::kernels::cpu {
@@ -38,16 +50,23 @@ struct GptqTensors {
 struct QuantMatrix {
   int bits = 4;
   int64_t n = 0, k = 0, groups = 1;
-  int64_t words = 0;              // uint32 words per row: k * bits / 32
-  std::vector<uint32_t> q;        // [n][words]
-  std::vector<float> scale;       // [n][groups] (the stored f16, BF16 or F32 value)
-  std::vector<uint16_t> zero;     // [n][groups], 0 .. 2^bits
+  int64_t n_pad = 0;              // n rounded up to 16
+  int64_t kw = 0;                 // words per output row: k * bits / 32
+  std::vector<uint32_t> q;        // [n_pad / 16][kw][16]
+  std::vector<float> scale;       // [groups][n_pad] (the stored f16, BF16 or F32 value; 0 in padding rows)
+  std::vector<uint8_t> zero_m1;   // [groups][n_pad]: zero point - 1
   std::vector<int32_t> group;     // [k]: group of (reordered) column j, non-decreasing
   std::vector<int32_t> perm;      // [k]: input column of column j; empty when the identity
   std::vector<float> bias;        // [n] or empty
-  int64_t uniform_group = 0;      // > 0: group[j] == j / uniform_group for all j (the fast kernels' case)
+  // Runs of words with one group: word rows [run_start[i], run_start[i + 1]) are all in group run_group[i].
+  // Empty when a group boundary falls inside a word (then the generic kernels run).
+  std::vector<int32_t> run_start, run_group;
+  int64_t uniform_group = 0;      // > 0: group[j] == j / uniform_group for all j
 
+  int p() const { return 32 / bits; }
   size_t bytes() const;           // resident bytes (what one pass over the weight reads)
+  // Dequantized value of output row r, (reordered) column j.
+  float at(int64_t r, int64_t j) const;
 };
 
 QuantMatrix repack_gptq(const GptqTensors& t);
@@ -55,8 +74,20 @@ QuantMatrix repack_gptq(const GptqTensors& t);
 // f32 values of rows [row0, row0 + rows) x (reordered) columns [k0, k0 + klen) into dst[r * ld + c].
 void dequantize(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld);
 
+struct QLinearOptions {
+  GemmIsa isa = GemmIsa::Auto;
+  GemmPath path = GemmPath::Auto;  // Auto: the f32 GEMM's rows/packed rule (gemm_uses_rows_path)
+};
+
 // y[m, n] (+)= x[m, k] . w^T (+ bias). x in the input column order (the reorder is applied here).
 void qlinear(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m, bool accumulate,
-             ThreadPool& pool);
+             ThreadPool& pool, const QLinearOptions& opts = {});
+
+// Whether qlinear_int8() runs on this CPU (AVX-512 with VNNI) for this matrix (groups aligned to 32 columns).
+bool qlinear_int8_supported();
+bool qlinear_int8_supported(const QuantMatrix& w);
+// The fast prefill (see above). Error{Unsupported} where !qlinear_int8_supported(w).
+void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
+                  bool accumulate, ThreadPool& pool);
 
 }  // namespace xc2::kernels::cpu

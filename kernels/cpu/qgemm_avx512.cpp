@@ -1,0 +1,260 @@
+// AVX-512 kernels of the quantized linears (kernels/cpu/qgemm.h), chosen at run time.
+//   rows: per tile of 16 output rows (one per lane), each 64-byte line of words is unpacked once
+//         (shift, mask, minus the zero point, to f32) and used for up to 8 rows of x; per group run the lanes
+//         accumulate x * (q - zero) and then scale * that; a tile is one sequential stream, prefetched ahead.
+//   pack: the same unpacking, times the scale, stored straight into the f32 GEMM's [klen][nr] weight panels.
+//   int8 (VNNI): per 32-column block, 8 vpdpbusd of the weights' u8 integers (4-bit: the low and the high
+//         nibbles) with the broadcast int8 x; the int32 block sum to f32 times x's block scale; per segment
+//         minus zero * sum(x) and times the weight scale. 6 rows of x per pass over a tile's block.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "cpu/qgemm_internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#define XC2_Q512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define XC2_Q512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+
+namespace xc2::kernels::cpu::detail {
+namespace {
+
+constexpr int kRowsMr = 8;    // rows path: rows of x per pass over a tile
+constexpr int kInt8Mr = 6;    // int8 path: rows of x per pass over a tile's block
+constexpr int kPrefetchWords = 16 * 32;  // 2 KB ahead in the tile's stream
+
+template <int BITS>
+XC2_Q512 inline __m512i lane_values(__m512i v, int tt) {
+  const __m512i mask = _mm512_set1_epi32((1 << BITS) - 1);
+  return _mm512_and_si512(_mm512_srli_epi32(v, static_cast<unsigned>(BITS * tt)), mask);
+}
+
+XC2_Q512 inline __m512i zero_points(const QuantMatrix& w, int32_t g, int64_t tile) {
+  const __m128i z8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zero_m1.data() + g * w.n_pad + tile * 16));
+  return _mm512_add_epi32(_mm512_cvtepu8_epi32(z8), _mm512_set1_epi32(1));
+}
+
+// Stores 16 lanes of output row i (masked past n): (add ? y : 0) + v (+ bias).
+XC2_Q512 inline void store_out(float* yrow, int64_t tile, int64_t n, __m512 v, bool add, const float* bias) {
+  const int64_t c0 = tile * 16;
+  const int64_t cnt = std::min<int64_t>(16, n - c0);
+  const __mmask16 m = cnt >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << cnt) - 1u);
+  if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + c0));
+  if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yrow + c0), v);
+  _mm512_mask_storeu_ps(yrow + c0, m, v);
+}
+
+// ---- rows path (exact) -------------------------------------------------------------------------------
+
+template <int BITS, int MR>
+XC2_Q512 void rows_tile(const QuantMatrix& w, int64_t tile, const float* x, int64_t ldx, float* y, int64_t ldy,
+                        bool accumulate) {
+  constexpr int P = 32 / BITS;
+  const uint32_t* qt = w.q.data() + tile * w.kw * 16;
+  __m512 total[MR];
+  for (int i = 0; i < MR; ++i) total[i] = _mm512_setzero_ps();
+  const size_t runs = w.run_group.size();
+  for (size_t ri = 0; ri < runs; ++ri) {
+    const int64_t r0 = w.run_start[ri], r1 = w.run_start[ri + 1];
+    const int32_t g = w.run_group[ri];
+    const __m512i z = zero_points(w, g, tile);
+    __m512 acc[MR];
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t r = r0; r < r1; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(qt + r * 16 + kPrefetchWords), _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(qt + r * 16);
+      const float* xc = x + r * P;
+#pragma GCC unroll 8
+      for (int tt = 0; tt < P; ++tt) {
+        const __m512 wv = _mm512_cvtepi32_ps(_mm512_sub_epi32(lane_values<BITS>(v, tt), z));
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xc[i * ldx + tt]), acc[i]);
+      }
+    }
+    const __m512 s = _mm512_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16);
+    for (int i = 0; i < MR; ++i) total[i] = _mm512_fmadd_ps(s, acc[i], total[i]);
+  }
+  const float* bias = w.bias.empty() ? nullptr : w.bias.data();
+  for (int i = 0; i < MR; ++i) store_out(y + i * ldy, tile, w.n, total[i], accumulate, bias);
+}
+
+template <int BITS>
+XC2_Q512 void rows_bits(const QuantMatrix& w, const float* x, int64_t ldx, int64_t m, float* y, int64_t ldy,
+                        int64_t t0, int64_t t1, bool accumulate) {
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t i = 0; i < m; i += kRowsMr) {
+      const float* xi = x + i * ldx;
+      float* yi = y + i * ldy;
+      switch (std::min<int64_t>(kRowsMr, m - i)) {
+        case 1: rows_tile<BITS, 1>(w, t, xi, ldx, yi, ldy, accumulate); break;
+        case 2: rows_tile<BITS, 2>(w, t, xi, ldx, yi, ldy, accumulate); break;
+        case 3: rows_tile<BITS, 3>(w, t, xi, ldx, yi, ldy, accumulate); break;
+        case 4: rows_tile<BITS, 4>(w, t, xi, ldx, yi, ldy, accumulate); break;
+        case 5: rows_tile<BITS, 5>(w, t, xi, ldx, yi, ldy, accumulate); break;
+        case 6: rows_tile<BITS, 6>(w, t, xi, ldx, yi, ldy, accumulate); break;
+        case 7: rows_tile<BITS, 7>(w, t, xi, ldx, yi, ldy, accumulate); break;
+        default: rows_tile<BITS, 8>(w, t, xi, ldx, yi, ldy, accumulate); break;
+      }
+    }
+  }
+}
+
+void rows(const QuantMatrix& w, const float* x, int64_t ldx, int64_t m, float* y, int64_t ldy, int64_t t0, int64_t t1,
+          bool accumulate) {
+  if (w.bits == 4) rows_bits<4>(w, x, ldx, m, y, ldy, t0, t1, accumulate);
+  else rows_bits<8>(w, x, ldx, m, y, ldy, t0, t1, accumulate);
+}
+
+// ---- packed panels (exact prefill) --------------------------------------------------------------------
+
+template <int BITS>
+XC2_Q512 void pack_bits(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* wp,
+                        int nr) {
+  constexpr int P = 32 / BITS;
+  const int64_t end = row0 + rows;
+  if (row0 % 16 != 0 || k0 % P != 0 || klen % P != 0 || nr % 16 != 0 || (end % 16 != 0 && end < w.n)) {
+    q_scalar_kernels()->pack(w, row0, rows, k0, klen, wp, nr);
+    return;
+  }
+  const int64_t panels = (rows + nr - 1) / nr;
+  const int64_t rw0 = k0 / P, rw1 = (k0 + klen) / P;
+  for (int64_t pi = 0; pi < panels; ++pi) {
+    for (int sub = 0; sub < nr / 16; ++sub) {
+      const int64_t first = row0 + pi * nr + sub * 16;
+      float* dst = wp + pi * klen * nr + sub * 16;
+      if (first >= end || first >= w.n_pad) {
+        for (int64_t kk = 0; kk < klen; ++kk) _mm512_storeu_ps(dst + kk * nr, _mm512_setzero_ps());
+        continue;
+      }
+      const int64_t tile = first / 16;
+      const uint32_t* qt = w.q.data() + tile * w.kw * 16;
+      size_t ri = static_cast<size_t>(
+          std::upper_bound(w.run_start.begin(), w.run_start.end(), static_cast<int32_t>(rw0)) - w.run_start.begin() - 1);
+      __m512i z = zero_points(w, w.run_group[ri], tile);
+      __m512 s = _mm512_loadu_ps(w.scale.data() + w.run_group[ri] * w.n_pad + tile * 16);
+      for (int64_t r = rw0; r < rw1; ++r) {
+        if (r >= w.run_start[ri + 1]) {
+          ++ri;
+          z = zero_points(w, w.run_group[ri], tile);
+          s = _mm512_loadu_ps(w.scale.data() + w.run_group[ri] * w.n_pad + tile * 16);
+        }
+        const __m512i v = _mm512_loadu_si512(qt + r * 16);
+        float* d = dst + (r * P - k0) * nr;
+#pragma GCC unroll 8
+        for (int tt = 0; tt < P; ++tt)
+          _mm512_storeu_ps(d + tt * nr,
+                           _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(lane_values<BITS>(v, tt), z)), s));
+      }
+    }
+  }
+}
+
+void pack(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* wp, int nr) {
+  if (w.bits == 4) pack_bits<4>(w, row0, rows, k0, klen, wp, nr);
+  else pack_bits<8>(w, row0, rows, k0, klen, wp, nr);
+}
+
+// ---- int8 activations (VNNI) -------------------------------------------------------------------------
+
+template <int BITS, int MR>
+XC2_Q512_VNNI void int8_tile(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
+                             const float* zs, int64_t n_seg, int64_t i0, int64_t tile, float* y, int64_t ldy, bool add,
+                             const float* bias) {
+  constexpr int WPB = BITS == 4 ? 4 : 8;  // words per 32-column block
+  const int64_t nb = x.k / 32;
+  const uint32_t* qt = w.q.data() + tile * w.kw * 16;
+  const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
+  __m512 total[MR];
+  for (int i = 0; i < MR; ++i) total[i] = _mm512_setzero_ps();
+  for (int64_t sg = s0; sg < s1; ++sg) {
+    const KSegment seg = segs[sg];
+    __m512 acc[MR];
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+    for (int32_t b = seg.b0; b < seg.b1; ++b) {
+      __m512i wv[8];
+      const uint32_t* src = qt + static_cast<int64_t>(b) * WPB * 16;
+      _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchWords), _MM_HINT_T0);
+      if constexpr (BITS == 4) {
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const __m512i v = _mm512_loadu_si512(src + j * 16);
+          wv[2 * j] = _mm512_and_si512(v, nib);
+          wv[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi32(v, 4), nib);
+        }
+      } else {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) wv[j] = _mm512_loadu_si512(src + j * 16);
+      }
+#pragma GCC unroll 6
+      for (int i = 0; i < MR; ++i) {
+        const int32_t* xd = reinterpret_cast<const int32_t*>(x.q + (i0 + i) * x.k + static_cast<int64_t>(b) * 32);
+        __m512i dot = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) dot = _mm512_dpbusd_epi32(dot, wv[j], _mm512_set1_epi32(xd[j]));
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(x.scale[(i0 + i) * nb + b]), acc[i]);
+      }
+    }
+    const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile));
+    const __m512 sw = _mm512_loadu_ps(w.scale.data() + seg.g * w.n_pad + tile * 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 t = _mm512_fnmadd_ps(zf, _mm512_set1_ps(zs[(i0 + i) * n_seg + sg]), acc[i]);
+      total[i] = _mm512_fmadd_ps(sw, t, total[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) store_out(y + (i0 + i) * ldy, tile, w.n, total[i], add, bias);
+}
+
+template <int BITS>
+XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
+                             const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y,
+                             int64_t ldy, bool add, const float* bias) {
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t i = i0; i < i1; i += kInt8Mr) {
+      switch (std::min<int64_t>(kInt8Mr, i1 - i)) {
+        case 1: int8_tile<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+        case 2: int8_tile<BITS, 2>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+        case 3: int8_tile<BITS, 3>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+        case 4: int8_tile<BITS, 4>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+        case 5: int8_tile<BITS, 5>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+        default: int8_tile<BITS, 6>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+      }
+    }
+  }
+}
+
+void int8(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1, const float* zs,
+          int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y, int64_t ldy, bool add,
+          const float* bias) {
+  if (w.bits == 4) int8_bits<4>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t0, t1, y, ldy, add, bias);
+  else int8_bits<8>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t0, t1, y, ldy, add, bias);
+}
+
+const QKernels kAvx512 = {rows, pack, int8};
+
+}  // namespace
+
+const QKernels* q_avx512_kernels() { return &kAvx512; }
+
+bool cpu_has_avx512_vnni() {
+  static const bool has = __builtin_cpu_supports("avx512vnni");
+  return has;
+}
+
+}  // namespace xc2::kernels::cpu::detail
+
+#else  // not x86
+
+namespace xc2::kernels::cpu::detail {
+const QKernels* q_avx512_kernels() { return nullptr; }
+bool cpu_has_avx512_vnni() { return false; }
+}  // namespace xc2::kernels::cpu::detail
+
+#endif

@@ -1,0 +1,48 @@
+// Internal interface between the quantized linears (qgemm.cpp) and their per-ISA kernels (scalar in
+// qgemm.cpp, qgemm_avx512.cpp). Not for use outside kernels/cpu.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/qgemm.h"
+
+namespace xc2::kernels::cpu::detail {
+
+// Rows path over tiles [t0, t1) and all m rows of x (x already in the matrix's column order):
+//   y[i, j] = (accumulate ? y[i, j] : 0) + sum_g scale[g, j] * sum_{c in g} x[i, c] * (q[j, c] - zero[g, j]) (+ bias)
+using QRowsFn = void (*)(const QuantMatrix& w, const float* x, int64_t ldx, int64_t m, float* y, int64_t ldy,
+                         int64_t t0, int64_t t1, bool accumulate);
+
+// Dequantizes rows [row0, row0 + rows) x columns [k0, k0 + klen) straight into the f32 GEMM's packed weight
+// panels (kernels/cpu/gemm_internal.h: ceil(rows / nr) micro-panels [klen][nr], rows past the block zero).
+using QPackFn = void (*)(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* wp,
+                         int nr);
+
+// int8 activations (qlinear_int8): x quantized per row and 32-column block. For 4-bit weights the bytes of
+// every 8 columns are stored as columns 0, 2, 4, 6, 1, 3, 5, 7 (the low and the high nibbles of a word).
+struct QuantizedX {
+  const int8_t* q = nullptr;   // [m][k]
+  const float* scale = nullptr;  // [m][k / 32]
+  int64_t k = 0;
+};
+// One k segment: 32-column blocks [b0, b1), all in group g.
+struct KSegment {
+  int32_t b0, b1, g;
+};
+// Tiles [t0, t1) x rows [i0, i1) over segments [s0, s1) (zs[i * n_seg + s]: sum over the segment's blocks of
+// scale * sum of the block's int8 values); adds into y when `add`, else stores (+ bias when bias != nullptr).
+using QInt8Fn = void (*)(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
+                         const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y,
+                         int64_t ldy, bool add, const float* bias);
+
+struct QKernels {
+  QRowsFn rows = nullptr;
+  QPackFn pack = nullptr;
+  QInt8Fn int8 = nullptr;  // null: no VNNI
+};
+
+const QKernels* q_scalar_kernels();
+const QKernels* q_avx512_kernels();  // nullptr when not compiled in
+bool cpu_has_avx512_vnni();
+
+}  // namespace xc2::kernels::cpu::detail

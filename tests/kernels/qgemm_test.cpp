@@ -1,0 +1,258 @@
+// The quantized linears (kernels/cpu/qgemm.h) against a reference written from the GPTQ format itself:
+// w[r, c] = scale[g(c), r] * (q[r, c] - (stored_zero[g(c), r] + 1)), with g(c) = g_idx[c], summed in double.
+// Cases: 4 and 8 bits, group sizes 32, 64, 128 and per channel, act-order g_idx, sym and asym zero points,
+// n not a multiple of 16, a bias; every ISA this CPU has, the rows and the packed paths, m across the
+// rows/packed threshold, 1 and 2 threads. The int8 path (VNNI) is checked twice: against the same int8
+// arithmetic done here (equal up to f32 rounding) and against the exact result within the bound that
+// rounding x to 8 bits per 32-column block allows.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "core/half.h"
+#include "core/thread_pool.h"
+#include "cpu/gemm.h"
+#include "cpu/qgemm.h"
+
+namespace xc2 {
+namespace {
+
+using kernels::cpu::GemmIsa;
+using kernels::cpu::GemmPath;
+using kernels::cpu::GptqTensors;
+using kernels::cpu::QuantMatrix;
+
+struct QCase {
+  int bits;
+  int64_t n, k, group_size;  // -1: per channel
+  bool act_order, sym, bias;
+};
+
+struct QData {
+  QCase c;
+  int64_t groups = 0;
+  std::vector<int32_t> qweight, qzeros, g_idx;
+  std::vector<uint16_t> scales, bias;
+  std::vector<double> w;  // [n][k], input column order
+  GptqTensors t;
+};
+
+QData make(const QCase& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  QData d;
+  d.c = c;
+  const int p = 32 / c.bits, maxq = (1 << c.bits) - 1;
+  const int64_t gs = c.group_size == -1 ? c.k : c.group_size;
+  d.groups = c.k / gs;
+  // Group of every input column: plain, or a random permutation of them (act-order).
+  std::vector<int32_t> order(static_cast<size_t>(c.k));
+  std::iota(order.begin(), order.end(), 0);
+  if (c.act_order) std::shuffle(order.begin(), order.end(), rng);
+  d.g_idx.resize(static_cast<size_t>(c.k));
+  for (int64_t i = 0; i < c.k; ++i) d.g_idx[static_cast<size_t>(order[static_cast<size_t>(i)])] = static_cast<int32_t>(i / gs);
+  std::uniform_int_distribution<int> qd(0, maxq), zd(1, maxq + 1);
+  std::uniform_real_distribution<float> sd(0.001f, 0.02f);
+  std::vector<int32_t> q(static_cast<size_t>(c.n * c.k)), z(static_cast<size_t>(d.groups * c.n));
+  for (auto& v : q) v = qd(rng);
+  for (auto& v : z) v = c.sym ? (1 << (c.bits - 1)) : zd(rng);
+  d.scales.resize(static_cast<size_t>(d.groups * c.n));
+  for (auto& s : d.scales) s = f32_to_f16(sd(rng));
+  d.qweight.assign(static_cast<size_t>(c.k / p * c.n), 0);
+  for (int64_t r = 0; r < c.n; ++r)
+    for (int64_t col = 0; col < c.k; ++col)
+      d.qweight[static_cast<size_t>((col / p) * c.n + r)] |=
+          static_cast<int32_t>(static_cast<uint32_t>(q[static_cast<size_t>(r * c.k + col)]) << ((col % p) * c.bits));
+  const int64_t zw = (c.n + p - 1) / p;
+  d.qzeros.assign(static_cast<size_t>(d.groups * zw), 0);
+  for (int64_t g = 0; g < d.groups; ++g)
+    for (int64_t r = 0; r < c.n; ++r) {
+      const uint32_t stored = static_cast<uint32_t>(z[static_cast<size_t>(g * c.n + r)] - 1) & static_cast<uint32_t>(maxq);
+      d.qzeros[static_cast<size_t>(g * zw + r / p)] |= static_cast<int32_t>(stored << ((r % p) * c.bits));
+    }
+  d.w.resize(static_cast<size_t>(c.n * c.k));
+  for (int64_t r = 0; r < c.n; ++r)
+    for (int64_t col = 0; col < c.k; ++col) {
+      const int32_t g = d.g_idx[static_cast<size_t>(col)];
+      d.w[static_cast<size_t>(r * c.k + col)] =
+          static_cast<double>(f16_to_f32(d.scales[static_cast<size_t>(g * c.n + r)])) *
+          (q[static_cast<size_t>(r * c.k + col)] - z[static_cast<size_t>(g * c.n + r)]);
+    }
+  if (c.bias) {
+    d.bias.resize(static_cast<size_t>(c.n));
+    for (auto& b : d.bias) b = f32_to_f16(sd(rng) * 10);
+  }
+  d.t.bits = c.bits;
+  d.t.n = c.n;
+  d.t.k = c.k;
+  d.t.groups = d.groups;
+  d.t.group_size = c.group_size;
+  d.t.qweight = d.qweight.data();
+  d.t.qzeros = d.qzeros.data();
+  d.t.scales = d.scales.data();
+  d.t.scales_dtype = DType::F16;
+  d.t.g_idx = c.act_order ? d.g_idx.data() : nullptr;
+  d.t.bias = c.bias ? d.bias.data() : nullptr;
+  d.t.bias_dtype = DType::F16;
+  return d;
+}
+
+std::vector<float> random_x(int64_t m, int64_t ldx, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(m * ldx));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+// y = x . w^T + bias in double; *mag: sum |x| |w| per output (the scale of f32 rounding).
+std::vector<double> reference(const QData& d, const std::vector<float>& x, int64_t m, int64_t ldx,
+                              std::vector<double>* mag) {
+  const QCase& c = d.c;
+  std::vector<double> y(static_cast<size_t>(m * c.n));
+  mag->assign(y.size(), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t r = 0; r < c.n; ++r) {
+      double s = c.bias ? f16_to_f32(d.bias[static_cast<size_t>(r)]) : 0.0, a = std::fabs(s);
+      for (int64_t col = 0; col < c.k; ++col) {
+        const double t = x[static_cast<size_t>(i * ldx + col)] * d.w[static_cast<size_t>(r * c.k + col)];
+        s += t;
+        a += std::fabs(t);
+      }
+      y[static_cast<size_t>(i * c.n + r)] = s;
+      (*mag)[static_cast<size_t>(i * c.n + r)] = a;
+    }
+  return y;
+}
+
+const std::vector<QCase>& cases() {
+  static const std::vector<QCase> c = {
+      {4, 48, 256, 32, false, false, false},  {4, 40, 256, 64, true, false, true},
+      {4, 64, 512, -1, false, true, false},   {4, 33, 384, 128, true, true, false},
+      {8, 48, 256, 32, true, false, false},   {8, 40, 256, -1, false, false, true},
+      {8, 64, 512, 128, false, true, false},  {4, 96, 4352, 128, false, false, false},
+  };
+  return c;
+}
+
+std::vector<GemmIsa> isas() {
+  std::vector<GemmIsa> v = {GemmIsa::Scalar};
+  if (kernels::cpu::gemm_isa_supported(GemmIsa::Avx512)) v.push_back(GemmIsa::Avx512);
+  return v;
+}
+
+TEST(QGemm, RepackKeepsEveryValue) {
+  for (const QCase& c : cases()) {
+    const QData d = make(c, 7);
+    const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+    for (int64_t r = 0; r < c.n; ++r)
+      for (int64_t j = 0; j < c.k; ++j) {
+        const int64_t col = w.perm.empty() ? j : w.perm[static_cast<size_t>(j)];
+        ASSERT_EQ(static_cast<double>(w.at(r, j)), d.w[static_cast<size_t>(r * c.k + col)]) << r << " " << j;
+      }
+    EXPECT_EQ(w.run_start.empty(), false);
+  }
+}
+
+TEST(QGemm, EveryIsaAndPathMatchesTheReference) {
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    for (const QCase& c : cases()) {
+      const QData d = make(c, 11);
+      const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+      for (int64_t m : {1, 3, 8, 9, 17, 70}) {
+        const int64_t ldx = c.k + 3, ldy = c.n + 5;
+        const std::vector<float> x = random_x(m, ldx, static_cast<uint32_t>(m));
+        std::vector<double> mag;
+        const std::vector<double> ref = reference(d, x, m, ldx, &mag);
+        for (GemmIsa isa : isas()) {
+          for (GemmPath path : {GemmPath::Rows, GemmPath::Packed}) {
+            for (bool acc : {false, true}) {
+              SCOPED_TRACE(::testing::Message() << "bits " << c.bits << " n " << c.n << " k " << c.k << " gs "
+                                                << c.group_size << " act " << c.act_order << " m " << m << " isa "
+                                                << kernels::cpu::gemm_isa_name(isa) << " path "
+                                                << (path == GemmPath::Rows ? "rows" : "packed") << " acc " << acc
+                                                << " threads " << threads);
+              std::vector<float> y(static_cast<size_t>(m * ldy), acc ? 0.5f : -7.0f);
+              kernels::cpu::QLinearOptions o;
+              o.isa = isa;
+              o.path = path;
+              kernels::cpu::qlinear(x.data(), ldx, w, y.data(), ldy, m, acc, pool, o);
+              for (int64_t i = 0; i < m; ++i) {
+                for (int64_t r = 0; r < c.n; ++r) {
+                  const double want = ref[static_cast<size_t>(i * c.n + r)] + (acc ? 0.5 : 0.0);
+                  const double tol = 2e-6 * mag[static_cast<size_t>(i * c.n + r)] + 1e-6;
+                  ASSERT_NEAR(y[static_cast<size_t>(i * ldy + r)], want, tol) << "row " << i << " out " << r;
+                }
+                for (int64_t r = c.n; r < ldy; ++r)  // the padding of y is never written
+                  ASSERT_EQ(y[static_cast<size_t>(i * ldy + r)], acc ? 0.5f : -7.0f);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(QGemm, Int8ActivationsAreTheDocumentedArithmetic) {
+  if (!kernels::cpu::qlinear_int8_supported()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  ThreadPool pool(2);
+  for (const QCase& c : cases()) {
+    const QData d = make(c, 23);
+    const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+    ASSERT_TRUE(kernels::cpu::qlinear_int8_supported(w));
+    for (int64_t m : {1, 5, 7, 100}) {
+      SCOPED_TRACE(::testing::Message() << "bits " << c.bits << " n " << c.n << " k " << c.k << " gs " << c.group_size
+                                        << " act " << c.act_order << " m " << m);
+      const int64_t ldx = c.k + 1, ldy = c.n;
+      const std::vector<float> x = random_x(m, ldx, static_cast<uint32_t>(100 + m));
+      std::vector<double> mag;
+      const std::vector<double> exact = reference(d, x, m, ldx, &mag);
+      // x rounded to int8 per 32 input columns, in the matrix's column order (act-order groups them).
+      std::vector<double> xr(static_cast<size_t>(m * c.k)), bound(static_cast<size_t>(m * c.n), 0.0);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t b = 0; b < c.k / 32; ++b) {
+          float amax = 0;
+          for (int64_t j = b * 32; j < b * 32 + 32; ++j) {
+            const int64_t col = w.perm.empty() ? j : w.perm[static_cast<size_t>(j)];
+            amax = std::max(amax, std::fabs(x[static_cast<size_t>(i * ldx + col)]));
+          }
+          const float sc = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+          for (int64_t j = b * 32; j < b * 32 + 32; ++j) {
+            const int64_t col = w.perm.empty() ? j : w.perm[static_cast<size_t>(j)];
+            const float qv = std::nearbyint(x[static_cast<size_t>(i * ldx + col)] * inv);
+            xr[static_cast<size_t>(i * c.k + col)] = static_cast<double>(sc) * std::max(-127.0f, std::min(127.0f, qv));
+            for (int64_t r = 0; r < c.n; ++r)
+              bound[static_cast<size_t>(i * c.n + r)] += sc * 0.5 * std::fabs(d.w[static_cast<size_t>(r * c.k + col)]);
+          }
+        }
+      std::vector<float> y(static_cast<size_t>(m * ldy), 0.0f);
+      kernels::cpu::qlinear_int8(x.data(), ldx, w, y.data(), ldy, m, false, pool);
+      double err2 = 0, ref2 = 0;
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t r = 0; r < c.n; ++r) {
+          double emu = c.bias ? f16_to_f32(d.bias[static_cast<size_t>(r)]) : 0.0, a = std::fabs(emu);
+          for (int64_t col = 0; col < c.k; ++col) {
+            const double t = xr[static_cast<size_t>(i * c.k + col)] * d.w[static_cast<size_t>(r * c.k + col)];
+            emu += t;
+            a += std::fabs(t);
+          }
+          const double got = y[static_cast<size_t>(i * ldy + r)];
+          ASSERT_NEAR(got, emu, 4e-6 * a + 1e-6) << "row " << i << " out " << r;
+          const double e = exact[static_cast<size_t>(i * c.n + r)];
+          ASSERT_LE(std::fabs(got - e), bound[static_cast<size_t>(i * c.n + r)] * 1.001 + 4e-6 * a + 1e-6);
+          err2 += (got - e) * (got - e);
+          ref2 += e * e;
+        }
+      EXPECT_GT(err2, 0.0);  // x really was rounded
+      EXPECT_LT(std::sqrt(err2 / ref2), 0.02);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace xc2
