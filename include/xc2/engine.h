@@ -38,6 +38,11 @@ struct EngineOptions {
   // user's text become control tokens. Off by default: the user's text (Request::user_spans, a ChatSession's
   // system prompt and messages) is tokenized as text, and only the template emits control tokens.
   bool parse_special = false;
+  // Quantized (GPTQ) folders on the CPU: by default, where the CPU has AVX-512 VNNI, the quantized linears round
+  // the activations to int8 per 32 input columns and use integer dot products (several times faster prefill;
+  // logits differ from the exact path by about 1e-2 relative). true: f32 math on the dequantized weights, the
+  // reference's numbers. No effect on 16-bit folders or other CPUs.
+  bool exact_quant = false;
 };
 
 // The spellings of the CLI: "auto", "cpu", "cuda"; "auto" (nullopt), "f32", "bf16", "f16".

@@ -1,8 +1,11 @@
 // GPTQ repacking and the quantized linears (kernels/cpu/qgemm.h): the drivers and the scalar kernels.
 #include "cpu/qgemm.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 
@@ -114,6 +117,40 @@ namespace detail {
 const QKernels* q_scalar_kernels() { return &kScalar; }
 }  // namespace detail
 
+WordArray::WordArray(size_t n) : n_(n) {
+  if (n == 0) return;
+  const size_t bytes = n * sizeof(uint32_t);
+  const size_t huge = size_t{2} << 20;
+  const size_t align = bytes >= huge ? huge : 64;
+  void* mem = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  XC2_CHECK(mem != nullptr, Internal, "out of memory for ", bytes, " bytes of quantized weights");
+  if (align == huge) madvise(mem, (bytes + align - 1) / align * align, MADV_HUGEPAGE);  // a hint; failure is harmless
+  p_ = static_cast<uint32_t*>(mem);
+  std::memset(p_, 0, bytes);
+}
+
+WordArray::WordArray(const WordArray& o) : WordArray(o.n_) {
+  if (n_) std::memcpy(p_, o.p_, n_ * sizeof(uint32_t));
+}
+
+WordArray& WordArray::operator=(const WordArray& o) {
+  if (this != &o) *this = WordArray(o);
+  return *this;
+}
+
+WordArray& WordArray::operator=(WordArray&& o) noexcept {
+  if (this != &o) {
+    std::free(p_);
+    p_ = o.p_;
+    n_ = o.n_;
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
+  return *this;
+}
+
+WordArray::~WordArray() { std::free(p_); }
+
 size_t QuantMatrix::bytes() const {
   return q.size() * 4 + scale.size() * 4 + zero_m1.size() + group.size() * 4 + perm.size() * 4 + bias.size() * 4;
 }
@@ -174,7 +211,7 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
   }
 
   // Values: qweight [k / p, n] -> q [n_pad / 16][kw][16] in the reordered column order.
-  w.q.assign(static_cast<size_t>(w.n_pad * w.kw), 0u);
+  w.q = WordArray(static_cast<size_t>(w.n_pad * w.kw));
   std::vector<int32_t> src_col(static_cast<size_t>(t.k));  // reordered position of input column c
   for (int64_t j = 0; j < t.k; ++j)
     src_col[static_cast<size_t>(w.perm.empty() ? j : w.perm[static_cast<size_t>(j)])] = static_cast<int32_t>(j);

@@ -47,12 +47,34 @@ struct GptqTensors {
   DType bias_dtype = DType::F16;
 };
 
+// The packed values' storage: 64-byte aligned (a tile line is one cache line), and from 2 MiB on in memory
+// advised for transparent huge pages (decode streams every weight each token; 4 KB pages cost TLB walks).
+class WordArray {
+ public:
+  WordArray() = default;
+  explicit WordArray(size_t n);  // zero-filled
+  WordArray(const WordArray& o);
+  WordArray& operator=(const WordArray& o);
+  WordArray(WordArray&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  WordArray& operator=(WordArray&& o) noexcept;
+  ~WordArray();
+  uint32_t* data() { return p_; }
+  const uint32_t* data() const { return p_; }
+  size_t size() const { return n_; }
+  uint32_t& operator[](size_t i) { return p_[i]; }
+  const uint32_t& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  uint32_t* p_ = nullptr;
+  size_t n_ = 0;
+};
+
 struct QuantMatrix {
   int bits = 4;
   int64_t n = 0, k = 0, groups = 1;
   int64_t n_pad = 0;              // n rounded up to 16
   int64_t kw = 0;                 // words per output row: k * bits / 32
-  std::vector<uint32_t> q;        // [n_pad / 16][kw][16]
+  WordArray q;                    // [n_pad / 16][kw][16]
   std::vector<float> scale;       // [groups][n_pad] (the stored f16, BF16 or F32 value; 0 in padding rows)
   std::vector<uint8_t> zero_m1;   // [groups][n_pad]: zero point - 1
   std::vector<int32_t> group;     // [k]: group of (reordered) column j, non-decreasing

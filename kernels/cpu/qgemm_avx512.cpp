@@ -54,10 +54,21 @@ XC2_Q512 inline void store_out(float* yrow, int64_t tile, int64_t n, __m512 v, b
 
 // ---- rows path (exact) -------------------------------------------------------------------------------
 
+// The value of lane bits [BITS * tt, BITS * (tt + 1)) as the float 2^23 + value (exact: OR into the significand).
+template <int BITS>
+XC2_Q512 inline __m512 lane_values_biased(__m512i v, int tt) {
+  const __m512i mask = _mm512_set1_epi32((1 << BITS) - 1);
+  const __m512i magic = _mm512_set1_epi32(0x4B000000);  // 2^23
+  const __m512i sh = tt == 0 ? v : _mm512_srli_epi32(v, static_cast<unsigned>(BITS * tt));
+  return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(sh, mask, magic, 0xEA));  // (sh & mask) | magic
+}
+
 template <int BITS, int MR>
 XC2_Q512 void rows_tile(const QuantMatrix& w, int64_t tile, const float* x, int64_t ldx, float* y, int64_t ldy,
                         bool accumulate) {
   constexpr int P = 32 / BITS;
+  // Independent FMA chains per row: a lone row would otherwise wait on the FMA latency at every value.
+  constexpr int A = MR == 1 ? 4 : MR == 2 ? 2 : 1;
   const uint32_t* qt = w.q.data() + tile * w.kw * 16;
   __m512 total[MR];
   for (int i = 0; i < MR; ++i) total[i] = _mm512_setzero_ps();
@@ -65,22 +76,29 @@ XC2_Q512 void rows_tile(const QuantMatrix& w, int64_t tile, const float* x, int6
   for (size_t ri = 0; ri < runs; ++ri) {
     const int64_t r0 = w.run_start[ri], r1 = w.run_start[ri + 1];
     const int32_t g = w.run_group[ri];
-    const __m512i z = zero_points(w, g, tile);
-    __m512 acc[MR];
-    for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+    // 2^23 + zero point: (2^23 + q) - (2^23 + zero) = q - zero, exactly.
+    const __m512 zb = _mm512_add_ps(_mm512_cvtepi32_ps(zero_points(w, g, tile)), _mm512_set1_ps(8388608.0f));
+    __m512 acc[MR][A];
+    for (int i = 0; i < MR; ++i)
+      for (int a = 0; a < A; ++a) acc[i][a] = _mm512_setzero_ps();
     for (int64_t r = r0; r < r1; ++r) {
       _mm_prefetch(reinterpret_cast<const char*>(qt + r * 16 + kPrefetchWords), _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512(qt + r * 16);
       const float* xc = x + r * P;
 #pragma GCC unroll 8
       for (int tt = 0; tt < P; ++tt) {
-        const __m512 wv = _mm512_cvtepi32_ps(_mm512_sub_epi32(lane_values<BITS>(v, tt), z));
+        const __m512 wv = _mm512_sub_ps(lane_values_biased<BITS>(v, tt), zb);
 #pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xc[i * ldx + tt]), acc[i]);
+        for (int i = 0; i < MR; ++i)
+          acc[i][tt % A] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xc[i * ldx + tt]), acc[i][tt % A]);
       }
     }
     const __m512 s = _mm512_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16);
-    for (int i = 0; i < MR; ++i) total[i] = _mm512_fmadd_ps(s, acc[i], total[i]);
+    for (int i = 0; i < MR; ++i) {
+      __m512 sum = acc[i][0];
+      for (int a = 1; a < A; ++a) sum = _mm512_add_ps(sum, acc[i][a]);
+      total[i] = _mm512_fmadd_ps(s, sum, total[i]);
+    }
   }
   const float* bias = w.bias.empty() ? nullptr : w.bias.data();
   for (int i = 0; i < MR; ++i) store_out(y + i * ldy, tile, w.n, total[i], accumulate, bias);
@@ -172,8 +190,7 @@ XC2_Q512_VNNI void int8_tile(const QuantMatrix& w, const QuantizedX& x, const KS
   const int64_t nb = x.k / 32;
   const uint32_t* qt = w.q.data() + tile * w.kw * 16;
   const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
-  __m512 total[MR];
-  for (int i = 0; i < MR; ++i) total[i] = _mm512_setzero_ps();
+  alignas(64) float total[MR][16] = {};
   for (int64_t sg = s0; sg < s1; ++sg) {
     const KSegment seg = segs[sg];
     __m512 acc[MR];
@@ -196,20 +213,25 @@ XC2_Q512_VNNI void int8_tile(const QuantMatrix& w, const QuantizedX& x, const KS
 #pragma GCC unroll 6
       for (int i = 0; i < MR; ++i) {
         const int32_t* xd = reinterpret_cast<const int32_t*>(x.q + (i0 + i) * x.k + static_cast<int64_t>(b) * 32);
-        __m512i dot = _mm512_setzero_si512();
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) dot = _mm512_dpbusd_epi32(dot, wv[j], _mm512_set1_epi32(xd[j]));
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(x.scale[(i0 + i) * nb + b]), acc[i]);
+        // Two chains, so that the vpdpbusd latency overlaps.
+        __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int j = 0; j < 8; j += 2) {
+          d0 = _mm512_dpbusd_epi32(d0, wv[j], _mm512_set1_epi32(xd[j]));
+          d1 = _mm512_dpbusd_epi32(d1, wv[j + 1], _mm512_set1_epi32(xd[j + 1]));
+        }
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)),
+                                 _mm512_set1_ps(x.scale[(i0 + i) * nb + b]), acc[i]);
       }
     }
     const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile));
     const __m512 sw = _mm512_loadu_ps(w.scale.data() + seg.g * w.n_pad + tile * 16);
     for (int i = 0; i < MR; ++i) {
       const __m512 t = _mm512_fnmadd_ps(zf, _mm512_set1_ps(zs[(i0 + i) * n_seg + sg]), acc[i]);
-      total[i] = _mm512_fmadd_ps(sw, t, total[i]);
+      _mm512_store_ps(total[i], _mm512_fmadd_ps(sw, t, _mm512_load_ps(total[i])));
     }
   }
-  for (int i = 0; i < MR; ++i) store_out(y + (i0 + i) * ldy, tile, w.n, total[i], add, bias);
+  for (int i = 0; i < MR; ++i) store_out(y + (i0 + i) * ldy, tile, w.n, _mm512_load_ps(total[i]), add, bias);
 }
 
 template <int BITS>

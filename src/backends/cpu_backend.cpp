@@ -111,6 +111,9 @@ class CpuBackend final : public Backend {
       else std::snprintf(buf, sizeof(buf), ", %.1f MB of weights in huge pages", b / 1e6);
       s += buf;
     }
+    if (quant_bytes_ > 0)
+      s += !exact_quant_ && kc::qlinear_int8_supported() ? ", quantized matmuls with int8 activations (VNNI)"
+                                                         : ", quantized matmuls exact";
     return s + ")";
   }
   DType act_dtype() const override { return DType::F32; }
@@ -213,12 +216,18 @@ class CpuBackend final : public Backend {
     q.group_size = v.group_size;
     q.bytes = m->bytes();
     q.impl = std::move(m);
+    quant_bytes_ += q.bytes;
     return q;
   }
 
+  void set_exact_quant(bool exact) override { exact_quant_ = exact; }
+
   void do_linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate) override {
     const auto& m = *static_cast<const kc::QuantMatrix*>(w.impl.get());
-    kc::qlinear(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), accumulate, pool_);
+    if (!exact_quant_ && kc::qlinear_int8_supported(m))
+      kc::qlinear_int8(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), accumulate, pool_);
+    else
+      kc::qlinear(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), accumulate, pool_);
   }
 
   void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
@@ -291,6 +300,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  bool exact_quant_ = true;  // set_exact_quant()
+  size_t quant_bytes_ = 0;   // quantized weights loaded (for name())
   ThreadPool pool_;
   CpuWeights weights_;
   bool auto_copy_ = false;  // set by plan_weights(): the automatic copies fit in memory

@@ -208,6 +208,7 @@ std::unique_ptr<Engine> Engine::load(const EngineOptions& options) {
               dtype_name(*options.dtype), " needs --device cuda)");
     m.backend = make_cpu_backend(options.threads);
   }
+  m.backend->set_exact_quant(options.exact_quant);
   m.model = model::XComposer2::load(options.model_dir, *m.backend);
   const std::string tok_path = path_join(options.model_dir, "tokenizer.model");
   m.tok = text::Tokenizer::load(tok_path);

@@ -191,6 +191,7 @@ TEST_P(TinyModelTest, GreedyTokensMatchReference) {
   eo.model_dir = model_dir_;
   eo.device = DeviceChoice::Cpu;
   eo.threads = 2;
+  eo.exact_quant = true;  // the reference's numbers (the default int8 path: FastQuant.*)
   auto engine = Engine::load(eo);
   Request req;
   req.text = rendered();

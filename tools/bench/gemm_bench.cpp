@@ -4,6 +4,9 @@
 //   decode:  m = 1 x the model's linears and the LM head -> ms, weight GB/s, % of read bandwidth
 //            (weights rotate over enough copies that each call streams from DRAM, not the LLC)
 //   sweep:   rows vs packed path over m, to place the threshold (gemm_uses_rows_path)
+//   quant:   bf16 against GPTQ W8 and W4 (group size 128) on the decoder's linears, side by side: decode m = 1 and
+//            4 (weights rotated from DRAM; speed-up against the ideal byte ratio, GB/s against the read bandwidth)
+//            and prefill m = --m (exact path, and the int8 path where VNNI exists)
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include "core/half.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
+#include "cpu/qgemm.h"
 #include "microbench.h"
 
 namespace {
@@ -51,7 +55,7 @@ struct Options {
 void usage() {
   std::printf(
       "usage: xc2_gemm_bench [options]\n"
-      "  --suite LIST     limits,prefill,decode,sweep (default limits,prefill,decode)\n"
+      "  --suite LIST     limits,prefill,decode,sweep,quant (default limits,prefill,decode)\n"
       "  --threads LIST   thread counts (default 1,<all>)\n"
       "  --dtype LIST     bf16,f16,f32 (default all three)\n"
       "  --reps N         timed calls per case (default 3)\n"
@@ -336,6 +340,121 @@ void run_sweep(const Options& o) {
   }
 }
 
+// A random GPTQ linear [n, k] (group size gs), repacked for the CPU.
+QuantMatrix make_quant(int bits, int64_t n, int64_t k, int64_t gs) {
+  const int p = 32 / bits;
+  const int64_t groups = k / gs;
+  std::vector<int32_t> qweight(static_cast<size_t>(k / p * n)), qzeros(static_cast<size_t>(groups * ((n + p - 1) / p)));
+  std::vector<uint16_t> scales(static_cast<size_t>(groups * n));
+  for (auto& v : qweight) v = static_cast<int32_t>(g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull);
+  for (auto& v : qzeros) v = static_cast<int32_t>(g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull);
+  for (auto& v : scales) v = f32_to_f16(0.001f + 0.01f * std::fabs(next_uniform()));
+  GptqTensors t;
+  t.bits = bits;
+  t.n = n;
+  t.k = k;
+  t.groups = groups;
+  t.group_size = gs;
+  t.qweight = qweight.data();
+  t.qzeros = qzeros.data();
+  t.scales = scales.data();
+  return repack_gptq(t);
+}
+
+template <typename Fn>
+double best_ms(int calls, Fn&& fn) {
+  fn();  // warm-up
+  double best = 1e30;
+  for (int c = 0; c < calls; ++c) {
+    const auto t0 = Clock::now();
+    fn(c);
+    best = std::min(best, std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+void run_quant(const Options& o) {
+  struct Q {
+    const char* name;
+    int64_t n, k;
+  };
+  const Q shapes[] = {{"wqkv", 6144, 4096}, {"wo", 4096, 4096}, {"w1/w3", 14336, 4096}, {"w2", 4096, 14336}};
+  std::printf("\n# quant: bf16 vs GPTQ W8/W4 (group 128), best of %d calls. decode: weights rotated over copies (cold);\n"
+              "#  speedup = bf16 ms / ms, ideal = bf16 bytes / bytes, %%ideal = speedup / ideal; %%read = GB/s / read bandwidth.\n"
+              "#  prefill m=%lld: exact = f32 math on dequantized weights, int8 = int8 activations (VNNI: %s)\n",
+              o.reps, static_cast<long long>(o.prefill_m), qlinear_int8_supported() ? "yes" : "no");
+  std::printf("%-7s %3s %-6s %5s %10s %9s %8s %7s %7s %7s %8s %6s\n", "shape", "thr", "weight", "m", "bytes_MB", "best_ms",
+              "speedup", "ideal", "%ideal", "", "GB/s", "%read");
+  for (int t : o.threads) {
+    ThreadPool pool(t);
+    const double read_bw = measure_read_bandwidth_gbs(pool, o.bw_bytes, 5);
+    for (const Q& s : shapes) {
+      const size_t bf_bytes = static_cast<size_t>(s.n * s.k) * 2;
+      const size_t bf_copies = std::max<size_t>(2, (o.decode_rotate_bytes + bf_bytes - 1) / bf_bytes);
+      const Weights bf = make_weights(DType::BF16, s.n, s.k, bf_copies);
+      std::vector<QuantMatrix> q8, q4;
+      const QuantMatrix q8_0 = make_quant(8, s.n, s.k, 128), q4_0 = make_quant(4, s.n, s.k, 128);
+      for (size_t c = 0; c < std::max<size_t>(2, (o.decode_rotate_bytes + q8_0.bytes() - 1) / q8_0.bytes()); ++c)
+        q8.push_back(q8_0);
+      for (size_t c = 0; c < std::max<size_t>(2, (o.decode_rotate_bytes + q4_0.bytes() - 1) / q4_0.bytes()); ++c)
+        q4.push_back(q4_0);
+      for (int64_t m : {int64_t{1}, int64_t{4}}) {
+        std::vector<float> x(static_cast<size_t>(m * s.k)), y(static_cast<size_t>(m * s.n));
+        for (auto& v : x) v = next_uniform();
+        const int calls = std::max<int>(o.reps, static_cast<int>(bf_copies));
+        const double bf_ms = time_gemm(bf, x, y, m, pool, o.gemm, calls).best_ms;
+        auto row = [&](const char* wname, size_t bytes, double ms) {
+          const double speed = bf_ms / ms, ideal = static_cast<double>(bf_bytes) / static_cast<double>(bytes);
+          const double gbs = static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
+          std::printf("%-7s %3d %-6s %5lld %10.1f %9.3f %8.2f %7.2f %6.1f%% %7s %8.2f %5.1f%%\n", s.name, t, wname,
+                      static_cast<long long>(m), static_cast<double>(bytes) / 1e6, ms, speed, ideal, 100.0 * speed / ideal,
+                      "", gbs, 100.0 * gbs / read_bw);
+        };
+        row("bf16", bf_bytes, bf_ms);
+        for (auto* qs : {&q8, &q4}) {
+          const std::vector<QuantMatrix>& qv = *qs;
+          const double ms = best_ms(static_cast<int>(std::max<size_t>(static_cast<size_t>(o.reps), qv.size())), [&](int c = 0) {
+            QLinearOptions qo;
+            qo.isa = o.gemm.isa;
+            qlinear(x.data(), s.k, qv[static_cast<size_t>(c) % qv.size()], y.data(), s.n, m, false, pool, qo);
+          });
+          row(qv[0].bits == 8 ? "W8" : "W4", qv[0].bytes(), ms);
+          if (qlinear_int8_supported(qv[0])) {
+            const double ms8 = best_ms(static_cast<int>(std::max<size_t>(static_cast<size_t>(o.reps), qv.size())), [&](int c = 0) {
+              qlinear_int8(x.data(), s.k, qv[static_cast<size_t>(c) % qv.size()], y.data(), s.n, m, false, pool);
+            });
+            row(qv[0].bits == 8 ? "W8-i8" : "W4-i8", qv[0].bytes(), ms8);
+          }
+        }
+      }
+      // Prefill: one copy each (compute-bound).
+      const int64_t m = o.prefill_m;
+      std::vector<float> x(static_cast<size_t>(m * s.k)), y(static_cast<size_t>(m * s.n));
+      for (auto& v : x) v = next_uniform();
+      const double bf_ms = time_gemm(bf, x, y, m, pool, o.gemm, o.reps).best_ms;
+      const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(s.n) * static_cast<double>(s.k);
+      std::printf("%-7s %3d %-6s %5lld %10s %9.1f %8s %7s %7s %7s %8.1f GFLOP/s\n", s.name, t, "bf16", static_cast<long long>(m),
+                  "-", bf_ms, "1.00", "", "", "", flops / (bf_ms * 1e-3) / 1e9);
+      for (const QuantMatrix* qm : {&q8[0], &q4[0]}) {
+        const char* wn = qm->bits == 8 ? "W8" : "W4";
+        const double ex = best_ms(o.reps, [&](int = 0) {
+          QLinearOptions qo;
+          qo.isa = o.gemm.isa;
+          qlinear(x.data(), s.k, *qm, y.data(), s.n, m, false, pool, qo);
+        });
+        std::printf("%-7s %3d %-6s %5lld %10s %9.1f %8.2f %7s %7s %7s %8.1f GFLOP/s (exact)\n", s.name, t, wn,
+                    static_cast<long long>(m), "-", ex, bf_ms / ex, "", "", "", flops / (ex * 1e-3) / 1e9);
+        if (qlinear_int8_supported(*qm)) {
+          const double i8 = best_ms(o.reps, [&](int = 0) { qlinear_int8(x.data(), s.k, *qm, y.data(), s.n, m, false, pool); });
+          std::printf("%-7s %3d %-6s %5lld %10s %9.1f %8.2f %7s %7s %7s %8.1f GOP/s (int8)\n", s.name, t, wn,
+                      static_cast<long long>(m), "-", i8, bf_ms / i8, "", "", "", flops / (i8 * 1e-3) / 1e9);
+        }
+      }
+      std::fflush(stdout);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -381,5 +500,6 @@ int main(int argc, char** argv) {
   }
   if (has("custom")) run_cases("custom", o.custom, o, o.custom.empty() || gemm_uses_rows_path(o.custom[0].m, o.custom[0].k, o.gemm.isa));
   if (has("sweep")) run_sweep(o);
+  if (has("quant")) run_quant(o);
   return 0;
 }

@@ -43,6 +43,7 @@ struct CommonOptions {
   bool verbose = false;
   bool quiet = false;
   bool parse_special = false;
+  bool exact = false;
 };
 
 void add_common_options(CLI::App* app, CommonOptions& o);
