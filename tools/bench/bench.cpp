@@ -48,13 +48,14 @@ double ModelFigures::prefill_flops(int64_t T) const {
 namespace {
 
 std::unique_ptr<Engine> load_engine(const BenchOptions& o, const std::string& dir, const std::string& device,
-                                    const std::string& dtype, double* ms) {
+                                    const std::string& dtype, bool exact_quant, double* ms) {
   std::cerr << "xc2 bench: loading " << dir << (device == "cuda" ? " onto the GPU" : "") << " ...\n";
   EngineOptions eo;
   eo.model_dir = dir;
   eo.device = parse_device(device);
   eo.threads = o.threads;
   eo.dtype = parse_dtype(dtype);
+  eo.exact_quant = exact_quant;
   const auto t0 = Clock::now();
   std::unique_ptr<Engine> e = Engine::load(eo);
   e->diagnostics().synchronize();
@@ -87,9 +88,10 @@ std::string bench_text(Engine& e, int n) {
 
 }  // namespace
 
-Workload::Workload(const BenchOptions& o, const std::string& dir, const std::string& device, const std::string& dtype)
+Workload::Workload(const BenchOptions& o, const std::string& dir, const std::string& device, const std::string& dtype,
+                   bool exact_quant)
     : dir_(dir),
-      engine_(load_engine(o, dir, device, dtype, &load_ms_)),
+      engine_(load_engine(o, dir, device, dtype, exact_quant, &load_ms_)),
       fig_(io::ModelConfig::load(path_join(dir, "config.json")), engine_->info().lora_rank),
       text_(bench_text(*engine_, o.text_tokens)) {}
 

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "bench_internal.h"
+#include "core/mmap_file.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
 #include "microbench.h"
@@ -31,6 +32,33 @@ double peak_rss_gib() {
   return static_cast<double>(ru.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB
 }
 
+// Best of o.repeats: ViT, prefill (one image + text) and decode of one sequence.
+struct Measured {
+  double vit_ms = 1e30, prefill_ms = 1e30, decode_ms = 1e30;
+  int64_t T = 0;
+  double decode_tok_s(int steps) const { return steps * 1000.0 / decode_ms; }
+};
+
+Measured measure(Workload& w, const BenchOptions& o, const std::string& what, ImageHandle* img_out) {
+  Measured m;
+  ImageHandle img;
+  for (int rep_i = 0; rep_i < o.repeats; ++rep_i) {
+    std::cerr << "xc2 bench: " << what << "run " << rep_i + 1 << "/" << o.repeats << " ...\n";
+    double ms = 0;
+    img = w.encode(&ms);
+    m.vit_ms = std::min(m.vit_ms, ms);
+    // decode_steps + 1 tokens: the first comes from the prefill's logits, each further one is a decode step.
+    const GenerationResult r = w.generate(img, o.decode_steps + 1);
+    m.prefill_ms = std::min(m.prefill_ms, r.timings.prefill_ms);
+    m.decode_ms = std::min(m.decode_ms, r.timings.decode_ms);
+    m.T = r.prompt_positions;
+  }
+  if (img_out) *img_out = img;
+  return m;
+}
+
+std::string pct(double v) { return fmt(100.0 * v, 0) + "%"; }
+
 }  // namespace
 
 BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
@@ -54,20 +82,10 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
   const ModelFigures& f = w.figures();
   const int64_t S = f.c.img_size, vt = f.vt;
 
-  double vit_ms = 1e30, prefill_ms = 1e30, decode_ms = 1e30;
-  int64_t T = 0;
   ImageHandle img;
-  for (int rep_i = 0; rep_i < o.repeats; ++rep_i) {
-    std::cerr << "xc2 bench: run " << rep_i + 1 << "/" << o.repeats << " ...\n";
-    double ms = 0;
-    img = w.encode(&ms);
-    vit_ms = std::min(vit_ms, ms);
-    // decode_steps + 1 tokens: the first comes from the prefill's logits, each further one is a decode step.
-    const GenerationResult r = w.generate(img, o.decode_steps + 1);
-    prefill_ms = std::min(prefill_ms, r.timings.prefill_ms);
-    decode_ms = std::min(decode_ms, r.timings.decode_ms);
-    T = r.prompt_positions;
-  }
+  const Measured base = measure(w, o, "", &img);
+  const double vit_ms = base.vit_ms, prefill_ms = base.prefill_ms, decode_ms = base.decode_ms;
+  const int64_t T = base.T;
   std::vector<std::pair<int, double>> batched;
   for (int B : o.decode_batches) {
     std::cerr << "xc2 bench: batched decode, batch " << B << " ...\n";
@@ -107,6 +125,40 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
             fmt(100.0 * tok_s / roof, 0) + "% of the batch-" + std::to_string(B) + " read-bandwidth roofline");
   }
   add("peak RSS", peak_rss_gib(), "GiB", "process maximum resident set");
+
+  // The same workload on GPTQ copies (xc2 quantize), fast and exact, against the rows above.
+  if (!o.quant_bits.empty()) {
+    w.release();
+    const double bf_bytes = bytes_per_token;
+    for (int bits : o.quant_bits) {
+      const std::string qdir = dir + "-W" + std::to_string(bits) + "g" + std::to_string(o.quant_group_size);
+      if (!file_exists(path_join(qdir, "config.json"))) {
+        std::cerr << "xc2 bench: quantizing to " << bits << " bits (group size " << o.quant_group_size << ") into "
+                  << qdir << " ...\n";
+        quantize_model(dir, qdir, bits, o.quant_group_size, false, 5000000000ull, {});
+      }
+      const std::string tag = "W" + std::to_string(bits);
+      for (bool exact : {false, true}) {
+        Workload qw(o, qdir, "cpu", "auto", exact);
+        const std::string path = exact ? "exact" : qw.diag().backend_name().find("int8") != std::string::npos
+                                                       ? "int8 activations"
+                                                       : "exact (no VNNI)";
+        const Measured q = measure(qw, o, tag + " " + path + ": ", nullptr);
+        const double q_weight = static_cast<double>(qw.diag().weight_bytes_per_token());
+        const double q_bytes = q_weight + kv_bytes;
+        const double q_roof = read_bw * 1e9 / q_bytes;
+        const double q_tok_s = q.decode_tok_s(o.decode_steps);
+        const double ideal = bf_bytes / q_bytes, speedup = q_tok_s / decode_tok_s;
+        add(tag + " prefill (" + path + ")", q.T * 1000.0 / q.prefill_ms, "pos/s",
+            fmt(q.prefill_ms, 1) + " ms; " + fmt(prefill_ms / q.prefill_ms) + "x the 16-bit prefill");
+        add(tag + " decode (" + path + ")", q_tok_s, "tok/s",
+            fmt(q_bytes / 1e9, 3) + " GB read per token; " + fmt(speedup) + "x the 16-bit decode, ideal " + fmt(ideal) +
+                "x (bytes ratio): " + pct(speedup / ideal) + " of it; " + pct(q_tok_s / q_roof) +
+                " of its own read-bandwidth roofline (" + fmt(q_roof, 2) + " tok/s)");
+        add(tag + " peak RSS (" + path + ")", peak_rss_gib(), "GiB", "process maximum so far");
+      }
+    }
+  }
 
   if (o.reference) {
     w.release();

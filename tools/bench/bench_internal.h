@@ -50,7 +50,8 @@ struct ModelFigures {
 class Workload {
  public:
   // Loads the engine (timed: load_ms()); progress on stderr.
-  Workload(const BenchOptions& o, const std::string& dir, const std::string& device, const std::string& dtype);
+  Workload(const BenchOptions& o, const std::string& dir, const std::string& device, const std::string& dtype,
+           bool exact_quant = false);
   Engine& engine() { return *engine_; }
   EngineDiagnostics diag() { return engine_->diagnostics(); }
   const ModelFigures& figures() const { return fig_; }

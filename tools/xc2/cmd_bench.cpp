@@ -18,6 +18,7 @@ Handler register_bench(CLI::App& app) {
   xc2 bench --threads 2 --no-reference
   xc2 bench --model internlm-xcomposer2-vl-7b --decode-steps 64
   xc2 bench --device cuda --layers 32 --vit-layers 24 --decode-steps 64   # the full XC2-VL-7B on a GPU
+  xc2 bench --layers 8 --threads 2 --quant 8,4 --no-reference   # 16-bit vs W8 vs W4 on the CPU, side by side
 
 The synthetic checkpoint (about 2.6 GB for 2 decoder layers) is written once under --work-dir and reused.
 Decode is reported against the streaming-read roofline (weight + KV bytes per token / measured read
@@ -49,6 +50,13 @@ once per step for all N, against the same roofline with N tokens per weight read
       ->check(CLI::Range(0, 256))->capture_default_str();
   cmd->add_option("--caption-tokens", o->caption_tokens, "CUDA: greedy tokens per caption")
       ->check(CLI::Range(3, 1024))->capture_default_str();
+  cmd->add_option("--quant", o->quant_bits,
+                  "CPU: also run on GPTQ copies with these bit widths (e.g. 8,4; made once with xc2 quantize under "
+                  "--work-dir), fast and --exact, next to the 16-bit rows")
+      ->check(CLI::IsMember({4, 8}))
+      ->delimiter(',');
+  cmd->add_option("--quant-group-size", o->quant_group_size, "Group size of those copies (-1: per channel)")
+      ->capture_default_str();
   cmd->add_flag("--no-reference", *no_ref, "Skip the PyTorch reference");
   cmd->add_option("--python", o->python, "Python with PyTorch for the reference")->capture_default_str();
   cmd->add_option("--reference-script", o->reference_script,
