@@ -136,6 +136,15 @@ class CpuBackend final : public Backend {
                                                    : "mapped (transparent huge pages off or not enough memory)"));
   }
 
+  // Drops the file pages this process mapped for a tensor it has copied (whole pages inside the tensor only; the
+  // page cache keeps them, a later access of a neighbouring view faults them back in).
+  static void release_file_pages(const void* data, size_t nbytes) {
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(data) + nbytes) / page * page;
+    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+  }
+
   Tensor weight(const io::TensorView& w) override {
     const HugePagePolicy& policy = huge_page_policy();
     const bool copy = weights_ == CpuWeights::Auto && policy.min_bytes > 0 && w.nbytes >= policy.min_bytes &&
@@ -147,12 +156,7 @@ class CpuBackend final : public Backend {
     XC2_CHECK(p != nullptr, Internal, "out of memory copying weight ", w.name, " (", w.nbytes, " bytes)");
     ::madvise(p, alloc, MADV_HUGEPAGE);
     std::memcpy(p, w.data, w.nbytes);
-    // Drop the file pages this process mapped for the copy (whole pages inside the tensor only; the page
-    // cache keeps them, a later access of a neighbouring view faults them back in).
-    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t b = (reinterpret_cast<uintptr_t>(w.data) + page - 1) / page * page;
-    const uintptr_t e = (reinterpret_cast<uintptr_t>(w.data) + w.nbytes) / page * page;
-    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    release_file_pages(w.data, w.nbytes);
     Tensor t = Tensor::view(p, w.shape, w.dtype, Device::Cpu);
     t.owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
     huge_bytes_ += w.nbytes;
@@ -217,6 +221,10 @@ class CpuBackend final : public Backend {
     q.bytes = m->bytes();
     q.impl = std::move(m);
     quant_bytes_ += q.bytes;
+    // The repacked copy is all that is used from now on: the mapped GPTQ tensors leave the resident set.
+    if (weights_ == CpuWeights::Auto)
+      for (const io::TensorView* t : {v.qweight, v.qzeros, v.scales, v.g_idx, v.bias})
+        if (t) release_file_pages(t->data, t->nbytes);
     return q;
   }
 

@@ -52,6 +52,9 @@ def qa_for(scene, rng):
     return rng.choice(present)
 
 
+XC2_ARGS = []  # --xc2-arg
+
+
 def run_xc2_caption(xc2, model, paths, question, max_new, threads, workdir):
     lst = os.path.join(workdir, "list.txt")
     out = os.path.join(workdir, "xc2.jsonl")
@@ -60,7 +63,7 @@ def run_xc2_caption(xc2, model, paths, question, max_new, threads, workdir):
     if os.path.exists(out):
         os.remove(out)
     cmd = [xc2, "caption", "--model", model, "--prompt", question, "--list", lst, "--out", out,
-           "--no-progress", "-n", str(max_new), "--threads", str(threads), "-q"]
+           "--no-progress", "-n", str(max_new), "--threads", str(threads), "-q"] + XC2_ARGS
     t = time.time()
     subprocess.run(cmd, check=True)
     dt = time.time() - t
@@ -76,7 +79,7 @@ def run_xc2_caption(xc2, model, paths, question, max_new, threads, workdir):
 
 def xc2_chat_tokens(xc2, model, path, question, max_new, threads):
     cmd = [xc2, "chat", "--model", model, "--image", path, "--greedy", "--format", "json", "-n", str(max_new),
-           "--threads", str(threads), "-q", question]
+           "--threads", str(threads), "-q"] + XC2_ARGS + ["--", question]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -109,7 +112,7 @@ def run_multiturn(a, scenes, paths):
         greet = i % 2 == 1
         lines, msgs = multiturn_conversation(sc, p, rng, greet)
         cmd = [a.xc2, "chat", "--model", a.model, "--greedy", "-n", str(a.max_new_tokens), "--threads",
-               str(a.threads), "-q"]
+               str(a.threads), "-q"] + XC2_ARGS
         out = subprocess.run(cmd, input="\n".join(lines) + "\n", check=True, capture_output=True, text=True).stdout
         answers = out.split("\n")
         for k, (kind, q, want) in enumerate(msgs):
@@ -157,7 +160,10 @@ def main():
                     help="instead: one conversation per scene with follow-up questions (xc2 chat with history)")
     ap.add_argument("--keep", default="", help="write the PNGs here instead of a temporary folder")
     ap.add_argument("--show", type=int, default=5, help="print this many example captions")
+    ap.add_argument("--xc2-arg", action="append", default=[],
+                    help="extra argument for every xc2 command (repeatable), e.g. --xc2-arg=--exact")
     a = ap.parse_args()
+    XC2_ARGS.extend(a.xc2_arg)
     torch.set_num_threads(a.threads)
     scenes = eval_scenes(a.n, a.seed)
     workdir = a.keep or tempfile.mkdtemp(prefix="xc2_eval_demo_")
@@ -197,7 +203,8 @@ def main():
         if i < a.show:
             print(f"{os.path.basename(p)}: truth {truth!r}\n    xc2 {xt!r}\n    ref {rt!r}")
 
-    print(f"\n{a.n} held-out scenes (seed {a.seed}), question {a.question!r}, greedy, model {a.model}")
+    print(f"\n{a.n} held-out scenes (seed {a.seed}), question {a.question!r}, greedy, model {a.model}"
+          + (f", xc2 {' '.join(XC2_ARGS)}" if XC2_ARGS else ""))
     for name in ("xc2", "ref"):
         ok, tot, ex = stats[name]
         print(f"  {name}: object-level accuracy {ok}/{tot} = {ok / tot:.4f}, exact-match captions "
