@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -25,21 +26,6 @@ constexpr const char* kLinears[] = {"attention.wqkv", "attention.wo", "feed_forw
                                     "feed_forward.w2"};
 
 float widen(const io::TensorView& t, int64_t i) { return float_at(t.data, t.dtype, i); }
-
-// An owned tensor for the writer.
-struct Owned {
-  std::string name;
-  DType dtype;
-  std::vector<int64_t> shape;
-  std::shared_ptr<std::vector<char>> bytes;
-};
-
-template <typename T>
-Owned own(const std::string& name, DType dt, std::vector<int64_t> shape, const std::vector<T>& v) {
-  Owned o{name, dt, std::move(shape), std::make_shared<std::vector<char>>(v.size() * sizeof(T))};
-  std::memcpy(o.bytes->data(), v.data(), o.bytes->size());
-  return o;
-}
 
 }  // namespace
 
@@ -104,38 +90,71 @@ void quantize_checkpoint(const std::string& model_dir, const std::string& out_di
   for (int i = 0; i < cfg.num_hidden_layers; ++i)
     for (const char* lin : kLinears) targets.insert(names::plora_base(i, lin) + ".weight");
 
-  std::vector<Owned> owned;
+  // The output's tensors: the source's, the five linears of every layer replaced by their four GPTQ tensors
+  // (no data yet). The writer asks for each tensor's bytes in its own order; a linear is quantized when one of
+  // its tensors is first asked for and kept until another linear's is (the writer orders a shard's tensors by
+  // dtype size, so a linear may be quantized twice): memory is one linear's GPTQ tensors and the f32 row.
   std::vector<io::TensorView> views;
-  const size_t total = ckpt.tensors().size();
-  size_t done = 0;
+  std::map<std::string, const io::TensorView*> source_of;  // GPTQ tensor -> the weight it comes from
+  XC2_CHECK(opts.bits == 4 || opts.bits == 8, InvalidArgument, "--bits ", opts.bits, ": xc2 quantizes to 4 or 8 bits");
+  XC2_CHECK(opts.group_size == -1 || opts.group_size > 0, InvalidArgument, "--group-size ", opts.group_size,
+            " is invalid");
+  const int64_t p = 32 / opts.bits;
   for (const io::TensorView& t : ckpt.tensors()) {
     if (!targets.count(t.name)) {
       views.push_back(t);
-    } else {
-      const std::string base = t.name.substr(0, t.name.size() - 7);
-      const int64_t n = t.shape[0], k = t.shape[1];
-      GptqPacked q = rtn_quantize(t, opts.bits, opts.group_size, opts.sym);
-      const int64_t p = 32 / opts.bits;
-      owned.push_back(own(base + ".qweight", DType::I32, {k / p, n}, q.qweight));
-      owned.push_back(own(base + ".qzeros", DType::I32, {q.groups, (n + p - 1) / p}, q.qzeros));
-      owned.push_back(own(base + ".scales", DType::F16, {q.groups, n}, q.scales));
-      owned.push_back(own(base + ".g_idx", DType::I32, {k}, q.g_idx));
-      targets.erase(t.name);
-      for (size_t i = owned.size() - 4; i < owned.size(); ++i) {
-        io::TensorView v;
-        v.name = owned[i].name;
-        v.dtype = owned[i].dtype;
-        v.shape = owned[i].shape;
-        v.data = owned[i].bytes->data();
-        v.nbytes = owned[i].bytes->size();
-        v.file = "(quantized)";
-        views.push_back(std::move(v));
-      }
+      continue;
     }
-    if (progress) progress(++done, total, t.name);
+    XC2_CHECK(t.shape.size() == 2, ShapeMismatch, "tensor '", t.name, "' is not a matrix");
+    XC2_CHECK(t.shape[1] % p == 0, ShapeMismatch, "tensor '", t.name, "': input dimension ", t.shape[1],
+              " is not a multiple of ", p);
+    const std::string base = t.name.substr(0, t.name.size() - 7);
+    const int64_t n = t.shape[0], k = t.shape[1], groups = io::gptq_groups(k, opts.group_size);
+    const std::pair<const char*, std::pair<DType, std::vector<int64_t>>> outs[] = {
+        {".qweight", {DType::I32, {k / p, n}}},
+        {".qzeros", {DType::I32, {groups, (n + p - 1) / p}}},
+        {".scales", {DType::F16, {groups, n}}},
+        {".g_idx", {DType::I32, {k}}}};
+    for (const auto& [suffix, spec] : outs) {
+      io::TensorView v;
+      v.name = base + suffix;
+      v.dtype = spec.first;
+      v.shape = spec.second;
+      v.nbytes = static_cast<size_t>(v.numel()) * dtype_size(v.dtype);
+      v.file = "(quantized)";
+      views.push_back(std::move(v));
+      source_of[base + suffix] = &t;
+    }
+    targets.erase(t.name);
   }
   XC2_CHECK(targets.empty(), NotFound, "tensor '", *targets.begin(), "' not found in '", model_dir, "'");
-  io::write_safetensors_shards(views, out_dir, static_cast<size_t>(opts.max_shard_bytes));
+
+  const size_t total = ckpt.tensors().size();
+  std::set<const io::TensorView*> done;
+  const io::TensorView* cached = nullptr;
+  GptqPacked packed;
+  auto report = [&](const io::TensorView* src) {
+    if (done.insert(src).second && progress) progress(done.size(), total, src->name);
+  };
+  io::write_safetensors_shards(views, out_dir, static_cast<size_t>(opts.max_shard_bytes),
+                               [&](const io::TensorView& t, const io::WriteBytes& write) {
+    const auto it = source_of.find(t.name);
+    if (it == source_of.end()) {
+      write(t.data, t.nbytes);
+      report(&t);
+      return;
+    }
+    if (cached != it->second) {
+      packed = rtn_quantize(*it->second, opts.bits, opts.group_size, opts.sym);
+      cached = it->second;
+    }
+    const std::string suffix = t.name.substr(t.name.rfind('.'));
+    if (suffix == ".qweight") write(packed.qweight.data(), packed.qweight.size() * 4);
+    else if (suffix == ".qzeros") write(packed.qzeros.data(), packed.qzeros.size() * 4);
+    else if (suffix == ".scales") write(packed.scales.data(), packed.scales.size() * 2);
+    else write(packed.g_idx.data(), packed.g_idx.size() * 4);
+    report(it->second);
+  });
   io::copy_non_weight_files(model_dir, out_dir);
 
   nlohmann::ordered_json j = nlohmann::ordered_json::parse(read_file(path_join(model_dir, "config.json")));
