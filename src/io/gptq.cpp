@@ -78,9 +78,19 @@ std::optional<GptqConfig> read_gptq_config(const std::string& model_dir) {
                            file_exists(qc) ? read_file(qc) : std::string(), model_dir);
 }
 
-bool has_gptq_linear(const Checkpoint& ckpt, const std::string& base) { return ckpt.find(base + ".qweight") != nullptr; }
+bool has_gptq_linear(const Checkpoint& ckpt, const std::string& base) {
+  return ckpt.find(base + ".qweight") != nullptr || ckpt.find(base + ".linear.qweight") != nullptr;
+}
 
-GptqLinearViews get_gptq_linear(WeightStore& ws, const std::string& base, int64_t n, int64_t k, const GptqConfig& cfg) {
+GptqLinearViews get_gptq_linear(WeightStore& ws, const std::string& linear, int64_t n, int64_t k,
+                                const GptqConfig& cfg) {
+  // The official 4-bit releases name the quantized module `<linear>.linear` (upstream's AutoGPTQ class lists
+  // "attention.wqkv.linear", ... as its inside_layer_modules); xc2 quantize and GPTQ tools run on the 16-bit
+  // folders name it `<linear>`. Either is read.
+  const std::string base = ws.checkpoint().find(linear + ".qweight") == nullptr &&
+                                   ws.checkpoint().find(linear + ".linear.qweight") != nullptr
+                               ? linear + ".linear"
+                               : linear;
   GptqLinearViews v;
   v.base = base;
   v.n = n;

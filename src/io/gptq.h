@@ -41,7 +41,7 @@ int64_t gptq_groups(int64_t k, int64_t group_size);
 // and the config, g_idx values in [0, G). Errors name the tensor (ShapeMismatch, or NotFound when qweight,
 // qzeros or scales are missing).
 struct GptqLinearViews {
-  std::string base;  // "model.layers.0.attention.wqkv"
+  std::string base;  // "model.layers.0.attention.wqkv" (or "...wqkv.linear")
   const TensorView* qweight = nullptr;
   const TensorView* qzeros = nullptr;
   const TensorView* scales = nullptr;
@@ -51,7 +51,10 @@ struct GptqLinearViews {
   int bits = 0;
   int64_t group_size = 0;  // as configured (-1 kept)
 };
-GptqLinearViews get_gptq_linear(WeightStore& ws, const std::string& base, int64_t n, int64_t k, const GptqConfig& cfg);
+// `linear` is the 16-bit weight's prefix ("model.layers.0.attention.wqkv"); its GPTQ tensors are read under that
+// prefix or under `<linear>.linear` (the official 4-bit releases' module name); views.base is the one found.
+GptqLinearViews get_gptq_linear(WeightStore& ws, const std::string& linear, int64_t n, int64_t k,
+                                const GptqConfig& cfg);
 
 // Whether a checkpoint holds a GPTQ tensor set for `base` (its qweight).
 bool has_gptq_linear(const Checkpoint& ckpt, const std::string& base);

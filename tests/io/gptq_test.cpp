@@ -72,6 +72,25 @@ TEST_F(GptqTest, ValidLinear) {
   ws_->check_all_used();
 }
 
+// The official 4-bit releases (internlm-xcomposer2-vl-7b-4bit) quantize the module `<linear>.linear`.
+TEST_F(GptqTest, OfficialReleaseLinearInfix) {
+  std::vector<StTensor> ts = linear_tensors();
+  for (auto& t : ts) t.name = kBase + ".linear" + t.name.substr(kBase.size());
+  const GptqLinearViews v = load(ts);
+  EXPECT_EQ(v.base, kBase + ".linear");
+  EXPECT_EQ(v.qweight->name, kBase + ".linear.qweight");
+  EXPECT_TRUE(has_gptq_linear(*ckpt_, kBase));
+  ws_->check_all_used();
+  // Missing tensors are named with the prefix that was found.
+  ts.erase(ts.begin() + 1);
+  try {
+    load(ts);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(kBase + ".linear.qzeros"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(GptqTest, GIdxIsOptional) {
   std::vector<StTensor> ts = linear_tensors();
   ts.pop_back();

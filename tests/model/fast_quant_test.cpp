@@ -1,4 +1,4 @@
-// The default quantized path on CPUs with AVX-512 VNNI (int8 activations, EngineOptions::exact_quant false)
+// Quantized folders through the engine. The default quantized path on CPUs with AVX-512 VNNI (int8 activations, EngineOptions::exact_quant false)
 // against the exact path on the tiny GPTQ checkpoints: the logits of an image prompt and of a text prompt stay
 // within the documented error (relative L2 about 1e-2), are not identical (the fast kernels really ran), and
 // exact_quant gives the exact path back. The exact path itself is checked against the reference in
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/qgemm.h"
+#include "io/checkpoint.h"
 #include "support/test_util.h"
 #include "xc2/engine.h"
 
@@ -54,6 +55,41 @@ TEST(FastQuant, Int8ActivationsStayCloseToTheExactPath) {
       EXPECT_LT(err, 3e-2);
     }
   }
+}
+
+// A copy of a tiny GPTQ folder with its quantized tensors named as the official 4-bit releases name them
+// (`...attention.wqkv.linear.qweight`) gives exactly the same logits.
+TEST(QuantFolders, OfficialLinearInfixLoadsTheSame) {
+  const std::string src = test::data_path("models/tiny-q4-g32");
+  test::TempDir dir;
+  const io::Checkpoint ck = io::Checkpoint::open_dir(src);
+  std::vector<io::TensorView> views = ck.tensors();
+  int renamed = 0;
+  for (io::TensorView& v : views) {
+    for (const char* part : {".qweight", ".qzeros", ".scales", ".g_idx"}) {
+      const std::string p = part;
+      if (v.name.size() > p.size() && v.name.compare(v.name.size() - p.size(), p.size(), p) == 0) {
+        v.name = v.name.substr(0, v.name.size() - p.size()) + ".linear" + p;
+        ++renamed;
+      }
+    }
+  }
+  ASSERT_GT(renamed, 0);
+  io::write_safetensors_shards(views, dir.path(), 0);
+  io::copy_non_weight_files(src, dir.path());
+  auto logits = [](const std::string& model) {
+    EngineOptions eo;
+    eo.model_dir = model;
+    eo.device = DeviceChoice::Cpu;
+    eo.threads = 2;
+    eo.exact_quant = true;
+    auto engine = Engine::load(eo);
+    Request req;
+    req.text = "Hello, who are you?";
+    req.style = PromptStyle::ChatText;
+    return engine->logits(req).logits;
+  };
+  EXPECT_EQ(logits(dir.path()), logits(src));
 }
 
 }  // namespace
