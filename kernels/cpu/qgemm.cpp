@@ -34,8 +34,11 @@ struct QScratch {
 thread_local QScratch tls_q;
 
 const detail::QKernels* q_kernels_for(GemmIsa isa) {
-  if (gemm_resolve_isa(isa) == GemmIsa::Avx512)
+  const GemmIsa r = gemm_resolve_isa(isa);
+  if (r == GemmIsa::Avx512)
     if (const detail::QKernels* k = detail::q_avx512_kernels()) return k;
+  if (r == GemmIsa::Avx2)
+    if (const detail::QKernels* k = detail::q_avx2_kernels()) return k;
   return detail::q_scalar_kernels();
 }
 

@@ -21,7 +21,8 @@
 //     sum_j xq * q is accumulated in int32 (AVX-512 VNNI vpdpbusd); the zero point comes off as
 //     zero * sum_j xq per block. Not exact: x's rounding (relative 1/254 per block) is the error.
 //     Needs AVX-512 VNNI (qlinear_int8_supported()); callers fall back to qlinear().
-// Instruction set: AVX-512 or scalar, chosen at run time like the f32 GEMM (XC2_GEMM_ISA).
+// Instruction set: AVX-512, AVX2 or scalar, chosen at run time like the f32 GEMM (XC2_GEMM_ISA); the int8 path
+// needs AVX-512 VNNI.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Internal interface between the quantized linears (qgemm.cpp) and their per-ISA kernels (scalar in
-// qgemm.cpp, qgemm_avx512.cpp). Not for use outside kernels/cpu.
+// qgemm.cpp, qgemm_avx2.cpp, qgemm_avx512.cpp). Not for use outside kernels/cpu.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +42,7 @@ struct QKernels {
 };
 
 const QKernels* q_scalar_kernels();
+const QKernels* q_avx2_kernels();    // nullptr when not compiled in
 const QKernels* q_avx512_kernels();  // nullptr when not compiled in
 bool cpu_has_avx512_vnni();
 

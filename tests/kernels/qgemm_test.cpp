@@ -140,6 +140,7 @@ const std::vector<QCase>& cases() {
 
 std::vector<GemmIsa> isas() {
   std::vector<GemmIsa> v = {GemmIsa::Scalar};
+  if (kernels::cpu::gemm_isa_supported(GemmIsa::Avx2)) v.push_back(GemmIsa::Avx2);
   if (kernels::cpu::gemm_isa_supported(GemmIsa::Avx512)) v.push_back(GemmIsa::Avx512);
   return v;
 }
