@@ -182,74 +182,93 @@ void pack(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t 
 
 // ---- int8 activations (VNNI) -------------------------------------------------------------------------
 
-template <int BITS, int MR>
-XC2_Q512_VNNI void int8_tile(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
-                             const float* zs, int64_t n_seg, int64_t i0, int64_t tile, float* y, int64_t ldy, bool add,
-                             const float* bias) {
+// NT adjacent tiles (16 * NT output columns) x MR rows: each broadcast x dword feeds NT vpdpbusd, so that the
+// loads of x do not outnumber the dot products.
+template <int BITS, int MR, int NT>
+XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
+                              const float* zs, int64_t n_seg, int64_t i0, int64_t tile, float* y, int64_t ldy, bool add,
+                              const float* bias) {
   constexpr int WPB = BITS == 4 ? 4 : 8;  // words per 32-column block
   const int64_t nb = x.k / 32;
-  const uint32_t* qt = w.q.data() + tile * w.kw * 16;
+  const int64_t tile_words = w.kw * 16;
+  const uint32_t* qt = w.q.data() + tile * tile_words;
   const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
-  alignas(64) float total[MR][16] = {};
+  alignas(64) float total[MR][NT][16] = {};
   for (int64_t sg = s0; sg < s1; ++sg) {
     const KSegment seg = segs[sg];
-    __m512 acc[MR];
-    for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+    __m512 acc[MR][NT];
+    for (int i = 0; i < MR; ++i)
+      for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
     for (int32_t b = seg.b0; b < seg.b1; ++b) {
-      __m512i wv[8];
-      const uint32_t* src = qt + static_cast<int64_t>(b) * WPB * 16;
-      _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchWords), _MM_HINT_T0);
-      if constexpr (BITS == 4) {
+      __m512i wv[NT][8];
+#pragma GCC unroll 2
+      for (int t = 0; t < NT; ++t) {
+        const uint32_t* src = qt + t * tile_words + static_cast<int64_t>(b) * WPB * 16;
+        _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchWords), _MM_HINT_T0);
+        if constexpr (BITS == 4) {
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; ++j) {
-          const __m512i v = _mm512_loadu_si512(src + j * 16);
-          wv[2 * j] = _mm512_and_si512(v, nib);
-          wv[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi32(v, 4), nib);
-        }
-      } else {
+          for (int j = 0; j < 4; ++j) {
+            const __m512i v = _mm512_loadu_si512(src + j * 16);
+            wv[t][2 * j] = _mm512_and_si512(v, nib);
+            wv[t][2 * j + 1] = _mm512_and_si512(_mm512_srli_epi32(v, 4), nib);
+          }
+        } else {
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) wv[j] = _mm512_loadu_si512(src + j * 16);
+          for (int j = 0; j < 8; ++j) wv[t][j] = _mm512_loadu_si512(src + j * 16);
+        }
       }
 #pragma GCC unroll 6
       for (int i = 0; i < MR; ++i) {
         const int32_t* xd = reinterpret_cast<const int32_t*>(x.q + (i0 + i) * x.k + static_cast<int64_t>(b) * 32);
-        // Two chains, so that the vpdpbusd latency overlaps.
-        __m512i d0 = _mm512_setzero_si512(), d1 = _mm512_setzero_si512();
-#pragma GCC unroll 4
-        for (int j = 0; j < 8; j += 2) {
-          d0 = _mm512_dpbusd_epi32(d0, wv[j], _mm512_set1_epi32(xd[j]));
-          d1 = _mm512_dpbusd_epi32(d1, wv[j + 1], _mm512_set1_epi32(xd[j + 1]));
+        __m512i d[NT];
+        for (int t = 0; t < NT; ++t) d[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+          const __m512i xv = _mm512_set1_epi32(xd[j]);
+          for (int t = 0; t < NT; ++t) d[t] = _mm512_dpbusd_epi32(d[t], wv[t][j], xv);
         }
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1)),
-                                 _mm512_set1_ps(x.scale[(i0 + i) * nb + b]), acc[i]);
+        const __m512 sx = _mm512_set1_ps(x.scale[(i0 + i) * nb + b]);
+        for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[t]), sx, acc[i][t]);
       }
     }
-    const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile));
-    const __m512 sw = _mm512_loadu_ps(w.scale.data() + seg.g * w.n_pad + tile * 16);
-    for (int i = 0; i < MR; ++i) {
-      const __m512 t = _mm512_fnmadd_ps(zf, _mm512_set1_ps(zs[(i0 + i) * n_seg + sg]), acc[i]);
-      _mm512_store_ps(total[i], _mm512_fmadd_ps(sw, t, _mm512_load_ps(total[i])));
+    for (int t = 0; t < NT; ++t) {
+      const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile + t));
+      const __m512 sw = _mm512_loadu_ps(w.scale.data() + seg.g * w.n_pad + (tile + t) * 16);
+      for (int i = 0; i < MR; ++i) {
+        const __m512 tv = _mm512_fnmadd_ps(zf, _mm512_set1_ps(zs[(i0 + i) * n_seg + sg]), acc[i][t]);
+        _mm512_store_ps(total[i][t], _mm512_fmadd_ps(sw, tv, _mm512_load_ps(total[i][t])));
+      }
     }
   }
-  for (int i = 0; i < MR; ++i) store_out(y + (i0 + i) * ldy, tile, w.n, _mm512_load_ps(total[i]), add, bias);
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < NT; ++t)
+      store_out(y + (i0 + i) * ldy, tile + t, w.n, _mm512_load_ps(total[i][t]), add, bias);
+}
+
+template <int BITS, int NT>
+XC2_Q512_VNNI void int8_rows(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
+                             const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t, float* y, int64_t ldy,
+                             bool add, const float* bias) {
+  constexpr int MR = NT == 2 ? 3 : 6;
+  for (int64_t i = i0; i < i1; i += MR) {
+    switch (std::min<int64_t>(MR, i1 - i)) {
+      case 1: int8_tiles<BITS, 1, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+      case 2: int8_tiles<BITS, 2, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+      case 3: int8_tiles<BITS, 3, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+      case 4: int8_tiles<BITS, (NT == 2 ? 3 : 4), NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+      case 5: int8_tiles<BITS, (NT == 2 ? 3 : 5), NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+      default: int8_tiles<BITS, MR, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+    }
+  }
 }
 
 template <int BITS>
 XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
                              const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y,
                              int64_t ldy, bool add, const float* bias) {
-  for (int64_t t = t0; t < t1; ++t) {
-    for (int64_t i = i0; i < i1; i += kInt8Mr) {
-      switch (std::min<int64_t>(kInt8Mr, i1 - i)) {
-        case 1: int8_tile<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
-        case 2: int8_tile<BITS, 2>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
-        case 3: int8_tile<BITS, 3>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
-        case 4: int8_tile<BITS, 4>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
-        case 5: int8_tile<BITS, 5>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
-        default: int8_tile<BITS, 6>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
-      }
-    }
-  }
+  int64_t t = t0;
+  for (; t + 2 <= t1; t += 2) int8_rows<BITS, 2>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
+  if (t < t1) int8_rows<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
 }
 
 void int8(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1, const float* zs,

@@ -160,6 +160,7 @@ def main():
                     help="instead: one conversation per scene with follow-up questions (xc2 chat with history)")
     ap.add_argument("--keep", default="", help="write the PNGs here instead of a temporary folder")
     ap.add_argument("--show", type=int, default=5, help="print this many example captions")
+    ap.add_argument("--no-reference", action="store_true", help="score xc2 only (no PyTorch generation)")
     ap.add_argument("--xc2-arg", action="append", default=[],
                     help="extra argument for every xc2 command (repeatable), e.g. --xc2-arg=--exact")
     a = ap.parse_args()
@@ -177,6 +178,17 @@ def main():
         return run_multiturn(a, scenes, paths)
 
     xres, x_dt = run_xc2_caption(a.xc2, a.model, paths, a.question, a.max_new_tokens, a.threads, workdir)
+    if a.no_reference:
+        ok = tot = ex = 0
+        for sc, p in zip(scenes, paths):
+            o, t_ = td.object_score(sc, xres[p]["caption"])
+            ok, tot, ex = ok + o, tot + t_, ex + (xres[p]["caption"] == td.caption(sc))
+        print(f"\n{a.n} held-out scenes (seed {a.seed}), question {a.question!r}, greedy, model {a.model}"
+              + (f", xc2 {' '.join(XC2_ARGS)}" if XC2_ARGS else ""))
+        print(f"  xc2: object-level accuracy {ok}/{tot} = {ok / tot:.4f}, exact-match captions {ex}/{a.n} = "
+              f"{ex / a.n:.4f}; time {x_dt:.1f} s ({a.threads} threads)")
+        json.dump({p: xres[p]["caption"] for p in paths}, open(os.path.join(workdir, "captions.json"), "w"))
+        return 0
     ref = xc2_ref.Model(a.model, dtype=torch.float32)
     t = time.time()
     rres = []
