@@ -349,8 +349,10 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
     }
   }, 8);
 
-  // Segments: runs of blocks in one group, cut every kKcBlocks blocks (k chunks that keep x in L2).
-  constexpr int32_t kKcBlocks = 128;  // 4096 columns
+  // Segments: runs of blocks in one group, cut every kKcBlocks blocks (k chunks). Measured on the 7B shapes
+  // (xc2_gemm_bench --suite quant, 1 thread, AVX-512 VNNI): chunks of 4096 columns made w2 (k = 14336) 15-25%
+  // slower than whole rows, so a chunk holds up to 16384 columns.
+  constexpr int32_t kKcBlocks = 512;
   const int32_t wpb = 32 / w.p();     // words per block
   s.segs.clear();
   std::vector<int64_t> chunk_seg{0};  // first segment of every k chunk, then the end
