@@ -134,6 +134,7 @@ const std::vector<QCase>& cases() {
       {4, 64, 512, -1, false, true, false},   {4, 33, 384, 128, true, true, false},
       {8, 48, 256, 32, true, false, false},   {8, 40, 256, -1, false, false, true},
       {8, 64, 512, 128, false, true, false},  {4, 96, 4352, 128, false, false, false},
+      {8, 32, 16896, 128, false, false, true},  // k past the int8 path's 16384-column chunk
   };
   return c;
 }
