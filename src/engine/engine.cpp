@@ -185,6 +185,7 @@ const char* stop_reason_name(StopReason reason) {
     case StopReason::MaxNewTokens: return "max_new_tokens";
     case StopReason::Cancelled: return "cancelled";
     case StopReason::ContextFull: return "context_full";
+    case StopReason::StopString: return "stop_string";
   }
   return "unknown";
 }
