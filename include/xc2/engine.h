@@ -205,6 +205,8 @@ class Engine {
     std::string error;          // empty: ok
   };
   PreparedImage prepare_image(const std::string& path) const;
+  // The same from the bytes of an image file in memory (any format xc2 reads); `name` names it in errors.
+  PreparedImage prepare_image_bytes(const std::string& bytes, const std::string& name) const;
   std::vector<ImageHandle> encode_prepared(const std::vector<PreparedImage>& images);
 
   GenerationResult generate(const Request& request, const GenerationOptions& options,

@@ -82,6 +82,8 @@ class Scheduler {
   std::optional<JobId> submit(SchedulerJob job);
   // Cancels a queued or running job (its on_done comes with StopReason::Cancelled); unknown ids are ignored.
   void cancel(JobId id);
+  // Cancels every queued and running job.
+  void cancel_all();
   // Stops accepting jobs (submit throws); running and queued jobs go on.
   void stop_accepting();
   // Blocks until no job is queued or running.

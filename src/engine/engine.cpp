@@ -251,6 +251,20 @@ Engine::PreparedImage Engine::prepare_image(const std::string& path) const {
   return img;
 }
 
+Engine::PreparedImage Engine::prepare_image_bytes(const std::string& bytes, const std::string& name) const {
+  PreparedImage img;
+  img.path = name;
+  auto t0 = Clock::now();
+  try {
+    img.pixels = vision::preprocess_clip(
+        vision::decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name), impl_->cfg().img_size);
+  } catch (const Error& e) {
+    img.error = e.what();
+  }
+  img.load_ms = ms_since(t0);
+  return img;
+}
+
 std::vector<ImageHandle> Engine::encode_prepared(const std::vector<PreparedImage>& images) {
   Impl& m = *impl_;
   std::vector<ImageHandle> out;

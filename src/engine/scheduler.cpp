@@ -94,7 +94,7 @@ struct Scheduler::Impl {
   std::condition_variable cv, idle_cv;
   std::deque<Job> queue;
   std::set<JobId> cancelled;
-  bool accepting = true, stopping = false;
+  bool accepting = true, stopping = false, cancel_everything = false;
   JobId next_id = 1;
   int64_t n_running = 0, kv_reserved = 0, kv_cached = 0;
   SchedulerStats counters;
@@ -240,6 +240,11 @@ struct Scheduler::Impl {
   std::vector<Job> admit(std::vector<Job>& cancelled_queued, std::set<JobId>& cancelled_running) {
     std::vector<Job> admitted;
     std::unique_lock<std::mutex> lk(mu);
+    if (cancel_everything) {
+      cancel_everything = false;
+      for (const auto& r : running) cancelled.insert(r->j.id);
+      for (const Job& j : queue) cancelled.insert(j.id);
+    }
     for (auto it = queue.begin(); it != queue.end();) {
       if (cancelled.count(it->id)) {
         cancelled.erase(it->id);
@@ -454,7 +459,7 @@ struct Scheduler::Impl {
       std::unique_lock<std::mutex> lk(mu);
       if (queue.empty() && n_running == 0) idle_cv.notify_all();
       if (stopping && queue.empty() && n_running == 0) return;
-      cv.wait(lk, [&] { return stopping || !queue.empty() || !cancelled.empty(); });
+      cv.wait(lk, [&] { return stopping || cancel_everything || !queue.empty() || !cancelled.empty(); });
     }
   }
 };
@@ -470,7 +475,7 @@ Scheduler::~Scheduler() {
     std::lock_guard<std::mutex> lk(impl_->mu);
     impl_->accepting = false;
     impl_->stopping = true;
-    for (JobId id = 1; id < impl_->next_id; ++id) impl_->cancelled.insert(id);
+    impl_->cancel_everything = true;
   }
   impl_->cv.notify_all();
   impl_->worker.join();
@@ -541,6 +546,14 @@ void Scheduler::cancel(JobId id) {
   {
     std::lock_guard<std::mutex> lk(impl_->mu);
     impl_->cancelled.insert(id);
+  }
+  impl_->cv.notify_all();
+}
+
+void Scheduler::cancel_all() {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    impl_->cancel_everything = true;
   }
   impl_->cv.notify_all();
 }
