@@ -31,7 +31,7 @@ namespace xc2 {
 
 struct SchedulerOptions {
   int max_batch = 8;          // sequences in the running batch
-  int max_queue = 64;         // requests waiting for a slot; beyond this submit() refuses (queue full)
+  int max_queue = 64;         // requests waiting for a slot (all max_batch busy); beyond this submit() refuses
   // KV positions the running sequences reserve (prompt + max_new_tokens each) plus the prefix cache holds.
   // 0: max_batch * (max_length + 1024).
   int64_t kv_budget = 0;

@@ -533,7 +533,9 @@ std::optional<Scheduler::JobId> Scheduler::submit(SchedulerJob job) {
   {
     std::lock_guard<std::mutex> lk(s.mu);
     XC2_CHECK(s.accepting, InvalidArgument, "the scheduler is shutting down");
-    if (static_cast<int64_t>(s.queue.size()) >= s.opt.max_queue) return std::nullopt;
+    // A request that takes a free slot at once does not count as waiting.
+    const int64_t waiting = static_cast<int64_t>(s.queue.size());
+    if (waiting >= s.opt.max_queue && s.n_running + waiting >= s.opt.max_batch) return std::nullopt;
     j.id = s.next_id++;
     const JobId id = j.id;
     s.queue.push_back(std::move(j));

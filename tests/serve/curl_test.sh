@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# xc2 serve driven with curl (ctest label `serve`): answers equal `xc2 chat --greedy`, streaming, malformed
+# requests with their statuses and error JSON (and memory that stays flat), prefix-cache hits on a second
+# turn, the API key, file:// images inside --image-root only, 413, 429 and a disconnecting client.
+#   tests/serve/curl_test.sh XC2_BINARY SOURCE_DIR
+XC2=$1 SRC=$2
+source "$SRC/tests/serve/lib.sh"
+cd "$WORK"
+
+json_get() {  # json_get FILE PYTHON_EXPR (with j = the parsed file)
+  python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# chat_body FILE TEXT [IMAGE_URL] [EXTRA_JSON_FIELDS]: a request body with one user message.
+chat_body() {
+  python3 - "$@" <<'EOF'
+import json, sys
+out, text = sys.argv[1], sys.argv[2]
+url = sys.argv[3] if len(sys.argv) > 3 else ""
+extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else {}
+content = [{"type": "text", "text": text}]
+if url:
+    content.append({"type": "image_url", "image_url": {"url": url}})
+body = {"model": "xc2-shapes", "temperature": 0, "messages": [{"role": "user", "content": content}]}
+body.update(extra)
+json.dump(body, open(out, "w"))
+EOF
+}
+
+post() {  # post BODY_FILE OUT_FILE [curl options...] -> prints the HTTP status
+  local body=$1 out=$2
+  shift 2
+  curl -s -o "$out" -w '%{http_code}' "$BASE/v1/chat/completions" -H 'Content-Type: application/json' \
+    --data-binary @"$body" "$@"
+}
+
+IMG1="$SRC/examples/shapes-1.png"
+DATA1="data:image/png;base64,$(base64 -w0 "$IMG1")"
+
+start_server
+
+# 1. A data-URI image question: the answer of `xc2 chat --greedy`; streamed chunks join to the same text.
+want=$(greedy_answer "$IMG1" "Describe the picture.")
+[[ -n "$want" ]] || fail "xc2 chat gave no answer"
+chat_body q1.json "Describe the picture." "$DATA1"
+[[ $(post q1.json a1.json) == 200 ]] || fail "image question: $(cat a1.json)"
+got=$(json_get a1.json 'j["choices"][0]["message"]["content"]')
+[[ "$got" == "$want" ]] || fail "image question: got '$got', want '$want'"
+[[ $(json_get a1.json 'j["choices"][0]["finish_reason"]') == stop ]] || fail "finish_reason: $(cat a1.json)"
+[[ $(json_get a1.json 'j["object"]') == chat.completion ]] || fail "object: $(cat a1.json)"
+[[ $(json_get a1.json 'j["usage"]["completion_tokens"] > 0 and j["usage"]["total_tokens"] == j["usage"]["prompt_tokens"] + j["usage"]["completion_tokens"]') == True ]] ||
+  fail "usage: $(cat a1.json)"
+chat_body q1s.json "Describe the picture." "$DATA1" '{"stream": true, "stream_options": {"include_usage": true}}'
+[[ $(post q1s.json s1.txt -N) == 200 ]] || fail "stream: $(cat s1.txt)"
+python3 - s1.txt "$want" <<'EOF' || fail "streamed answer"
+import json, sys
+events = [l[6:] for l in open(sys.argv[1]).read().split("\n") if l.startswith("data: ")]
+assert events[-1] == "[DONE]", events[-1]
+chunks = [json.loads(e) for e in events[:-1]]
+assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+assert text == sys.argv[2], (text, sys.argv[2])
+finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+assert finishes == ["stop"], finishes
+assert chunks[-1]["usage"]["completion_tokens"] > 0, chunks[-1]
+assert len(chunks) > 3, "not streamed in pieces"
+EOF
+
+# 2. Malformed requests: each gets its status and an OpenAI error JSON; three rounds, memory stays flat.
+TINY_PNG_B64=$(printf 'not an image at all' | base64 -w0)
+cat >bad.txt <<EOF
+400|{not json
+400|[1, 2, 3]
+400|{"messages": [{"role": "user", "content": "hi"}]}
+400|{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
+400|{"model": 7, "messages": [{"role": "user", "content": "hi"}]}
+400|{"model": "xc2-shapes"}
+400|{"model": "xc2-shapes", "messages": []}
+400|{"model": "xc2-shapes", "messages": "hi"}
+400|{"model": "xc2-shapes", "messages": [{"role": "robot", "content": "hi"}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user"}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": 5}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "assistant", "content": "hi"}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "n": 2}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "top_p": 0}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1.5}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "stop": [1]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "tools": []}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@@"}}]}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,$TINY_PNG_B64"}}]}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "<ImageHere> what is this?"}]}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}
+400|{"model": "xc2-shapes", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "$DATA1"}}, {"type": "image_url", "image_url": {"url": "$DATA1"}}, {"type": "image_url", "image_url": {"url": "$DATA1"}}, {"type": "image_url", "image_url": {"url": "$DATA1"}}, {"type": "image_url", "image_url": {"url": "$DATA1"}}]}]}
+EOF
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER_PID/status"; }
+for round in 1 2 3; do
+  n=0
+  while IFS= read -r line; do
+    n=$((n + 1))
+    want_status=${line%%|*}
+    printf '%s' "${line#*|}" >bad.json
+    status=$(post bad.json bad.out)
+    [[ "$status" == "$want_status" ]] || fail "malformed request $n: status $status, want $want_status: ${line:0:200}"
+    python3 - bad.out <<'EOF' || fail "malformed request $n: not an OpenAI error JSON: $(cat bad.out)"
+import json, sys
+e = json.load(open(sys.argv[1]))["error"]
+assert isinstance(e["message"], str) and e["message"], e
+assert e["type"] == "invalid_request_error", e
+assert "param" in e and "code" in e, e
+EOF
+  done <bad.txt
+  [[ $n -ge 30 ]] || fail "only $n malformed requests"
+  if [[ $round == 1 ]]; then rss1=$(rss); fi
+done
+rss3=$(rss)
+# Rounds 2 and 3 may not grow the server by more than 8 MiB (each round sends ~40 KB of images).
+((rss3 - rss1 < 8192)) || fail "memory grew from $rss1 kB to $rss3 kB over two rounds of malformed requests"
+# Unknown endpoint and wrong method: error JSON too.
+[[ $(curl -s -o nf.out -w '%{http_code}' "$BASE/v1/nothing") == 404 ]] || fail "404"
+json_get nf.out 'j["error"]["message"]' >/dev/null || fail "404 body: $(cat nf.out)"
+# Then a good request still works.
+[[ $(post q1.json a1b.json) == 200 ]] || fail "good request after the bad ones: $(cat a1b.json)"
+[[ $(json_get a1b.json 'j["choices"][0]["message"]["content"]') == "$want" ]] || fail "answer after the bad ones"
+
+# 3. A second conversation turn reuses the first turn's KV blocks (prefix cache, seen in /metrics).
+chat_body t1.json "Hello"
+[[ $(post t1.json t1.out) == 200 ]] || fail "turn 1: $(cat t1.out)"
+hits0=$(metric xc2_prefix_cache_hits_total)
+python3 - t1.out t2.json <<'EOF'
+import json, sys
+answer = json.load(open(sys.argv[1]))["choices"][0]["message"]["content"]
+json.dump({"model": "xc2-shapes", "temperature": 0, "messages": [
+    {"role": "user", "content": "Hello"}, {"role": "assistant", "content": answer},
+    {"role": "user", "content": "What can you do?"}]}, open(sys.argv[2], "w"))
+EOF
+[[ $(post t2.json t2.out) == 200 ]] || fail "turn 2: $(cat t2.out)"
+hits1=$(metric xc2_prefix_cache_hits_total)
+((hits1 > hits0)) || fail "the second turn did not hit the prefix cache ($hits0 -> $hits1)"
+hit_positions=$(metric xc2_prefix_cache_hit_positions_total)
+((hit_positions > 0)) || fail "no positions reused"
+stop_server
+
+# 4. --api-key, --image-root, --max-body, and 429 with one slot and no queue.
+mkdir -p root/sub
+cp "$IMG1" root/sub/one.png
+start_server --api-key sekret --image-root "$WORK/root" --max-body 65536 --max-batch 1 --max-queue 0
+chat_body k.json "Describe the picture." "file://$WORK/root/sub/one.png"
+[[ $(post k.json k.out) == 401 ]] || fail "no key: want 401, got $(cat k.out)"
+[[ $(json_get k.out 'j["error"]["code"]') == invalid_api_key ]] || fail "401 body: $(cat k.out)"
+[[ $(post k.json k.out -H 'Authorization: Bearer wrong') == 401 ]] || fail "wrong key: want 401"
+[[ $(curl -s -o /dev/null -w '%{http_code}' "$BASE/v1/models") == 401 ]] || fail "/v1/models without a key"
+[[ $(curl -s -o /dev/null -w '%{http_code}' "$BASE/health") == 200 ]] || fail "/health needs no key"
+[[ $(post k.json k.out -H 'Authorization: Bearer sekret') == 200 ]] || fail "file:// image: $(cat k.out)"
+[[ $(json_get k.out 'j["choices"][0]["message"]["content"]') == "$want" ]] || fail "file:// image answer"
+chat_body k2.json "Describe the picture." "file://$WORK/root/../root/sub/../../$(basename "$WORK")/bad.txt"
+[[ $(post k2.json k2.out -H 'Authorization: Bearer sekret') == 400 ]] || fail "a file outside the root: $(cat k2.out)"
+chat_body big.json "$(head -c 70000 /dev/zero | tr '\0' 'a')"
+[[ $(post big.json big.out -H 'Authorization: Bearer sekret') == 413 ]] || fail "body too large: want 413"
+[[ $(json_get big.out 'j["error"]["code"]') == request_too_large ]] || fail "413 body: $(cat big.out)"
+# One long stream takes the only slot; the next request gets 429; the stream's client goes away and its
+# slot is freed.
+chat_body long.json "Hello" "" '{"stream": true, "ignore_eos": true, "max_tokens": 4000}'
+curl -sN "$BASE/v1/chat/completions" -H 'Authorization: Bearer sekret' -H 'Content-Type: application/json' \
+  --data-binary @long.json >long.out &
+curl_pid=$!
+for _ in $(seq 1 300); do
+  [[ "$(metric xc2_running_batch_size)" == 1 ]] && break
+  sleep 0.05
+done
+[[ "$(metric xc2_running_batch_size)" == 1 ]] || fail "the long stream did not start"
+[[ $(post t1.json q.out -H 'Authorization: Bearer sekret') == 429 ]] || fail "queue full: want 429, got $(cat q.out)"
+[[ $(json_get q.out 'j["error"]["code"]') == queue_full ]] || fail "429 body: $(cat q.out)"
+kill "$curl_pid"
+wait "$curl_pid" 2>/dev/null || true
+for _ in $(seq 1 300); do
+  [[ "$(metric xc2_running_batch_size)" == 0 ]] && break
+  sleep 0.05
+done
+[[ "$(metric xc2_running_batch_size)" == 0 ]] || fail "the disconnected stream kept its slot"
+(($(metric xc2_requests_cancelled_total) >= 1)) || fail "the disconnected stream was not cancelled"
+[[ $(post t1.json q.out -H 'Authorization: Bearer sekret') == 200 ]] || fail "after the disconnect: $(cat q.out)"
+stop_server
+echo "PASS"
