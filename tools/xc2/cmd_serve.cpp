@@ -150,11 +150,15 @@ class Server {
     svr_.set_keep_alive_max_count(100);
     svr_.set_read_timeout(30);
     svr_.set_write_timeout(30);
-    svr_.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+    svr_.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       ApiError e;
       e.status = res.status;
-      if (res.status == 413) {
+      if (res.status == 413 && req.get_header_value("Content-Type").find("x-www-form-urlencoded") != std::string::npos) {
+        // cpp-httplib caps form bodies at 8 KiB (curl -d without a Content-Type sends one).
+        e.message = "send the request body as JSON (Content-Type: application/json), not as a form";
+        e.code = "request_too_large";
+      } else if (res.status == 413) {
         e.message = "the request body is larger than --max-body (" + std::to_string(f_.max_body) + " bytes)";
         e.code = "request_too_large";
       } else if (res.status == 404) {
