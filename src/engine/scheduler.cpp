@@ -5,6 +5,7 @@
 #include "xc2/scheduler.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -96,6 +97,7 @@ struct Scheduler::Impl {
   std::set<JobId> cancelled;
   bool accepting = true, stopping = false, cancel_everything = false;
   JobId next_id = 1;
+  std::atomic<uint64_t> unique_keys{0};
   int64_t n_running = 0, kv_reserved = 0, kv_cached = 0;
   SchedulerStats counters;
 
@@ -516,8 +518,8 @@ std::optional<Scheduler::JobId> Scheduler::submit(SchedulerJob job) {
     for (const Engine::PreparedImage& img : job.images)
       image_hash.push_back(hash_bytes(img.pixels.data(), img.pixels.size() * sizeof(float)));
   } else {
-    for (const ImageHandle& h : job.request.images)  // already encoded: keyed by the handle (no reuse across handles)
-      image_hash.push_back(mix(0x68616e646c65ull, reinterpret_cast<uintptr_t>(h.get())));
+    // Already encoded: the pixels are not at hand, so each such image gets a key of its own (never reused).
+    for (size_t k = 0; k < job.request.images.size(); ++k) image_hash.push_back(mix(0x68616e646c65ull, ++s.unique_keys));
   }
   for (const text::PromptSegment& seg : j.prompt.segments) {
     if (static_cast<int64_t>(j.keys.size()) >= T) break;

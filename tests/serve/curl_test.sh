@@ -152,7 +152,7 @@ stop_server
 # 4. --api-key, --image-root, --max-body, and 429 with one slot and no queue.
 mkdir -p root/sub
 cp "$IMG1" root/sub/one.png
-start_server --api-key sekret --image-root "$WORK/root" --max-body 65536 --max-batch 1 --max-queue 0
+start_server --api-key sekret --image-root "$WORK/root" --max-body 65536 --max-batch 1 --max-queue 0 --grace 0.5 --kv-budget 40000
 chat_body k.json "Describe the picture." "file://$WORK/root/sub/one.png"
 [[ $(post k.json k.out) == 401 ]] || fail "no key: want 401, got $(cat k.out)"
 [[ $(json_get k.out 'j["error"]["code"]') == invalid_api_key ]] || fail "401 body: $(cat k.out)"
@@ -168,7 +168,7 @@ chat_body big.json "$(head -c 70000 /dev/zero | tr '\0' 'a')"
 [[ $(json_get big.out 'j["error"]["code"]') == request_too_large ]] || fail "413 body: $(cat big.out)"
 # One long stream takes the only slot; the next request gets 429; the stream's client goes away and its
 # slot is freed.
-chat_body long.json "Hello" "" '{"stream": true, "ignore_eos": true, "max_tokens": 4000}'
+chat_body long.json "Hello" "" '{"stream": true, "ignore_eos": true, "max_tokens": 30000}'
 curl -sN "$BASE/v1/chat/completions" -H 'Authorization: Bearer sekret' -H 'Content-Type: application/json' \
   --data-binary @long.json >long.out &
 curl_pid=$!
@@ -188,5 +188,16 @@ done
 [[ "$(metric xc2_running_batch_size)" == 0 ]] || fail "the disconnected stream kept its slot"
 (($(metric xc2_requests_cancelled_total) >= 1)) || fail "the disconnected stream was not cancelled"
 [[ $(post t1.json q.out -H 'Authorization: Bearer sekret') == 200 ]] || fail "after the disconnect: $(cat q.out)"
+# SIGTERM with a stream in flight: the stream ends (cancelled after --grace) with [DONE], the server exits 0.
+curl -sN "$BASE/v1/chat/completions" -H 'Authorization: Bearer sekret' -H 'Content-Type: application/json' \
+  --data-binary @long.json >long2.out &
+curl_pid=$!
+for _ in $(seq 1 300); do
+  [[ "$(metric xc2_running_batch_size)" == 1 ]] && break
+  sleep 0.05
+done
 stop_server
+wait "$curl_pid" || fail "the in-flight stream's client failed at shutdown"
+[[ "$(tail -n 2 long2.out | head -n 1)" == "data: [DONE]" ]] || fail "the in-flight stream did not end with [DONE]"
+grep -q '"finish_reason":"cancelled"' long2.out || fail "the in-flight stream was not cancelled at the grace period"
 echo "PASS"

@@ -449,8 +449,9 @@ Handler register_serve(CLI::App& app) {
   auto f = std::make_shared<ServeFlags>();
   CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
   cmd->footer(R"EX(Examples:
-  xc2 serve --model internlm-xcomposer2-vl-7b --port 8000
-  XC2_API_KEY=secret xc2 serve --host 0.0.0.0 --port 8000 --max-batch 16
+  xc2 serve --port 8000                  # the bundled demo model, whose model id is xc2-shapes
+  xc2 serve --model internlm-xcomposer2-vl-7b --max-batch 16 --image-root /srv/images
+  XC2_API_KEY=secret xc2 serve --host 0.0.0.0 --port 8000
   curl -s localhost:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{
     "model": "xc2-shapes", "temperature": 0,
     "messages": [{"role": "user", "content": [
@@ -565,6 +566,9 @@ requests in flight within --grace seconds (then cancel them), exit 0. See docs/s
     const bool ok = http.listen_after_bind();
     if (!g_stop.load()) pthread_kill(signals.native_handle(), SIGUSR1);
     signals.join();
+    // Nothing may still run callbacks into `server` when it goes (it goes before the scheduler).
+    sched.cancel_all();
+    sched.wait_idle();
     if (!ok && !g_stop.load()) throw UsageError("the server stopped listening on " + f->host);
     if (!f->common.quiet) std::cerr << "xc2 serve: stopped" << std::endl;
     return kExitOk;
