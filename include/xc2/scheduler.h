@@ -47,8 +47,8 @@ struct SchedulerJob {
   std::vector<Engine::PreparedImage> images;
   GenerationOptions options;
   StreamCallback on_text;  // pieces of the answer, on the worker thread; returning false cancels the request
-  // Called once, on the worker thread (or in submit()'s caller when the scheduler stops before the job ran):
-  // the result, or a non-empty error (the message of the xc2::Error, whose code is in `code`).
+  // Called once, on the worker thread, for every job submit() accepted: the result (stop_reason Cancelled when
+  // cancelled), or a non-empty error (the message of the xc2::Error, whose code is in `code`).
   std::function<void(const GenerationResult& result, const std::string& error, ErrorCode code)> on_done;
 };
 
@@ -69,7 +69,9 @@ struct SchedulerStats {
 class Scheduler {
  public:
   using JobId = uint64_t;
-  // Starts the worker thread. The engine must outlive the scheduler and not be used by others meanwhile.
+  // Starts the worker thread. The engine must outlive the scheduler and not run anything else meanwhile
+  // (Engine::prepare_image / prepare_image_bytes and tokenizing may run on other threads). submit(), cancel()
+  // and stats() may be called from any thread.
   Scheduler(Engine& engine, const SchedulerOptions& options);
   ~Scheduler();  // cancels what is left (on_done with StopReason::Cancelled) and joins the worker
   Scheduler(const Scheduler&) = delete;
