@@ -216,6 +216,25 @@ done
 [[ "$(metric xc2_running_batch_size)" == 0 ]] || fail "the disconnected stream kept its slot"
 (($(metric xc2_requests_cancelled_total) >= 1)) || fail "the disconnected stream was not cancelled"
 [[ $(post t1.json q.out -H 'Authorization: Bearer sekret') == 200 ]] || fail "after the disconnect: $(cat q.out)"
+# The same without streaming: the server notices the closed connection while it waits for the answer.
+cancelled0=$(metric xc2_requests_cancelled_total)
+chat_body long_plain.json "Hello" "" '{"ignore_eos": true, "max_tokens": 30000}'
+curl -s "$BASE/v1/chat/completions" -H 'Authorization: Bearer sekret' -H 'Content-Type: application/json' \
+  --data-binary @long_plain.json >/dev/null &
+curl_pid=$!
+for _ in $(seq 1 300); do
+  [[ "$(metric xc2_running_batch_size)" == 1 ]] && break
+  sleep 0.05
+done
+[[ "$(metric xc2_running_batch_size)" == 1 ]] || fail "the long request did not start"
+kill "$curl_pid"
+wait "$curl_pid" 2>/dev/null || true
+for _ in $(seq 1 300); do
+  [[ "$(metric xc2_running_batch_size)" == 0 ]] && break
+  sleep 0.05
+done
+[[ "$(metric xc2_running_batch_size)" == 0 ]] || fail "the disconnected non-streaming request kept its slot"
+(($(metric xc2_requests_cancelled_total) > cancelled0)) || fail "the disconnected non-streaming request was not cancelled"
 # SIGTERM with a stream in flight: the stream ends (cancelled after --grace) with [DONE], the server exits 0.
 curl -sN "$BASE/v1/chat/completions" -H 'Authorization: Bearer sekret' -H 'Content-Type: application/json' \
   --data-binary @long.json >long2.out &

@@ -2,6 +2,7 @@
 // over the continuous-batching scheduler (include/xc2/scheduler.h). HTTP/1.1 through cpp-httplib (Debian's
 // libcpp-httplib-dev); without it xc2 is built with a `serve` that says so.
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -17,8 +18,12 @@
 #include "serve_api.h"
 
 #ifdef XC2_HAVE_HTTPLIB
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -116,6 +121,54 @@ struct Channel {
 };
 
 std::atomic<bool> g_stop{false};
+
+// The socket of a request's connection (httplib 0.11 does not hand it to handlers): the descriptor whose two
+// ends are the request's addresses; -1 if none is found. Valid while the handler runs (httplib closes it after).
+int request_socket(const httplib::Request& req) {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  int found = -1;
+  while (dirent* e = readdir(d)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &ll) != 0) continue;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
+    auto port_and_host = [](const sockaddr_storage& a, std::string& host) -> int {
+      char buf[INET6_ADDRSTRLEN] = {0};
+      if (a.ss_family == AF_INET) {
+        const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+        inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof(buf));
+        host = buf;
+        return ntohs(v4->sin_port);
+      }
+      if (a.ss_family == AF_INET6) {
+        const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+        inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof(buf));
+        host = buf;
+        return ntohs(v6->sin6_port);
+      }
+      return -1;
+    };
+    std::string lh, ph;
+    if (port_and_host(local, lh) == req.local_port && port_and_host(peer, ph) == req.remote_port &&
+        ph == req.remote_addr) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+// Whether the client closed its end (an orderly close or a reset; data it sent ahead is left unread).
+bool peer_closed(int fd) {
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 int status_for(ErrorCode c) {
   switch (c) {
@@ -314,8 +367,17 @@ class Server {
     }
     const std::string cid = "chatcmpl-" + std::to_string(*id) + "-" + std::to_string(created_);
     if (!cr.stream) {
+      // Waits for the answer; a client that goes away meanwhile cancels its request.
+      const int fd = request_socket(req);
       std::unique_lock<std::mutex> lk(ch->mu);
-      ch->cv.wait(lk, [&] { return ch->done; });
+      bool cancelled = false;
+      while (!ch->cv.wait_for(lk, std::chrono::milliseconds(200), [&] { return ch->done; })) {
+        if (!cancelled && fd >= 0 && peer_closed(fd)) {
+          cancelled = true;
+          ++metrics_.disconnects;
+          sched_.cancel(*id);
+        }
+      }
       if (!ch->error.empty()) {
         ApiError e;
         e.status = status_for(ch->code);
