@@ -238,6 +238,49 @@ TEST_F(SchedulerTest, CancelQueueFullAndBudget) {
   EXPECT_EQ(s.stats().kv_reserved, 0);
 }
 
+// Two requests whose reservations do not fit the KV budget together run one after the other (the second waits in
+// the queue although a slot is free) and still get their own tokens; the prefix cache gives its rows back.
+TEST_F(SchedulerTest, KvBudgetAdmitsOneAtATimeWhenTwoDoNotFit) {
+  const std::string ex = kRoot + "/examples/";
+  const Case a{"Describe the picture.", {ex + "shapes-1.png"}, greedy(64)};
+  const Case b{"How many shapes are there?", {ex + "shapes-2.png"}, greedy(64)};
+  const GenerationResult want_a = alone(a), want_b = alone(b);
+  SchedulerOptions so;
+  so.max_batch = 4;
+  so.kv_budget = want_a.prompt_positions + 64 + 20;  // room for one request, not two
+  Scheduler s(*engine_, so);
+  std::mutex mu;
+  std::vector<std::string> events;
+  auto log = [&](const std::string& e) {
+    std::lock_guard<std::mutex> lk(mu);
+    events.push_back(e);
+  };
+  GenerationResult got_a, got_b;
+  std::string sa, sb;
+  std::atomic<int> left{2};
+  SchedulerJob ja = job(a, &got_a, &sa, &left), jb = job(b, &got_b, &sb, &left);
+  auto done_a = ja.on_done, done_b = jb.on_done;
+  auto text_b = jb.on_text;
+  ja.on_done = [&, done_a](const GenerationResult& r, const std::string& e, ErrorCode c) {
+    log("a done");
+    done_a(r, e, c);
+  };
+  jb.on_text = [&, text_b](const std::string& p) {
+    log("b text");
+    return text_b(p);
+  };
+  jb.on_done = done_b;
+  ASSERT_TRUE(s.submit(std::move(ja)).has_value());
+  ASSERT_TRUE(s.submit(std::move(jb)).has_value());
+  s.wait_idle();
+  EXPECT_EQ(left.load(), 0);
+  EXPECT_EQ(got_a.tokens, want_a.tokens);
+  EXPECT_EQ(got_b.tokens, want_b.tokens);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front(), "a done") << "b started before a finished";
+  EXPECT_LE(s.stats().kv_cached + s.stats().kv_reserved, so.kv_budget);
+}
+
 // Bad jobs are refused by submit() with the engine's messages.
 TEST_F(SchedulerTest, BadJobsAreRefused) {
   Scheduler s(*engine_, {});
