@@ -269,6 +269,23 @@ class Server {
   }
 
  private:
+  static constexpr int kParsing = 4;
+  struct ParseSlot {
+    explicit ParseSlot(Server& s) : s_(s) {
+      std::unique_lock<std::mutex> lk(s_.parse_mu_);
+      s_.parse_cv_.wait(lk, [&] { return s_.parsing_ < kParsing; });
+      ++s_.parsing_;
+    }
+    ~ParseSlot() {
+      {
+        std::lock_guard<std::mutex> lk(s_.parse_mu_);
+        --s_.parsing_;
+      }
+      s_.parse_cv_.notify_one();
+    }
+    Server& s_;
+  };
+
   static void send_error(httplib::Response& res, const ApiError& e) {
     res.status = e.status;
     res.set_content(serve::error_json(e), "application/json");
@@ -316,6 +333,9 @@ class Server {
     }
     serve::ChatRequest cr;
     try {
+      // A parsed body and its decoded images take several times the body's size: at most kParsing requests
+      // are parsed at once, so that a burst of large requests cannot take the memory (the rest wait here).
+      ParseSlot slot(*this);
       cr = serve::parse_chat_request(req.body, limits_, engine_);
     } catch (const ApiError& e) {
       return send_error(res, e);
@@ -502,6 +522,9 @@ class Server {
   serve::ApiLimits limits_;
   int64_t created_ = 0;
   Metrics metrics_;
+  std::mutex parse_mu_;
+  std::condition_variable parse_cv_;
+  int parsing_ = 0;
   httplib::Server svr_;
 };
 
