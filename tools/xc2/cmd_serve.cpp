@@ -421,12 +421,16 @@ class Server {
     // Streaming: server-sent events; a write that fails (the client went away) cancels the request.
     const bool include_usage = cr.include_usage;
     auto started = std::make_shared<bool>(false);
+    auto last_write = std::make_shared<SteadyClock::time_point>(SteadyClock::now());
     const Scheduler::JobId job = *id;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, ch, cid, include_usage, started, job](size_t, httplib::DataSink& sink) -> bool {
-          auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+        [this, ch, cid, include_usage, started, last_write](size_t, httplib::DataSink& sink) -> bool {
+          auto write = [&](const std::string& s) {
+            *last_write = SteadyClock::now();
+            return sink.write(s.data(), s.size());
+          };
           if (!*started) {
             *started = true;
             if (!write(chunk_json(cid, {{"role", "assistant"}, {"content", ""}}, nullptr))) return false;
@@ -443,7 +447,9 @@ class Server {
           for (const std::string& p : pieces)
             if (!write(chunk_json(cid, {{"content", p}}, nullptr))) return false;
           if (pieces.empty() && !done) {
-            if (!sink.is_writable() || !write(": keep-alive\n\n")) return false;
+            // Nothing new for a second (e.g. waiting in the queue): a comment line, which fails once the client
+            // has gone.
+            if (SteadyClock::now() - *last_write >= std::chrono::seconds(1) && !write(": keep-alive\n\n")) return false;
             return true;
           }
           if (!done) return true;
