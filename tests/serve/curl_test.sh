@@ -152,9 +152,16 @@ EOF
 done
 rss_end=$(rss)
 ((rss_end - rss_warm < 8192)) || fail "memory grew from $rss_warm kB to $rss_end kB over four rounds of malformed requests"
+# The model by its id; another id is a 404 with error JSON.
+[[ $(curl -s -o m.out -w '%{http_code}' "$BASE/v1/models/xc2-shapes") == 200 ]] || fail "/v1/models/xc2-shapes"
+[[ $(json_get m.out 'j["id"]') == xc2-shapes ]] || fail "/v1/models/xc2-shapes body: $(cat m.out)"
+[[ $(curl -s -o m.out -w '%{http_code}' "$BASE/v1/models/gpt-4") == 404 ]] || fail "/v1/models/gpt-4"
+[[ $(json_get m.out 'j["error"]["code"]') == model_not_found ]] || fail "/v1/models/gpt-4 body: $(cat m.out)"
 # Unknown endpoint and wrong method: error JSON too.
 [[ $(curl -s -o nf.out -w '%{http_code}' "$BASE/v1/nothing") == 404 ]] || fail "404"
 json_get nf.out 'j["error"]["message"]' >/dev/null || fail "404 body: $(cat nf.out)"
+[[ $(curl -s -o nf.out -w '%{http_code}' "$BASE/v1/chat/completions") == 404 ]] || fail "GET on the chat endpoint"
+json_get nf.out 'j["error"]["message"]' >/dev/null || fail "GET on the chat endpoint: $(cat nf.out)"
 # Then a good request still works.
 [[ $(post q1.json a1b.json) == 200 ]] || fail "good request after the bad ones: $(cat a1b.json)"
 [[ $(json_get a1b.json 'j["choices"][0]["message"]["content"]') == "$want" ]] || fail "answer after the bad ones"

@@ -238,7 +238,8 @@ class Server {
     });
     svr_.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       std::string ep = req.path;
-      if (ep != "/v1/chat/completions" && ep != "/v1/models" && ep != "/health" && ep != "/metrics") ep = "other";
+      if (ep.rfind("/v1/models/", 0) == 0) ep = "/v1/models/{id}";
+      else if (ep != "/v1/chat/completions" && ep != "/v1/models" && ep != "/health" && ep != "/metrics") ep = "other";
       std::lock_guard<std::mutex> lk(metrics_.mu);
       ++metrics_.requests[{ep, res.status}];
       if (f_.common.verbose) std::cerr << "xc2 serve: " << req.method << " " << req.path << " " << res.status << "\n";
@@ -260,6 +261,19 @@ class Server {
       json j = {{"object", "list"},
                 {"data", json::array({{{"id", f_.model_id}, {"object", "model"}, {"created", created_},
                                        {"owned_by", "xc2"}}})}};
+      res.set_content(j.dump(), "application/json");
+    });
+    svr_.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res)) return;
+      if (req.matches[1] != f_.model_id) {
+        ApiError e;
+        e.status = 404;
+        e.message = "no model '" + std::string(req.matches[1]) + "' (this server serves '" + f_.model_id + "')";
+        e.param = "model";
+        e.code = "model_not_found";
+        return send_error(res, e);
+      }
+      json j = {{"id", f_.model_id}, {"object", "model"}, {"created", created_}, {"owned_by", "xc2"}};
       res.set_content(j.dump(), "application/json");
     });
     svr_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
