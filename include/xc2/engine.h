@@ -61,6 +61,9 @@ struct GenerationOptions {
   std::optional<uint64_t> seed;     // unset: a random seed (reported in the result)
   bool ignore_eos = false;          // keep going past </s> and [UNUSED_TOKEN_145]
   std::vector<int32_t> stop_ids;    // extra stop tokens (besides </s> and [UNUSED_TOKEN_145])
+  // Stop strings (OpenAI `stop`): generation ends when the answer's text contains one; the text is cut before
+  // it and nothing from it is streamed (a streamed piece is held back while it could be the start of one).
+  std::vector<std::string> stop_strings;
   // A prompt longer than config max_length is an error unless this is set (then it is cut to
   // max_length positions, as upstream does silently).
   bool truncate_prompt = false;
@@ -116,8 +119,9 @@ enum class StopReason {
   MaxNewTokens,  // max_new_tokens generated
   Cancelled,     // the stream callback returned false
   ContextFull,   // the sequence reached the context limit
+  StopString,    // the text reached one of GenerationOptions::stop_strings
 };
-// "eos", "im_end", "stop_id", "max_new_tokens", "cancelled", "context_full" (the JSON spelling).
+// "eos", "im_end", "stop_id", "max_new_tokens", "cancelled", "context_full", "stop_string" (the JSON spelling).
 const char* stop_reason_name(StopReason reason);
 
 struct GenerationResult {
@@ -201,6 +205,8 @@ class Engine {
     std::string error;          // empty: ok
   };
   PreparedImage prepare_image(const std::string& path) const;
+  // The same from the bytes of an image file in memory (any format xc2 reads); `name` names it in errors.
+  PreparedImage prepare_image_bytes(const std::string& bytes, const std::string& name) const;
   std::vector<ImageHandle> encode_prepared(const std::vector<PreparedImage>& images);
 
   GenerationResult generate(const Request& request, const GenerationOptions& options,

@@ -185,6 +185,7 @@ const char* stop_reason_name(StopReason reason) {
     case StopReason::MaxNewTokens: return "max_new_tokens";
     case StopReason::Cancelled: return "cancelled";
     case StopReason::ContextFull: return "context_full";
+    case StopReason::StopString: return "stop_string";
   }
   return "unknown";
 }
@@ -243,6 +244,20 @@ Engine::PreparedImage Engine::prepare_image(const std::string& path) const {
   auto t0 = Clock::now();
   try {
     img.pixels = vision::preprocess_clip(vision::load_image(path), impl_->cfg().img_size);
+  } catch (const Error& e) {
+    img.error = e.what();
+  }
+  img.load_ms = ms_since(t0);
+  return img;
+}
+
+Engine::PreparedImage Engine::prepare_image_bytes(const std::string& bytes, const std::string& name) const {
+  PreparedImage img;
+  img.path = name;
+  auto t0 = Clock::now();
+  try {
+    img.pixels = vision::preprocess_clip(
+        vision::decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name), impl_->cfg().img_size);
   } catch (const Error& e) {
     img.error = e.what();
   }

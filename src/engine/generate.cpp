@@ -12,7 +12,6 @@
 #include "text/tokenizer.h"
 
 namespace xc2::engine {
-namespace {
 
 text::SamplingParams sampling_params(const GenerationOptions& o) {
   text::SamplingParams sp;
@@ -24,14 +23,111 @@ text::SamplingParams sampling_params(const GenerationOptions& o) {
   return sp;
 }
 
-// A sequence while it is generated.
+StopText::StopText(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+
+std::string StopText::push(const std::string& piece) {
+  if (hit_) return {};
+  // A stop string that ends in the new piece starts at most (longest - 1) bytes before it.
+  size_t longest = 0;
+  for (const std::string& s : stops_) longest = std::max(longest, s.size());
+  const size_t from = text_.size() > longest ? text_.size() - longest + 1 : 0;
+  text_ += piece;
+  size_t cut = std::string::npos;
+  for (const std::string& s : stops_) cut = std::min(cut, text_.find(s, std::min(from, emitted_)));
+  if (cut != std::string::npos) {
+    hit_ = true;
+    text_.resize(cut);
+    std::string out = text_.substr(emitted_);
+    emitted_ = text_.size();
+    return out;
+  }
+  // Hold back the longest tail that is a proper prefix of a stop string (it starts at a character boundary,
+  // as the stop string does).
+  size_t hold = 0;
+  for (const std::string& s : stops_)
+    for (size_t n = std::min(s.size() - 1, text_.size()); n > hold; --n)
+      if (text_.compare(text_.size() - n, n, s, 0, n) == 0) {
+        hold = n;
+        break;
+      }
+  const size_t safe = std::max(emitted_, text_.size() - hold);
+  std::string out = text_.substr(emitted_, safe - emitted_);
+  emitted_ = safe;
+  return out;
+}
+
+std::string StopText::flush() {
+  std::string out = text_.substr(emitted_);
+  emitted_ = text_.size();
+  return out;
+}
+
+SequenceRun::SequenceRun(EngineImpl& m, GenSequence& s, const GenerationOptions& o)
+    : m_(m), seq_(&s), o_(o), sp_(sampling_params(o)), stops_(m.stop_set(o)), ctx_limit_(m.context_limit()) {
+  sampler_ = std::make_unique<text::Sampler>(s.result->seed);
+  stream_ = std::make_unique<text::StreamDecoder>(*m.tok);
+  if (!o.stop_strings.empty()) stop_text_ = std::make_unique<StopText>(o.stop_strings);
+}
+
+int32_t SequenceRun::choose(std::vector<float>& logits) { return sampler_->next(logits, seq_->penalty_history, sp_); }
+
+bool SequenceRun::accept(int32_t id, int step, Clock::time_point t_start) {
+  GenSequence& s = *seq_;
+  GenerationResult& r = *s.result;
+  if (step == 0) r.timings.first_token_ms = ms_since(t_start);
+  r.tokens.push_back(id);  // a stop token is dropped by finish_result()
+  if (stops_.count(id)) {
+    r.stop_reason = m_.stop_reason(id);
+    return false;
+  }
+  s.penalty_history.push_back(id);
+  std::string piece = stream_->push(id);
+  if (stop_text_) {
+    piece = stop_text_->push(piece);
+    if (stop_text_->hit()) {
+      r.stop_reason = StopReason::StopString;
+      if (!piece.empty() && s.on_text) s.on_text(piece);
+      return false;
+    }
+  }
+  if (!piece.empty() && s.on_text && !s.on_text(piece)) {
+    r.stop_reason = StopReason::Cancelled;
+    return false;
+  }
+  if (step + 1 >= o_.max_new_tokens) return false;  // max_new_tokens reached
+  if (s.cache->length() + 1 > ctx_limit_) {
+    r.stop_reason = StopReason::ContextFull;
+    return false;
+  }
+  return true;
+}
+
+void SequenceRun::finish(Clock::time_point t_decode_start) {
+  GenSequence& s = *seq_;
+  GenerationResult& r = *s.result;
+  r.timings.decode_ms = ms_since(t_decode_start);
+  std::string rest = stream_->finish();
+  if (stop_text_ && r.stop_reason != StopReason::StopString) {
+    rest = stop_text_->push(rest);
+    if (stop_text_->hit()) r.stop_reason = StopReason::StopString;
+    else rest += stop_text_->flush();
+  }
+  if (!rest.empty() && s.on_text && r.stop_reason != StopReason::Cancelled) s.on_text(rest);
+}
+
+void SequenceRun::complete() {
+  GenerationResult& r = *seq_->result;
+  m_.finish_result(r);
+  if (r.stop_reason == StopReason::StopString) r.text = stop_text_->text();
+}
+
+namespace {
+
+// A sequence of generate() while it is generated.
 struct Live {
-  GenSequence* seq = nullptr;
-  std::unique_ptr<text::Sampler> sampler;
-  std::unique_ptr<text::StreamDecoder> stream;
+  SequenceRun* run = nullptr;
   std::unique_ptr<DeviceDecoder> device;  // a lone sequence on a device-decode backend
   std::vector<float> logits;             // [vocab]: the next choice (host path)
-  bool done = false;
 };
 
 }  // namespace
@@ -46,6 +142,8 @@ void check_options(const GenerationOptions& o) {
   XC2_CHECK(o.num_beams == 1 || !o.do_sample, InvalidArgument,
             "beam search is deterministic (Hugging Face num_beams with do_sample=False): no sampling with beams");
   XC2_CHECK(std::isfinite(o.length_penalty), InvalidArgument, "length_penalty must be a finite number");
+  XC2_CHECK(o.num_beams == 1 || o.stop_strings.empty(), Unsupported, "stop strings do not combine with beam search");
+  for (const std::string& s : o.stop_strings) XC2_CHECK(!s.empty(), InvalidArgument, "a stop string is empty");
 }
 
 void generate(EngineImpl& m, std::vector<GenSequence>& seqs, const GenerationOptions& o, Clock::time_point t_start) {
@@ -64,19 +162,19 @@ void generate(EngineImpl& m, std::vector<GenSequence>& seqs, const GenerationOpt
     return;
   }
   const text::SamplingParams sp = sampling_params(o);
-  const std::set<int32_t> stops = m.stop_set(o);
   const int64_t ctx_limit = m.context_limit();
   model::XComposer2& model = *m.model;
 
   // Prefill, one sequence at a time (an image prompt is a full GEMM already).
+  std::vector<std::unique_ptr<SequenceRun>> runs(seqs.size());  // null: failed to prefill
   std::vector<Live> live;
-  for (GenSequence& s : seqs) {
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    GenSequence& s = seqs[i];
     GenerationResult& r = *s.result;
     try {
+      auto run = std::make_unique<SequenceRun>(m, s, o);
       Live l;
-      l.seq = &s;
-      l.sampler = std::make_unique<text::Sampler>(r.seed);
-      l.stream = std::make_unique<text::StreamDecoder>(*m.tok);
+      l.run = run.get();
       model::KvCache& cache = *s.cache;
       const int64_t end_of_prompt = cache.length() + s.prompt.rows.rows();
       if (seqs.size() == 1)
@@ -89,6 +187,7 @@ void generate(EngineImpl& m, std::vector<GenSequence>& seqs, const GenerationOpt
       s.prompt.rows = Tensor();
       r.stop_reason = StopReason::MaxNewTokens;
       live.push_back(std::move(l));
+      runs[i] = std::move(run);
     } catch (const Error& e) {
       if (!s.error) throw;
       r = GenerationResult{};
@@ -98,42 +197,19 @@ void generate(EngineImpl& m, std::vector<GenSequence>& seqs, const GenerationOpt
 
   // Decode in lockstep; a sequence leaves the batch when it stops.
   const auto t_dec = Clock::now();
-  auto finish = [&](Live& l) {
-    GenerationResult& r = *l.seq->result;
-    r.timings.decode_ms = ms_since(t_dec);
-    const std::string rest = l.stream->finish();
-    if (!rest.empty() && l.seq->on_text && r.stop_reason != StopReason::Cancelled) l.seq->on_text(rest);
-  };
   const int64_t vocab = m.cfg().vocab_size;
   for (int step = 0; step < o.max_new_tokens && !live.empty(); ++step) {
     std::vector<Live> next;
     std::vector<int32_t> feed;
     std::vector<model::KvCache*> caches;
     for (Live& l : live) {
-      GenSequence& s = *l.seq;
-      GenerationResult& r = *s.result;
-      const int32_t id = l.device ? l.device->select(*l.sampler) : l.sampler->next(l.logits, s.penalty_history, sp);
-      if (step == 0) r.timings.first_token_ms = ms_since(t_start);
-      bool done = true;
-      r.tokens.push_back(id);  // a stop token is dropped by finish_result()
-      if (stops.count(id)) {
-        r.stop_reason = m.stop_reason(id);
-      } else {
-        s.penalty_history.push_back(id);
-        const std::string piece = l.stream->push(id);
-        if (!piece.empty() && s.on_text && !s.on_text(piece)) {
-          r.stop_reason = StopReason::Cancelled;
-        } else if (step + 1 < o.max_new_tokens) {  // else: max_new_tokens reached
-          if (s.cache->length() + 1 > ctx_limit) r.stop_reason = StopReason::ContextFull;
-          else done = false;
-        }
-      }
-      if (done) {
-        finish(l);
+      const int32_t id = l.device ? l.device->select(l.run->sampler()) : l.run->choose(l.logits);
+      if (!l.run->accept(id, step, t_start)) {
+        l.run->finish(t_dec);
         continue;
       }
       feed.push_back(id);
-      caches.push_back(s.cache);
+      caches.push_back(l.run->seq().cache);
       next.push_back(std::move(l));
     }
     live = std::move(next);
@@ -147,9 +223,9 @@ void generate(EngineImpl& m, std::vector<GenSequence>& seqs, const GenerationOpt
                               logits.begin() + static_cast<std::ptrdiff_t>((b + 1) * vocab));
     }
   }
-  for (Live& l : live) finish(l);  // max_new_tokens == 0
-  for (GenSequence& s : seqs)
-    if (!s.error || s.error->empty()) m.finish_result(*s.result);
+  for (Live& l : live) l.run->finish(t_dec);  // max_new_tokens == 0
+  for (auto& run : runs)
+    if (run) run->complete();
 }
 
 }  // namespace xc2::engine

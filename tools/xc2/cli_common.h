@@ -104,5 +104,6 @@ Handler register_caption(CLI::App& app);
 Handler register_compose(CLI::App& app);
 Handler register_bench(CLI::App& app);
 Handler register_quantize(CLI::App& app);
+Handler register_serve(CLI::App& app);
 
 }  // namespace xc2::cli

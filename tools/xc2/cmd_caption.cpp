@@ -8,15 +8,18 @@
 #include <cerrno>
 #include <cstring>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <mutex>
 #include <set>
 #include <sstream>
 
 #include "cli_common.h"
+#include "xc2/scheduler.h"
 
 namespace xc2::cli {
 namespace {
@@ -217,11 +220,11 @@ Handler register_caption(CLI::App& app) {
 Each line: {"path", "caption", "prompt_tokens", "prompt_positions", "generated_tokens", "ms"}, or
 {"path", "error"} for an image that fails; the batch goes on. An existing --out needs --resume (its
 records are kept, new ones appended) or --overwrite; --out is locked while written. Every write is
-checked; lines are synced as they are done, so a killed run loses only the images in flight (with --batch-size N, the N of the current batch, whose lines
-are written together, in input order). --batch-size N runs N images through the vision tower together
-and decodes their captions together, reading each weight once per step for all N: several times the
-images/s of N = 1 when decoding is bandwidth-bound (see docs/perf.md); the captions are the same.
-The next batch's images are read and preprocessed while the current one is captioned. Folders list their PNG/JPEG/BMP/GIF/WebP files (sorted;
+checked; lines are synced as they are done, in input order, so a killed run loses only the images in
+flight (with --batch-size N, at most 2N). --batch-size N captions N images at once with continuous batching
+(a new image takes a slot as soon as one is free), reading each weight once per decode step for all of
+them: several times the images/s of N = 1 when decoding is bandwidth-bound (see docs/perf.md); the
+captions are the same. The next images are read and preprocessed while the others are captioned. Folders list their PNG/JPEG/BMP/GIF/WebP files (sorted;
 --recursive descends). --shard K/N keeps items K, K+N, K+2N, ... (1-based) of the full list.
 Decoding is greedy by default (reproducible); --sample uses the chat() sampling settings.
 Exit status: 0 if every image succeeded, 1 if some failed.)");
@@ -334,6 +337,108 @@ Exit status: 0 if every image succeeded, 1 if some failed.)");
     auto error_record = [](const std::string& path, const std::string& error) {
       return "{\"path\": " + json_escape(path) + ", \"error\": " + json_escape(error) + "}";
     };
+    // --batch-size N (N > 1, no beams): the continuous-batching scheduler; an image takes a slot as soon as one
+    // is free. Lines are written in input order as soon as every earlier one is done.
+    if (bs > 1 && opts.num_beams == 1) {
+      SchedulerOptions so;
+      so.max_batch = f->batch_size;
+      so.max_queue = 4 * f->batch_size;  // more than the images in flight below: submit() never refuses
+      so.max_images_per_step = f->batch_size;
+      std::mutex mu;
+      std::condition_variable cv;
+      std::vector<std::string> lines(todo.size());
+      std::vector<char> ready(todo.size(), 0), failed(todo.size(), 0);
+      size_t finished = 0, in_flight = 0, next_emit = 0;
+      auto complete = [&](size_t i, std::string line, bool bad) {
+        std::lock_guard<std::mutex> lk(mu);
+        lines[i] = std::move(line);
+        failed[i] = bad;
+        ready[i] = 1;
+        ++finished;
+        cv.notify_all();
+      };
+      auto emit_ready = [&]() {
+        std::string chunk;
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          while (next_emit < todo.size() && ready[next_emit]) {
+            chunk += lines[next_emit] + "\n";
+            lines[next_emit].clear();
+            if (failed[next_emit]) ++n_failed;
+            ++n_done;
+            ++next_emit;
+          }
+        }
+        if (!chunk.empty()) {
+          emit(chunk);
+          progress.update(n_done, n_failed);
+        }
+      };
+      Scheduler sched(*engine, so);  // after the state its callbacks use: it ends first
+      try {
+        for (size_t i = 0; i < todo.size(); ++i) {
+          Engine::PreparedImage img = engine->prepare_image(todo[i]);  // while the scheduler computes
+          if (!img.error.empty()) {
+            complete(i, error_record(todo[i], img.error), true);
+            emit_ready();
+            continue;
+          }
+          {
+            // At most 2 N images in flight: N running, N waiting for the next free slot.
+            std::unique_lock<std::mutex> lk(mu);
+            cv.wait(lk, [&] { return in_flight < 2 * bs; });
+          }
+          emit_ready();
+          SchedulerJob job;
+          job.request.text = prompt.text;
+          job.request.user_spans = prompt.user_spans;
+          job.request.style = PromptStyle::ChatImage;
+          job.images.push_back(std::move(img));
+          job.options = opts;
+          job.on_done = [&, i](const GenerationResult& r, const std::string& error, ErrorCode) {
+            {
+              std::lock_guard<std::mutex> lk(mu);
+              --in_flight;
+            }
+            if (error.empty()) complete(i, record(todo[i], r), false);
+            else complete(i, error_record(todo[i], error), true);
+          };
+          {
+            std::lock_guard<std::mutex> lk(mu);
+            ++in_flight;
+          }
+          bool queued = false;
+          try {
+            queued = sched.submit(std::move(job)).has_value();
+            if (!queued) complete(i, error_record(todo[i], "internal error: the caption queue refused the image"), true);
+          } catch (const Error& e) {
+            complete(i, error_record(todo[i], e.what()), true);
+          }
+          if (!queued) {
+            std::lock_guard<std::mutex> lk(mu);
+            --in_flight;
+          }
+          emit_ready();
+        }
+        for (;;) {
+          {
+            std::unique_lock<std::mutex> lk(mu);
+            cv.wait(lk, [&] { return finished == todo.size() || (next_emit < todo.size() && ready[next_emit]); });
+          }
+          emit_ready();
+          std::lock_guard<std::mutex> lk(mu);
+          if (next_emit == todo.size()) break;
+        }
+      } catch (...) {
+        sched.cancel_all();  // a failed write: stop the others before the scheduler goes
+        throw;
+      }
+      progress.finish();
+      if (out_file) out_file->close();
+      if (n_failed && !f->common.quiet)
+        std::cerr << "xc2: " << n_failed << " of " << todo.size() << " images failed (see the \"error\" records)\n";
+      return n_failed ? kExitPartial : kExitOk;
+    }
     // Images are read and preprocessed one batch ahead, on another thread, while the engine works.
     auto prepare = [&engine, &todo, bs](size_t b0) {
       std::vector<Engine::PreparedImage> v;

@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   add(register_convert);
   add(register_quantize);
   add(register_bench);
+  add(register_serve);
 
   // `xc2 chat2`: name the unknown command instead of CLI11's "A subcommand is required".
   if (argc > 1 && argv[1][0] != '-') {
