@@ -97,7 +97,12 @@ class Backend {
   // ---- memory ----
   virtual Tensor empty(const std::vector<int64_t>& shape, DType dtype) = 0;
   Tensor empty(const std::vector<int64_t>& shape) { return empty(shape, act_dtype()); }
-  virtual Tensor weight(const io::TensorView& w) = 0;
+  // How a weight is read: Streamed, whole at every step (the CPU backend may copy it into huge pages);
+  // Gathered, a few rows at a time (the embedding table: the CPU backend leaves it mapped, so only the rows
+  // that are looked up become resident).
+  enum class WeightUse { Streamed, Gathered };
+  virtual Tensor weight(const io::TensorView& w, WeightUse use) = 0;
+  Tensor weight(const io::TensorView& w) { return weight(w, WeightUse::Streamed); }
   // Called once before a model's weight() calls with the checkpoint's total size (a placement hint).
   virtual void plan_weights(uint64_t total_bytes) { (void)total_bytes; }
   virtual Tensor from_host_f32(const float* data, const std::vector<int64_t>& shape) = 0;  // -> act_dtype

@@ -145,10 +145,11 @@ class CpuBackend final : public Backend {
     if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
   }
 
-  Tensor weight(const io::TensorView& w) override {
+  using Backend::weight;
+  Tensor weight(const io::TensorView& w, WeightUse use) override {
     const HugePagePolicy& policy = huge_page_policy();
-    const bool copy = weights_ == CpuWeights::Auto && policy.min_bytes > 0 && w.nbytes >= policy.min_bytes &&
-                      (policy.forced || auto_copy_);
+    const bool copy = weights_ == CpuWeights::Auto && use == WeightUse::Streamed && policy.min_bytes > 0 &&
+                      w.nbytes >= policy.min_bytes && (policy.forced || auto_copy_);
     if (!copy) return Tensor::view(const_cast<void*>(w.data), w.shape, w.dtype, Device::Cpu);
     const size_t huge = size_t{2} << 20;
     const size_t alloc = (w.nbytes + huge - 1) / huge * huge;

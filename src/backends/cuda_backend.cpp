@@ -254,7 +254,8 @@ class CudaBackend final : public Backend {
     return t;
   }
 
-  Tensor weight(const io::TensorView& w) override {
+  using Backend::weight;
+  Tensor weight(const io::TensorView& w, WeightUse /*use*/) override {
     Tensor t = empty(w.shape, act_);
     const int64_t n = t.numel();
     if (n == 0) return t;
