@@ -28,8 +28,8 @@ struct QScratch {
   std::vector<float> xp;        // x with its columns reordered (act-order)
   std::vector<int8_t> xq;       // int8 x
   std::vector<float> xs;        // its block scales
+  std::vector<float> bsum;      // per row and block: scale * sum of the block's int8 values
   std::vector<float> zs;        // per row and segment
-  std::vector<detail::KSegment> segs;
 };
 thread_local QScratch tls_q;
 
@@ -212,6 +212,30 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
     }
     w.run_start.push_back(static_cast<int32_t>(w.kw));
   }
+  // The int8 path's segments, when every run starts on a 32-column block. Chunks of up to 16384 columns: on the
+  // 7B shapes (xc2_gemm_bench --suite quant, 1 thread, AVX-512 VNNI) chunks of 4096 made w2 (k = 14336) 15-25%
+  // slower than whole rows.
+  constexpr int32_t kKcBlocks = 512;
+  const int32_t wpb = 32 / p;  // words per block
+  bool blocks_aligned = !w.run_start.empty() && t.k % 32 == 0;
+  for (size_t ri = 0; blocks_aligned && ri + 1 < w.run_start.size(); ++ri)
+    blocks_aligned = w.run_start[ri] % wpb == 0;
+  if (blocks_aligned) {
+    for (size_t ri = 0; ri + 1 < w.run_start.size(); ++ri) {
+      int32_t b = w.run_start[ri] / wpb;
+      const int32_t b_end = w.run_start[ri + 1] / wpb;
+      while (b < b_end) {
+        const int32_t cut = std::min(b_end, (b / kKcBlocks + 1) * kKcBlocks);
+        w.segments.push_back({b, cut, w.run_group[ri]});
+        b = cut;
+      }
+    }
+    w.chunk_start.push_back(0);
+    for (size_t i = 1; i < w.segments.size(); ++i)
+      if (w.segments[i].b0 / kKcBlocks != w.segments[i - 1].b0 / kKcBlocks)
+        w.chunk_start.push_back(static_cast<int64_t>(i));
+    w.chunk_start.push_back(static_cast<int64_t>(w.segments.size()));
+  }
 
   // Values: qweight [k / p, n] -> q [n_pad / 16][kw][16] in the reordered column order.
   w.q = WordArray(static_cast<size_t>(w.n_pad * w.kw));
@@ -305,14 +329,7 @@ bool qlinear_int8_supported() {
   return k && k->int8 && detail::cpu_has_avx512_vnni() && gemm_resolve_isa(GemmIsa::Auto) == GemmIsa::Avx512;
 }
 
-bool qlinear_int8_supported(const QuantMatrix& w) {
-  if (!qlinear_int8_supported() || w.run_start.empty() || w.k % 32 != 0) return false;
-  // Every 32-column block in one group.
-  const int64_t words_per_block = 32 / w.p();
-  for (int64_t i = 0; i + 1 < static_cast<int64_t>(w.run_start.size()); ++i)
-    if (w.run_start[static_cast<size_t>(i)] % words_per_block != 0) return false;
-  return true;
-}
+bool qlinear_int8_supported(const QuantMatrix& w) { return qlinear_int8_supported() && !w.segments.empty(); }
 
 void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
                   bool accumulate, ThreadPool& pool) {
@@ -325,7 +342,7 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
   // x to int8, one scale per row and 32 columns (round to nearest even); 4-bit: each 8 columns as 0,2,4,6,1,3,5,7.
   s.xq.resize(static_cast<size_t>(m * k));
   s.xs.resize(static_cast<size_t>(m * nb));
-  std::vector<float> bsum(static_cast<size_t>(m * nb));  // scale * sum of the block's int8 values
+  s.bsum.resize(static_cast<size_t>(m * nb));
   pool.parallel_for(m, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       for (int64_t b = 0; b < nb; ++b) {
@@ -344,37 +361,19 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
           out[pos] = static_cast<int8_t>(qv);
         }
         s.xs[static_cast<size_t>(i * nb + b)] = sc;
-        bsum[static_cast<size_t>(i * nb + b)] = sc * static_cast<float>(sum);
+        s.bsum[static_cast<size_t>(i * nb + b)] = sc * static_cast<float>(sum);
       }
     }
   }, 8);
 
-  // Segments: runs of blocks in one group, cut every kKcBlocks blocks (k chunks). Measured on the 7B shapes
-  // (xc2_gemm_bench --suite quant, 1 thread, AVX-512 VNNI): chunks of 4096 columns made w2 (k = 14336) 15-25%
-  // slower than whole rows, so a chunk holds up to 16384 columns.
-  constexpr int32_t kKcBlocks = 512;
-  const int32_t wpb = 32 / w.p();     // words per block
-  s.segs.clear();
-  std::vector<int64_t> chunk_seg{0};  // first segment of every k chunk, then the end
-  for (size_t ri = 0; ri + 1 < w.run_start.size(); ++ri) {
-    int32_t b = w.run_start[ri] / wpb;
-    const int32_t b_end = w.run_start[ri + 1] / wpb;
-    while (b < b_end) {
-      const int32_t cut = std::min(b_end, (b / kKcBlocks + 1) * kKcBlocks);
-      s.segs.push_back({b, cut, w.run_group[ri]});
-      b = cut;
-    }
-  }
-  for (size_t i = 1; i < s.segs.size(); ++i)
-    if (s.segs[i].b0 / kKcBlocks != s.segs[i - 1].b0 / kKcBlocks) chunk_seg.push_back(static_cast<int64_t>(i));
-  chunk_seg.push_back(static_cast<int64_t>(s.segs.size()));
-  const int64_t n_seg = static_cast<int64_t>(s.segs.size());
+  const std::vector<detail::KSegment>& segments = w.segments;
+  const int64_t n_seg = static_cast<int64_t>(segments.size());
   s.zs.assign(static_cast<size_t>(m * n_seg), 0.0f);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t g = 0; g < n_seg; ++g) {
       float z = 0;
-      for (int32_t b = s.segs[static_cast<size_t>(g)].b0; b < s.segs[static_cast<size_t>(g)].b1; ++b)
-        z += bsum[static_cast<size_t>(i * nb + b)];
+      for (int32_t b = segments[static_cast<size_t>(g)].b0; b < segments[static_cast<size_t>(g)].b1; ++b)
+        z += s.bsum[static_cast<size_t>(i * nb + b)];
       s.zs[static_cast<size_t>(i * n_seg + g)] = z;
     }
 
@@ -385,7 +384,8 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
   const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tiles)));
   constexpr int64_t kMb = 96;
   const float* bias = w.bias.empty() ? nullptr : w.bias.data();
-  const detail::KSegment* segs = s.segs.data();
+  const detail::KSegment* segs = segments.data();
+  const std::vector<int64_t>& chunk_seg = w.chunk_start;
   const float* zs = s.zs.data();
   auto body = [&](int t, int nt) {
     const int64_t tb = tiles * t / nt, te = tiles * (t + 1) / nt;

@@ -85,6 +85,14 @@ struct QuantMatrix {
   // Empty when a group boundary falls inside a word (then the generic kernels run).
   std::vector<int32_t> run_start, run_group;
   int64_t uniform_group = 0;      // > 0: group[j] == j / uniform_group for all j
+  // The int8 path's k segments: 32-column blocks [b0, b1) all in group g, cut into k chunks of up to 16384
+  // columns; chunk_start: the first segment of every chunk, then segments.size(). Both empty when a group
+  // boundary falls inside a 32-column block (then qlinear_int8() cannot run this matrix).
+  struct Segment {
+    int32_t b0, b1, g;
+  };
+  std::vector<Segment> segments;
+  std::vector<int64_t> chunk_start;
 
   int p() const { return 32 / bits; }
   size_t bytes() const;           // resident bytes (what one pass over the weight reads)

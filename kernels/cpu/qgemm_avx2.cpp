@@ -117,7 +117,7 @@ XC2_Q256 void pack_bits(const QuantMatrix& w, int64_t row0, int64_t rows, int64_
                         int nr) {
   constexpr int P = 32 / BITS;
   const int64_t end = row0 + rows;
-  if (row0 % 16 != 0 || k0 % P != 0 || klen % P != 0 || nr % 16 != 0 || (end % 16 != 0 && end < w.n)) {
+  if (!pack_is_tiled(w, row0, rows, k0, klen, nr)) {
     q_scalar_kernels()->pack(w, row0, rows, k0, klen, wp, nr);
     return;
   }
@@ -136,8 +136,7 @@ XC2_Q256 void pack_bits(const QuantMatrix& w, int64_t row0, int64_t rows, int64_
       }
       const int64_t tile = first / 16;
       const uint32_t* qt = w.q.data() + tile * w.kw * 16;
-      size_t ri = static_cast<size_t>(
-          std::upper_bound(w.run_start.begin(), w.run_start.end(), static_cast<int32_t>(rw0)) - w.run_start.begin() - 1);
+      size_t ri = run_of_word(w, rw0);
       int32_t g = w.run_group[ri];
       __m256 zb0 = zero_biased(w, g, tile, 0), zb1 = zero_biased(w, g, tile, 1);
       __m256 s0 = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16);

@@ -2,6 +2,7 @@
 // qgemm.cpp, qgemm_avx2.cpp, qgemm_avx512.cpp). Not for use outside kernels/cpu.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cpu/qgemm.h"
@@ -18,6 +19,19 @@ using QRowsFn = void (*)(const QuantMatrix& w, const float* x, int64_t ldx, int6
 using QPackFn = void (*)(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* wp,
                          int nr);
 
+// Whether a pack call can take the SIMD kernels' tiled path: the block starts on a tile and on a word, ends on a
+// tile or at n, and a panel holds whole tiles (else they fall back to the scalar pack).
+inline bool pack_is_tiled(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, int nr) {
+  const int64_t end = row0 + rows;
+  return row0 % 16 == 0 && k0 % w.p() == 0 && klen % w.p() == 0 && nr % 16 == 0 && (end % 16 == 0 || end >= w.n);
+}
+
+// The word run (QuantMatrix::run_start) that holds word row r.
+inline size_t run_of_word(const QuantMatrix& w, int64_t r) {
+  return static_cast<size_t>(
+      std::upper_bound(w.run_start.begin(), w.run_start.end(), static_cast<int32_t>(r)) - w.run_start.begin() - 1);
+}
+
 // int8 activations (qlinear_int8): x quantized per row and 32-column block. For 4-bit weights the bytes of
 // every 8 columns are stored as columns 0, 2, 4, 6, 1, 3, 5, 7 (the low and the high nibbles of a word).
 struct QuantizedX {
@@ -25,10 +39,8 @@ struct QuantizedX {
   const float* scale = nullptr;  // [m][k / 32]
   int64_t k = 0;
 };
-// One k segment: 32-column blocks [b0, b1), all in group g.
-struct KSegment {
-  int32_t b0, b1, g;
-};
+// One k segment: 32-column blocks [b0, b1), all in group g (made at repack: QuantMatrix::segments).
+using KSegment = QuantMatrix::Segment;
 // Tiles [t0, t1) x rows [i0, i1) over segments [s0, s1) (zs[i * n_seg + s]: sum over the segment's blocks of
 // scale * sum of the block's int8 values); adds into y when `add`, else stores (+ bias when bias != nullptr).
 using QInt8Fn = void (*)(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
