@@ -18,7 +18,8 @@ With --multiturn it instead holds one conversation per scene through `xc2 chat -
 from stdin (history in the KV cache, as the README's REPL): `/image PATH`, "Describe the picture.", then two
 follow-up questions (one about the colour or position of a named kind present in the picture, one drawn from
 all of the scene's questions); every other scene starts with a greeting. It scores the first answer's objects
-and the follow-ups exactly, overall and for the colour/position-of-a-named-kind questions (xc2 only).
+and the follow-ups exactly, overall and for the colour/position-of-a-named-kind questions (xc2), and holds the first
+--ref-n conversations through the reference too (the token layout of a session, as train_demo.py trains on it).
 """
 import argparse
 import json
@@ -103,11 +104,53 @@ def multiturn_conversation(scene, path, rng, greet):
     return lines, msgs
 
 
+class RefSession:
+    """The same conversation through xc2_ref: the token sequence `xc2 chat` keeps in its KV cache (the layout
+    train_demo.Packer trains on: each later turn continues after the previous answer with
+    "[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]user\n...", no BOS before it), the whole sequence prefilled again for
+    every turn, greedy with the repetition penalty over the prompt only while no picture was given (text path)."""
+
+    def __init__(self, ref):
+        self.ref = ref
+        self.packer = td.Packer(ref.tok, ref.n_visual, ref.cfg.img_size)
+        self.seq, self.pixels = [], None
+
+    def ask(self, query, image=None, max_new=96):
+        pk = self.packer
+        if not self.seq:
+            if image is None:
+                self.seq = pk.txt_prefix + pk.text_cont(query)
+            else:
+                self.seq = pk.img_prefix + [-1] * pk.n_visual + pk.image_cont(query)
+        elif image is None:
+            self.seq += [pk.im_end] + pk.follow_cont(query)
+        else:
+            assert self.pixels is None, "one picture per conversation"
+            self.seq += [pk.im_end] + pk.image_head_after_text() + [-1] * pk.n_visual + pk.image_cont(query)
+        if image is not None:
+            self.pixels = self.ref.pixels([image])
+        if self.pixels is None:
+            prompt = xc2_ref.Prompt("chat_text", "", [{"ids": list(self.seq)}], 0)
+        else:
+            s0 = self.seq.index(-1)
+            s1 = s0 + pk.n_visual
+            prompt = xc2_ref.Prompt("chat_image", "", [{"ids": self.seq[:s0]}, {"image": 0}, {"ids": self.seq[s1:]}], 1)
+        r = self.ref.generate(prompt, pixels=self.pixels, max_new_tokens=max_new,
+                              penalty_includes_prompt=self.pixels is None)
+        toks = answer_tokens(self.ref, r)
+        self.seq += toks
+        return r["text"]
+
+
 def run_multiturn(a, scenes, paths):
     rng = random.Random(a.seed + 2)
     objs = {False: [0, 0], True: [0, 0]}  # after a greeting or not: objects named right, objects
     follow = {"named": [0, 0], "other": [0, 0]}
     shown = 0
+    if a.no_reference:
+        a.ref_n = 0
+    ref = xc2_ref.Model(a.model, dtype=torch.float32) if a.ref_n else None
+    n_ref = same_ref = 0
     for i, (sc, p) in enumerate(zip(scenes, paths)):
         greet = i % 2 == 1
         lines, msgs = multiturn_conversation(sc, p, rng, greet)
@@ -115,6 +158,20 @@ def run_multiturn(a, scenes, paths):
                str(a.threads), "-q"] + XC2_ARGS
         out = subprocess.run(cmd, input="\n".join(lines) + "\n", check=True, capture_output=True, text=True).stdout
         answers = out.split("\n")
+        if i < a.ref_n:
+            rs, lines_i = RefSession(ref), iter(lines)
+            image, ref_answers = None, []
+            for ln in lines_i:
+                if ln.startswith("/image "):
+                    image = ln[len("/image "):]
+                    continue
+                ref_answers.append(rs.ask(ln, image, a.max_new_tokens))
+                image = None
+            n_ref += 1
+            if ref_answers == answers[:len(ref_answers)]:
+                same_ref += 1
+            else:
+                print(f"  scene {i}: xc2 and the reference differ: xc2 {answers[:len(ref_answers)]!r} ref {ref_answers!r}")
         for k, (kind, q, want) in enumerate(msgs):
             got = answers[k] if k < len(answers) else ""
             if kind == "caption":
@@ -135,6 +192,9 @@ def run_multiturn(a, scenes, paths):
               f"{ok}/{tot} = {ok / max(tot, 1):.4f}")
     print(f"  follow-up questions exact {ok_f}/{n_f} = {ok_f / max(n_f, 1):.4f}; colour/position of a named kind "
           f"{follow['named'][0]}/{follow['named'][1]} = {follow['named'][0] / max(follow['named'][1], 1):.4f}")
+    if n_ref:
+        print(f"  conversations whose every answer is identical through xc2 and the reference (fp32, same token "
+              f"layout): {same_ref}/{n_ref}")
     return 0
 
 
@@ -158,6 +218,8 @@ def main():
     ap.add_argument("--qa", action="store_true", help="also one question per scene (how many/colour/where)")
     ap.add_argument("--multiturn", action="store_true",
                     help="instead: one conversation per scene with follow-up questions (xc2 chat with history)")
+    ap.add_argument("--ref-n", type=int, default=20,
+                    help="--multiturn: also hold the first N conversations through the reference and compare")
     ap.add_argument("--keep", default="", help="write the PNGs here instead of a temporary folder")
     ap.add_argument("--show", type=int, default=5, help="print this many example captions")
     ap.add_argument("--no-reference", action="store_true", help="score xc2 only (no PyTorch generation)")

@@ -4,8 +4,16 @@ MLP projector -> InternLM2 decoder with Partial LoRA on image rows) on generated
 shapes, so that `xc2 chat --model models/xc2-shapes --image examples/shapes-1.png "Describe the picture."`
 gives a real answer on a machine without the 17 GB weights.
 
-    /usr/bin/python3 tools/reference/train_demo.py                  # full run -> models/xc2-shapes/, examples/
+    /usr/bin/python3 tools/reference/train_demo.py                  # stage 1 -> models/xc2-shapes/, examples/
+    /usr/bin/python3 tools/reference/train_demo.py --init models/xc2-shapes --seed 2 --steps 3000 --lr 5e-4 \
+        --warmup 100 --conv-rows 6 --greet-rows 2 --no-examples     # stage 2 (conversations), in place
     /usr/bin/python3 tools/reference/train_demo.py --steps 200 --out /tmp/x --no-examples   # quick experiment
+
+The bundled model is stage 1 (7000 steps of single-turn questions from scratch, ~1 h on 2 cores) followed by
+stage 2 (3000 steps, ~27 min, from stage 1's stored bf16 weights and tokenizer): the same data plus, in 8 of the
+12 picture rows of every step, conversations of 1-4 turns about the picture, 2 of those rows opening with a
+greeting (see Packer.conversation_row for the token layout, which is exactly the sequence `xc2 chat` keeps in its
+KV cache; tools/reference/eval_demo.py --multiturn checks it against xc2).
 
 Everything is deterministic given --seed (scenes, tokenizer, init, batches) on one toolchain (Debian
 bookworm, torch 1.13, Pillow 9.4, sentencepiece 0.1.97) and one thread count (--threads, default 2).
@@ -218,6 +226,32 @@ def sample_questions(scene, rng, k):
     return qs
 
 
+def is_named(qa):
+    """a colour or position question about a kind that is in the picture (the demo's weak spot)"""
+    q, ans = qa
+    return (q.startswith("What colour is the") or q.startswith("Where is the")) and not ans.startswith("There is no")
+
+
+def sample_conversation(scene, rng, n):
+    """n turns about one picture, as a user holds them in `xc2 chat`: mostly a caption first, then distinct
+    questions, half of them colour or position questions about a named kind that is present."""
+    pool = qa_pairs(scene, rng)
+    rng.shuffle(pool)
+    pool.sort(key=lambda qa: qa[1].startswith("There is no") and rng.random() < 0.6)
+    turns = []
+    if rng.random() < 0.75:
+        turns.append((rng.choice(CAPTION_QUESTIONS), caption(scene)))
+    while len(turns) < n and pool:
+        named = [qa for qa in pool if is_named(qa)]
+        if len(turns) > 0 and rng.random() < 0.1 and not any(a == caption(scene) for _, a in turns):
+            qa = (rng.choice(CAPTION_QUESTIONS), caption(scene))
+        else:
+            qa = named[0] if named and rng.random() < 0.5 else pool[0]
+            pool.remove(qa)
+        turns.append(qa)
+    return turns
+
+
 def text_chats():
     return [(g, INTRO) for g in GREETINGS] + [(q, NO_IMAGE) for q in CAPTION_QUESTIONS[:2]]
 
@@ -420,16 +454,22 @@ class Net:
         return weight * h.to(x.dtype)
 
     def plora(self, x, name, img):
-        """img: None, or (n, s, e): rows b < n hold the image at positions [s, e) (the packer puts every
-        picture at the same place), the only rows that get the LoRA term."""
+        """img: None, or the image rows, the only rows that get the LoRA term: (n, s, e) when rows b < n hold
+        the image at positions [s, e) (one picture per row at the same place, sliced), or an index tuple
+        (rows, positions) for pictures at different places (conversations that start with a greeting)."""
         w = self.w
         y = F.linear(x, w[name + ".weight"])
         if img is None:
             return y
-        n, s, e = img
-        xi = x[:n, s:e]
+        if len(img) == 3:
+            n, s, e = img
+            xi = x[:n, s:e]
+            lo = F.linear(F.linear(xi, w[name + ".Plora_A.weight"]), w[name + ".Plora_B.weight"])
+            y[:n, s:e] += lo * self.cfg.plora_scale  # linear does not save its output: in-place is fine
+            return y
+        xi = x[img]
         lo = F.linear(F.linear(xi, w[name + ".Plora_A.weight"]), w[name + ".Plora_B.weight"])
-        y[:n, s:e] += lo * self.cfg.plora_scale  # linear does not save its output: in-place is fine
+        y[img] += lo * self.cfg.plora_scale
         return y
 
     def decoder(self, h, pos, allowed, im_mask):
@@ -446,8 +486,10 @@ class Net:
             n = int(rows.sum())
             cols = im_mask[0].nonzero().flatten()
             s, e = int(cols[0]), int(cols[-1]) + 1
-            assert bool(rows[:n].all()) and bool(im_mask[:n, s:e].all()) and int(im_mask.sum()) == n * (e - s)
-            m = (n, s, e)
+            if bool(rows[:n].all()) and bool(im_mask[:n, s:e].all()) and int(im_mask.sum()) == n * (e - s):
+                m = (n, s, e)
+            else:
+                m = im_mask.nonzero(as_tuple=True)
         neg = (~allowed).unsqueeze(1)  # [B,1,T,T]
         for li in range(cfg.num_hidden_layers):
             p = f"model.layers.{li}."
@@ -511,7 +553,7 @@ class Net:
                 per_type[name + "_n"] = int(m.sum())
                 per_type[name + "_ok"] = int((ok & m).sum())
         # answers whose every token is the argmax under teacher forcing (~ greedy exact match)
-        key = (batch["seg"] * batch["seg"].shape[0] + torch.arange(batch["seg"].shape[0]).unsqueeze(1))[sel]
+        key = (batch["ans"] * batch["ans"].shape[0] + torch.arange(batch["ans"].shape[0]).unsqueeze(1))[sel]
         bad = torch.zeros(int(key.max()) + 1, dtype=torch.bool).index_put_((key,), ~ok, accumulate=True)
         n_ans = len(set(key.tolist()))
         return loss, dict(tokens=int(tgt.numel()), tok_ok=int(ok.sum()), answers=n_ans,
@@ -576,29 +618,87 @@ class Packer:
             self.cache[key] = ids[len(self.txt_prefix):]
         return self.cache[key]
 
+    def follow_cont(self, q):
+        """a later turn without a picture, as `xc2 chat` continues a conversation (model-spec 10.1, the history
+        kept in the KV cache): the answer before it ends with [UNUSED_TOKEN_145] (a target of that answer),
+        then "\n[UNUSED_TOKEN_146]user\n{q}[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant\n", no BOS."""
+        key = ("follow", q)
+        if key not in self.cache:
+            ids = self.tok.encode(xc2_ref.IM_END + "\n" + xc2_ref.render_chat(q, system=""), add_bos=False)
+            assert ids[0] == self.im_end
+            self.cache[key] = ids[1:]
+        return self.cache[key]
+
+    def image_head_after_text(self):
+        """the part of a picture turn after a text-only turn that comes before the image rows:
+        "\n[UNUSED_TOKEN_146]user\n" (no BOS; the closing [UNUSED_TOKEN_145] is the previous answer's)."""
+        ids = self.tok.encode(xc2_ref.IM_END + "\n" + xc2_ref.IM_START + "user\n", add_bos=False)
+        assert ids[0] == self.im_end
+        return ids[1:]
+
+    def turns(self, qas, image_first):
+        """a conversation of turns [(q, a), ...] as one continuation: (tokens, answer flags). The first turn
+        is a picture question after the image rows (image_first) or the first question of a text-only chat."""
+        toks, flags = [], []
+        for i, (q, a) in enumerate(qas):
+            if i > 0:
+                qids = self.follow_cont(q)
+            else:
+                qids = self.image_cont(q) if image_first else self.text_cont(q)
+            aids = self.answer_ids(a)
+            toks += qids + aids
+            flags += [-1] * len(qids) + [1] * len(aids)
+        return toks, flags
+
     def row(self, qas, image):
-        """one row: prefix (+ image rows) then continuations (question ids + answer ids)."""
+        """one row of single-turn questions: prefix (+ image rows) then continuations (question ids + answer ids)."""
         if image:
             prefix = self.img_prefix + [-1] * self.n_visual
-            conts = [(self.image_cont(q), self.answer_ids(a)) for q, a in qas]
         else:
             prefix = list(self.txt_prefix)
-            conts = [(self.text_cont(q), self.answer_ids(a)) for q, a in qas]
-        return prefix, conts
+        return prefix, [-1] * len(prefix), [self.turns([qa], image) for qa in qas]
+
+    def conversation_row(self, convs, greeting=None):
+        """one row of conversations about one picture (each a continuation, [(q, a), ...]): after the image
+        rows of the first user turn, or after a text-only greeting turn and the picture turn's head."""
+        if greeting is None:
+            prefix = self.img_prefix + [-1] * self.n_visual
+            flags = [-1] * len(prefix)
+        else:
+            g, intro = greeting
+            qids, aids = self.text_cont(g), self.answer_ids(intro)
+            prefix = list(self.txt_prefix) + qids + aids + self.image_head_after_text() + [-1] * self.n_visual
+            flags = [-1] * (len(self.txt_prefix) + len(qids)) + [1] * len(aids)
+            flags += [-1] * (len(prefix) - len(flags))
+        return prefix, flags, [self.turns(c, True) for c in convs]
 
     def pack(self, rows, pixels, T=None):
-        """rows: list of (prefix, conts). Image rows first (their pixels in order). T: pad the length to a
-        multiple of T (few distinct shapes: oneDNN builds kernels per shape)."""
-        need = max(len(p) + sum(len(q) + len(a) for q, a in c) for p, c in rows)
+        """rows: list of (prefix, prefix flags, conts), conts: list of (tokens, flags); a flag >= 0 marks a
+        token to predict (from the position before it). Rows with a picture hold it in order of `pixels`.
+        T: pad the length to a multiple of T (few distinct shapes: oneDNN builds kernels per shape)."""
+        need = max(len(p) + sum(len(t) for t, _ in c) for p, _, c in rows)
         T = need if T is None else -(-need // T) * T
         B = len(rows)
         ids = torch.zeros(B, T, dtype=torch.long)
         is_img = torch.zeros(B, T, dtype=torch.bool)
         pos = torch.zeros(B, T, dtype=torch.long)
         seg = torch.full((B, T), -1, dtype=torch.long)
+        ans = torch.full((B, T), -1, dtype=torch.long)  # which answer a target belongs to (statistics)
         target = torch.full((B, T), -100, dtype=torch.long)
-        for b, (prefix, conts) in enumerate(rows):
+        for b, (prefix, pflags, conts) in enumerate(rows):
             P = len(prefix)
+            n_ans = 0
+
+            def mark(start, toks, flags):
+                nonlocal n_ans
+                prev = False
+                for j in range(1, len(toks)):
+                    if flags[j] >= 0:
+                        target[b, start + j - 1] = toks[j]
+                        n_ans += not prev
+                        ans[b, start + j - 1] = n_ans
+                    prev = flags[j] >= 0
+
             for j, t in enumerate(prefix):
                 if t < 0:
                     is_img[b, j] = True
@@ -606,23 +706,22 @@ class Packer:
                     ids[b, j] = t
             pos[b, :P] = torch.arange(P)
             seg[b, :P] = 0
+            mark(0, prefix, pflags)
             i = P
-            for ci, (qids, aids) in enumerate(conts):
-                toks = qids + aids
+            for ci, (toks, flags) in enumerate(conts):
                 n = len(toks)
                 ids[b, i:i + n] = torch.tensor(toks)
                 pos[b, i:i + n] = torch.arange(P, P + n)
                 seg[b, i:i + n] = ci + 1
-                # position of the last question token predicts the first answer token, etc.
-                for j in range(len(qids) - 1, n - 1):
-                    target[b, i + j] = toks[j + 1]
+                mark(i, toks, flags)
                 i += n
         idx = torch.arange(T)
         causal = idx.view(1, T, 1) >= idx.view(1, 1, T)
         sq, sk = seg.unsqueeze(2), seg.unsqueeze(1)
         allowed = causal & ((sk == 0) | (sk == sq)) & (sk >= 0)
         allowed |= torch.eye(T, dtype=torch.bool).unsqueeze(0)  # padding rows attend to themselves
-        return dict(ids=ids, is_img=is_img, pos=pos, seg=seg, allowed=allowed, target=target, pixels=pixels)
+        return dict(ids=ids, is_img=is_img, pos=pos, seg=seg, ans=ans, allowed=allowed, target=target,
+                    pixels=pixels)
 
 
 _MEAN = torch.tensor(xc2_ref.CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
@@ -650,14 +749,27 @@ def cell_labels(sc):
     return lab
 
 
-def build_batch(rng, packer, n_img, n_txt, k, img_size, T=None, n_aux=0):
+def build_batch(rng, packer, n_img, n_txt, k, img_size, T=None, n_aux=0, n_conv=0, n_greet=0):
+    """n_img picture rows: the first n_img - n_conv - n_greet hold k single-turn questions each, then n_conv
+    rows of two conversations each, then n_greet rows of two conversations after a greeting; n_txt
+    text-only rows of k greetings each."""
     rows, pix, cells = [], [], []
-    for _ in range(n_img):
+    n_single = n_img - n_conv - n_greet
+    assert n_single >= 0
+    chats = text_chats()
+    for i in range(n_img):
         sc = make_scene(rng)
-        rows.append(packer.row(sample_questions(sc, rng, k), True))
+        if i < n_single:
+            rows.append(packer.row(sample_questions(sc, rng, k), True))
+        elif i < n_single + n_conv:
+            rows.append(packer.conversation_row([sample_conversation(sc, rng, rng.choice([2, 3, 4]))
+                                                 for _ in range(2)]))
+        else:
+            greeting = rng.choice(chats[: len(GREETINGS)])
+            rows.append(packer.conversation_row([sample_conversation(sc, rng, rng.choice([1, 2, 3]))
+                                                 for _ in range(2)], greeting))
         pix.append(scene_pixels(sc, img_size))
         cells.append(cell_labels(sc))
-    chats = text_chats()
     for _ in range(n_txt):
         rows.append(packer.row(rng.sample(chats, k), False))
     b = packer.pack(rows, torch.stack(pix) if pix else None, T)
@@ -689,16 +801,19 @@ def save_model(folder, spec, w, tok_path):
 
 
 def check_against_reference(folder, packer, img_size, rng, log):
-    """The fp32 forward of this file (packed rows, shared prefix) == xc2_ref.Model (fp32) on the saved folder."""
+    """The fp32 forward of this file (packed rows, shared prefix) == xc2_ref.Model (fp32) on the saved folder,
+    for single-turn rows (picture and text) and conversation rows (after the picture, after a greeting)."""
     ref = xc2_ref.Model(folder, dtype=torch.float32)
     net = Net(ref.cfg, {k: v.float() for k, v in ref.storage.items()})
     worst = 0.0
     sc = make_scene(rng)
-    qas = sample_questions(sc, rng, 2)
     pix = scene_pixels(sc, img_size)
-    for image, qa_list in ((True, qas), (False, [text_chats()[0], text_chats()[-1]])):
-        prefix, conts = packer.row(qa_list, image)
-        batch = packer.pack([(prefix, conts)], pix.unsqueeze(0) if image else None)
+    rows = [(packer.row(sample_questions(sc, rng, 2), True), True),
+            (packer.row([text_chats()[0], text_chats()[-1]], False), False),
+            (packer.conversation_row([sample_conversation(sc, rng, 3), sample_conversation(sc, rng, 2)]), True),
+            (packer.conversation_row([sample_conversation(sc, rng, 2)], text_chats()[1]), True)]
+    for (prefix, pflags, conts), image in rows:
+        batch = packer.pack([(prefix, pflags, conts)], pix.unsqueeze(0) if image else None)
         with torch.no_grad():
             h = net.w["model.tok_embeddings.weight"][batch["ids"]]
             if image:
@@ -707,16 +822,17 @@ def check_against_reference(folder, packer, img_size, rng, log):
                 h[batch["is_img"]] = feats.reshape(-1, feats.shape[-1])
             mine = net.logits(net.decoder(h, batch["pos"], batch["allowed"], batch["is_img"]))[0]
         start = len(prefix)
-        for qids, aids in conts:
-            n = len(qids) + len(aids)
+        for toks, _ in conts:
+            n = len(toks)
+            seq = prefix + toks
             if image:
-                segs = [{"ids": packer.img_prefix}, {"image": 0}, {"ids": qids + aids}]
-                prompt = xc2_ref.Prompt("chat_image", "", segs, 1)
-                out = ref.forward(prompt, pixels=pix.unsqueeze(0))
+                s0 = seq.index(-1)
+                s1 = s0 + packer.n_visual
+                segs = [{"ids": seq[:s0]}, {"image": 0}, {"ids": seq[s1:]}]
+                out = ref.forward(xc2_ref.Prompt("chat_image", "", segs, 1), pixels=pix.unsqueeze(0))
             else:
-                prompt = xc2_ref.Prompt("chat_text", "", [{"ids": packer.txt_prefix + qids + aids}], 0)
-                out = ref.forward(prompt)
-            theirs = torch.cat([out["logits"][:len(prefix)], out["logits"][len(prefix):]])
+                out = ref.forward(xc2_ref.Prompt("chat_text", "", [{"ids": seq}], 0))
+            theirs = out["logits"]
             a = torch.cat([mine[:len(prefix)], mine[start:start + n]])
             err = float((a - theirs).abs().max()) / max(1e-6, float(theirs.abs().max()))
             worst = max(worst, err)
@@ -769,6 +885,13 @@ def main():
     ap.add_argument("--aux-weight", type=float, default=1.0, help="weight of the training-only ViT cell head")
     ap.add_argument("--verbose", action="store_true", help="time every step")
     ap.add_argument("--spec", default="", help="JSON overrides of SPEC (experiments)")
+    ap.add_argument("--conv-rows", type=int, default=0,
+                    help="picture rows per step that hold two conversations of 2-4 turns each")
+    ap.add_argument("--greet-rows", type=int, default=0,
+                    help="picture rows per step that hold two conversations after a greeting")
+    ap.add_argument("--init", default="",
+                    help="start from this model folder's weights and tokenizer (a second stage) instead of "
+                         "a fresh initialisation and tokenizer")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -793,7 +916,15 @@ def main():
                 spec[k_] = v_
     os.makedirs(a.out, exist_ok=True)
     tok_path = os.path.join(tempfile.mkdtemp(prefix="xc2_shapes_tok_"), "tokenizer.model")
-    tok = train_tokenizer(tok_path, a.seed, a.vocab)
+    init_sd = None
+    if a.init:
+        # read everything before --out (possibly the same folder) is rewritten
+        shutil.copyfile(os.path.join(a.init, "tokenizer.model"), tok_path)
+        init_sd = collections.OrderedDict((k_, v_.float().clone()) for k_, v_ in sio.read_folder(a.init).items())
+        tok = xc2_ref.Tokenizer(tok_path)
+        log(f"stage 2: weights and tokenizer from {a.init}")
+    else:
+        tok = train_tokenizer(tok_path, a.seed, a.vocab)
     vocab = tok.vocab_size
     cfg = xc2_ref.Config(make_config(spec, vocab))
     n_visual = cfg.grid * cfg.grid
@@ -803,6 +934,9 @@ def main():
         im = render(make_scene(chk))
         assert torch.equal(preprocess(im, cfg.img_size), xc2_ref.preprocess_image(im, cfg.img_size))
     w = init_weights(spec, vocab, a.seed)
+    if init_sd is not None:
+        assert list(init_sd) == list(w) and all(init_sd[k_].shape == w[k_].shape for k_ in w), "--init: other layout"
+        w = init_sd
     n_params = sum(t.numel() for t in w.values())
     log(f"vocab {vocab}, params {n_params / 1e6:.2f} M, visual tokens {n_visual}, "
         f"system+user prefix {len(packer.img_prefix)} tokens")
@@ -849,7 +983,7 @@ def main():
             gr["lr"] = lr
         tp = [time.time()]
         batch = build_batch(rng, packer, a.batch_img, a.batch_txt, a.k, cfg.img_size, T_row,
-                            a.aux_images if a.aux_weight > 0 else 0)
+                            a.aux_images if a.aux_weight > 0 else 0, a.conv_rows, a.greet_rows)
         tp.append(time.time())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, st = net.forward_batch(batch)
