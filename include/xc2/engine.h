@@ -171,6 +171,7 @@ struct ModelInfo {
   int quant_bits = 0;
   int64_t quant_group_size = 0;
   bool quant_desc_act = false, quant_sym = false;
+  int quant_head_bits = 0;  // the output head's bits when it is quantized too (lm_head), else 0
   // Weight bytes one decode step reads, as stored: decoder linears, norms, output head, one embedding row.
   int64_t decode_bytes = 0;
 };
@@ -297,9 +298,11 @@ int count_markers(const std::string& text, const std::string& marker);
 void convert_model(const std::string& model_dir, const std::string& out_dir, uint64_t max_shard_bytes);
 
 // `xc2 quantize`: round-to-nearest GPTQ quantization (bits 4 or 8; group_size -1 = per channel) of the decoder
-// linears into out_dir, in the layout AutoGPTQ writes; everything else is copied. progress(done, total) per tensor.
+// linears into out_dir, in the layout AutoGPTQ writes; everything else is copied. head_bits 4 or 8 quantizes the
+// output head too (quantization_config "lm_head"), 0 keeps it 16-bit. progress(done, total) per tensor.
 void quantize_model(const std::string& model_dir, const std::string& out_dir, int bits, int64_t group_size, bool sym,
-                    uint64_t max_shard_bytes, const std::function<void(size_t, size_t)>& progress = nullptr);
+                    int head_bits, uint64_t max_shard_bytes,
+                    const std::function<void(size_t, size_t)>& progress = nullptr);
 
 // Messages on stderr: 0 errors only, 1 warnings (default), 2 info, 3 debug.
 void set_verbosity(int level);

@@ -66,11 +66,13 @@ ModelInfo make_info(const std::string& dir, const io::ModelConfig& c, const io::
     m.quant_group_size = q->group_size;
     m.quant_desc_act = q->desc_act;
     m.quant_sym = q->sym;
+    m.quant_head_bits = q->lm_head ? q->head_bits : 0;
   }
   for (const io::TensorView& t : ck.tensors()) {
     const std::string& n = t.name;
     if (model::names::in_decoder_layer(n) ? !model::names::is_plora_adapter(n)
-                                         : (n == model::names::final_norm() || n == model::names::output()))
+                                         : (n == model::names::final_norm() || n == model::names::output() ||
+                                            (m.quant_head_bits && n.rfind("output.", 0) == 0)))
       m.decode_bytes += static_cast<int64_t>(t.nbytes);
     else if (n == model::names::tok_embeddings() && c.vocab_size > 0)
       m.decode_bytes += static_cast<int64_t>(t.nbytes) / c.vocab_size;
@@ -144,12 +146,13 @@ void convert_model(const std::string& model_dir, const std::string& out_dir, uin
 }
 
 void quantize_model(const std::string& model_dir, const std::string& out_dir, int bits, int64_t group_size, bool sym,
-                    uint64_t max_shard_bytes, const std::function<void(size_t, size_t)>& progress) {
+                    int head_bits, uint64_t max_shard_bytes, const std::function<void(size_t, size_t)>& progress) {
   check_model_dir(model_dir);
   model::QuantizeOptions o;
   o.bits = bits;
   o.group_size = group_size;
   o.sym = sym;
+  o.head_bits = head_bits;
   o.max_shard_bytes = max_shard_bytes;
   model::quantize_checkpoint(model_dir, out_dir, o, [&](size_t done, size_t total, const std::string&) {
     if (progress) progress(done, total);

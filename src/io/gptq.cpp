@@ -3,6 +3,7 @@
 #include "io/gptq.h"
 
 #include <cstring>
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -46,6 +47,46 @@ GptqConfig from_json(const json& q, const std::string& src) {
     XC2_THROW(Io, src, ": group_size ", c.group_size, " is invalid (a positive size, or -1 for per channel)");
   c.desc_act = get_bool(q, "desc_act", false, src);
   c.sym = get_bool(q, "sym", true, src);
+  c.lm_head = get_bool(q, "lm_head", false, src);
+  c.head_bits = c.bits;
+  c.head_group_size = c.group_size;
+  const auto dyn = q.find("dynamic");
+  if (dyn != q.end() && !dyn->is_null()) {
+    if (!dyn->is_object()) XC2_THROW(Io, src, ": quantization setting \"dynamic\" is not an object");
+    // GPTQModel's per-module rules: "+:regex" (or a bare regex) overrides settings of the modules it matches
+    // from their start, "-:regex" leaves them 16-bit. xc2 reads the rules that match the output head.
+    for (const auto& [key, rule] : dyn->items()) {
+      const bool skip = key.rfind("-:", 0) == 0;
+      const std::string pattern = (skip || key.rfind("+:", 0) == 0) ? key.substr(2) : key;
+      bool match = false;
+      try {
+        match = std::regex_search("output", std::regex("^(?:" + pattern + ")"));
+      } catch (const std::regex_error&) {
+        XC2_THROW(Io, src, ": \"dynamic\" rule \"", key, "\" is not a valid regular expression");
+      }
+      if (!match) {
+        // Rules for other modules (per-layer bits of the decoder linears) are not read: refuse rather than
+        // load tensors with settings they were not written with.
+        if (!skip && rule.is_object() && (rule.contains("bits") || rule.contains("group_size")))
+          XC2_THROW(Unsupported, src, ": \"dynamic\" rule \"", key,
+                    "\" changes the bits or group size of other modules than the output head (not supported)");
+        continue;
+      }
+      if (skip) {
+        c.lm_head = false;
+        continue;
+      }
+      if (!rule.is_object()) XC2_THROW(Io, src, ": \"dynamic\" rule \"", key, "\" is not an object");
+      c.head_bits = static_cast<int>(get_int(rule, "bits", c.bits, src));
+      c.head_group_size = get_int(rule, "group_size", c.group_size, src);
+    }
+  }
+  if (c.lm_head) {
+    if (c.head_bits != 4 && c.head_bits != 8)
+      XC2_THROW(Unsupported, src, ": bits ", c.head_bits, " for the output head is not supported (xc2 reads 4 and 8)");
+    if (c.head_group_size == 0 || c.head_group_size < -1)
+      XC2_THROW(Io, src, ": group_size ", c.head_group_size, " of the output head is invalid");
+  }
   return c;
 }
 

@@ -24,7 +24,21 @@ struct GptqConfig {
   int64_t group_size = 128;  // -1: one group over the input dimension (per channel)
   bool desc_act = false;     // act-order (g_idx permutes the groups)
   bool sym = true;
+  // The output head ("output", the lm_head): quantized when "lm_head" is true (AutoGPTQ / GPTQModel), with bits
+  // and group size from a GPTQModel "dynamic" rule matching "output" when there is one ({"+:^output$": {"bits":
+  // 8}} is what `xc2 quantize --head-bits 8` writes for a 4-bit folder), else the folder's.
+  bool lm_head = false;
+  int head_bits = 0;            // set when lm_head
+  int64_t head_group_size = 0;  // set when lm_head
   std::string source;        // the file the settings came from (for messages)
+
+  // The settings of the output head's tensors (lm_head only).
+  GptqConfig head() const {
+    GptqConfig h = *this;
+    h.bits = head_bits;
+    h.group_size = head_group_size;
+    return h;
+  }
 };
 
 // The GPTQ settings of a model folder; nullopt for a 16-bit folder. Error{Unsupported} / Error{Io} naming the

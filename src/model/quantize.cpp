@@ -89,6 +89,10 @@ void quantize_checkpoint(const std::string& model_dir, const std::string& out_di
   std::set<std::string> targets;
   for (int i = 0; i < cfg.num_hidden_layers; ++i)
     for (const char* lin : kLinears) targets.insert(names::plora_base(i, lin) + ".weight");
+  XC2_CHECK(opts.head_bits == 0 || opts.head_bits == 4 || opts.head_bits == 8, InvalidArgument, "--head-bits ",
+            opts.head_bits, ": xc2 quantizes the output head to 4 or 8 bits");
+  if (opts.head_bits) targets.insert(names::output());
+  auto bits_of = [&](const std::string& name) { return name == names::output() ? opts.head_bits : opts.bits; };
 
   // The output's tensors: the source's, the five linears of every layer replaced by their four GPTQ tensors
   // (no data yet). The writer asks for each tensor's bytes in its own order; a linear is quantized when one of
@@ -99,12 +103,12 @@ void quantize_checkpoint(const std::string& model_dir, const std::string& out_di
   XC2_CHECK(opts.bits == 4 || opts.bits == 8, InvalidArgument, "--bits ", opts.bits, ": xc2 quantizes to 4 or 8 bits");
   XC2_CHECK(opts.group_size == -1 || opts.group_size > 0, InvalidArgument, "--group-size ", opts.group_size,
             " is invalid");
-  const int64_t p = 32 / opts.bits;
   for (const io::TensorView& t : ckpt.tensors()) {
     if (!targets.count(t.name)) {
       views.push_back(t);
       continue;
     }
+    const int64_t p = 32 / bits_of(t.name);
     XC2_CHECK(t.shape.size() == 2, ShapeMismatch, "tensor '", t.name, "' is not a matrix");
     XC2_CHECK(t.shape[1] % p == 0, ShapeMismatch, "tensor '", t.name, "': input dimension ", t.shape[1],
               " is not a multiple of ", p);
@@ -145,7 +149,7 @@ void quantize_checkpoint(const std::string& model_dir, const std::string& out_di
       return;
     }
     if (cached != it->second) {
-      packed = rtn_quantize(*it->second, opts.bits, opts.group_size, opts.sym);
+      packed = rtn_quantize(*it->second, bits_of(it->second->name), opts.group_size, opts.sym);
       cached = it->second;
     }
     const std::string suffix = t.name.substr(t.name.rfind('.'));
@@ -164,6 +168,11 @@ void quantize_checkpoint(const std::string& model_dir, const std::string& out_di
   q["desc_act"] = false;
   q["sym"] = opts.sym;
   q["true_sequential"] = true;
+  if (opts.head_bits) {
+    q["lm_head"] = true;
+    // GPTQModel's per-module override: the head's bits where they differ from the decoder's.
+    if (opts.head_bits != opts.bits) q["dynamic"]["+:^output$"]["bits"] = opts.head_bits;
+  }
   q["quant_method"] = "gptq";
   q["checkpoint_format"] = "gptq";
   q["quantizer"] = "xc2 quantize (round to nearest)";

@@ -20,6 +20,7 @@ struct QuantizeOptions {
   int bits = 4;                 // 4 or 8
   int64_t group_size = 128;     // -1: per channel
   bool sym = false;
+  int head_bits = 0;            // 4 or 8: also quantize the output head (lm_head) at these bits; 0: keep it 16-bit
   uint64_t max_shard_bytes = 5000000000ull;
 };
 
@@ -33,8 +34,8 @@ struct GptqPacked {
 };
 GptqPacked rtn_quantize(const io::TensorView& w, int bits, int64_t group_size, bool sym);
 
-// Reads model_dir (safetensors or .bin), writes out_dir: the five decoder linears of every layer as GPTQ tensors,
-// every other tensor verbatim, config.json with quantization_config, the other side files copied.
+// Reads model_dir (safetensors or .bin), writes out_dir: the five decoder linears of every layer as GPTQ tensors
+// (and the output head with head_bits), every other tensor verbatim, config.json with quantization_config, the other side files copied.
 // progress(done, total, name) after each tensor.
 void quantize_checkpoint(const std::string& model_dir, const std::string& out_dir, const QuantizeOptions& opts,
                          const std::function<void(size_t, size_t, const std::string&)>& progress);

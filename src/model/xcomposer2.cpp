@@ -142,7 +142,11 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
     m->layers_.push_back(std::move(L));
   }
   m->norm_w_ = w(names::final_norm(), {D});
-  m->output_w_ = w(names::output(), {V, D});
+  // The output head stays 16-bit unless the GPTQ settings say lm_head (`xc2 quantize --head-bits`).
+  if (m->quant_ && m->quant_->lm_head)
+    m->output_q_ = be.quant_weight(io::get_gptq_linear(ws, "output", V, D, m->quant_->head()));
+  else
+    m->output_w_ = w(names::output(), {V, D});
 
   // Vision tower.
   const io::VisionConfig& vc = c.vision;
@@ -216,7 +220,8 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
 
 uint64_t XComposer2::decode_weight_bytes() const {
   auto lin = [](const PloraLinear& p) -> uint64_t { return p.qweight ? p.qweight.bytes : p.weight.nbytes(); };
-  uint64_t n = norm_w_.nbytes() + output_w_.nbytes() + tok_embeddings_.nbytes() / static_cast<uint64_t>(cfg_.vocab_size);
+  uint64_t n = norm_w_.nbytes() + (output_q_ ? output_q_.bytes : output_w_.nbytes()) +
+               tok_embeddings_.nbytes() / static_cast<uint64_t>(cfg_.vocab_size);
   for (const DecoderLayer& L : layers_)
     n += L.attention_norm.nbytes() + L.ffn_norm.nbytes() + lin(L.wqkv) + lin(L.wo) + lin(L.w1) + lin(L.w3) + lin(L.w2);
   return n;
@@ -493,7 +498,8 @@ Tensor XComposer2::forward(const DecoderBatch& batch, Tensor* logits_out) {
   be_.rms_norm(last, norm_w_, eps, fin);
   cb("final_norm", -1, fin);
   Tensor lg = logits_out ? *logits_out : be_.empty({n_out, c.vocab_size});
-  be_.linear(fin, output_w_, nullptr, lg, false);
+  if (output_q_) be_.linear_q(fin, output_q_, lg, false);
+  else be_.linear(fin, output_w_, nullptr, lg, false);
   cb("logits", -1, lg);
   return lg;
 }

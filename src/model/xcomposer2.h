@@ -154,7 +154,8 @@ class XComposer2 {
   Tensor tok_embeddings_;        // [vocab, hidden]
   std::vector<DecoderLayer> layers_;
   Tensor norm_w_;                // [hidden]
-  Tensor output_w_;              // [vocab, hidden]
+  Tensor output_w_;              // [vocab, hidden]; empty when the head is quantized
+  QuantWeight output_q_;         // GPTQ folders with lm_head
 };
 
 // The position-table resize rule of model-spec §8.3: rows 1.. of `table` ([old_g^2 + 1, dim], f32)

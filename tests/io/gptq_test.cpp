@@ -155,7 +155,46 @@ TEST(GptqConfigTest, Settings) {
   EXPECT_EQ(c->source, "m/quantize_config.json");
 }
 
+TEST(GptqConfigTest, OutputHead) {
+  // 16-bit head unless lm_head; then the folder's bits, or those of a "dynamic" rule that matches "output".
+  auto c = parse_gptq_config(R"({"quantization_config": {"bits": 4, "group_size": 32}})", "", "m");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_FALSE(c->lm_head);
+  c = parse_gptq_config(R"({"quantization_config": {"bits": 4, "group_size": 32, "lm_head": true}})", "", "m");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_TRUE(c->lm_head);
+  EXPECT_EQ(c->head().bits, 4);
+  EXPECT_EQ(c->head().group_size, 32);
+  c = parse_gptq_config(R"({"quantization_config": {"bits": 4, "group_size": 32, "lm_head": true,
+                           "dynamic": {"-:^model\\.layers\\.0\\.": {}, "+:^output$": {"bits": 8, "group_size": 64}}}})",
+                        "", "m");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->bits, 4);
+  EXPECT_EQ(c->head().bits, 8);
+  EXPECT_EQ(c->head().group_size, 64);
+  // A bare pattern matches from the start of the name, as re.match; "-:" leaves the head 16-bit.
+  c = parse_gptq_config(R"({"quantization_config": {"bits": 4, "lm_head": true, "dynamic": {"out": {"bits": 8}}}})",
+                        "", "m");
+  EXPECT_EQ(c->head().bits, 8);
+  c = parse_gptq_config(R"({"quantization_config": {"bits": 4, "lm_head": true, "dynamic": {"-:output": {}}}})",
+                        "", "m");
+  EXPECT_FALSE(c->lm_head);
+}
+
 TEST(GptqConfigTest, HostileSettings) {
+  EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 4, "lm_head": true,
+                                        "dynamic": {"+:^output$": {"bits": 3}}}})", "", "m"),
+                   Unsupported, "bits 3 for the output head is not supported");
+  EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 4, "lm_head": true,
+                                        "dynamic": {"+:(output": {"bits": 8}}}})", "", "m"),
+                   Io, "\"dynamic\" rule \"+:(output\" is not a valid regular expression");
+  EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 4,
+                                        "dynamic": {"+:^model\\.layers\\.1\\.": {"bits": 8}}}})", "", "m"),
+                   Unsupported, "changes the bits or group size of other modules than the output head");
+  EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 4, "dynamic": [1]}})", "", "m"), Io,
+                   "\"dynamic\" is not an object");
+  EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 4, "lm_head": 1}})", "", "m"), Io,
+                   "\"lm_head\" is not a boolean");
   EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 3, "group_size": 128}})", "", "m"),
                    Unsupported, "m/config.json: bits 3 is not supported (xc2 reads 4 and 8)");
   EXPECT_XC2_ERROR(parse_gptq_config("", R"({"bits": 4, "group_size": 0})", "m"), Io,

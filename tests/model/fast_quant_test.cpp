@@ -43,7 +43,8 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(FastQuant, Int8ActivationsStayCloseToTheExactPath) {
   if (!kernels::cpu::qlinear_int8_supported()) GTEST_SKIP() << "no AVX-512 VNNI: the exact path is the only one";
-  for (const std::string model : {"tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym", "tiny-q8-g32-act", "tiny-q8-pc"}) {
+  for (const std::string model : {"tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym", "tiny-q8-g32-act", "tiny-q8-pc",
+                                   "tiny-q4-g32-h8"}) {
     for (bool image : {false, true}) {
       SCOPED_TRACE(model + (image ? " image" : " text"));
       const std::vector<float> exact = logits_of(model, true, image);

@@ -53,7 +53,7 @@ std::vector<CaseParam> all_cases() {
   // tiny-q*: GPTQ checkpoints (tools/reference/make_tiny_quant.py), against the reference's dequantize-then-float64
   // forward; they cover the formats themselves (safetensors, shards, .bin), so they have no -bin twin.
   for (const std::string golden : {"tiny-a", "tiny-b", "tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym",
-                                   "tiny-q8-g32-act", "tiny-q8-pc"}) {
+                                   "tiny-q8-g32-act", "tiny-q8-pc", "tiny-q4-g32-h8"}) {
     std::vector<std::string> names;
     for (const auto& e : fs::directory_iterator(test::data_path("golden/" + golden))) {
       const std::string f = e.path().filename().string();

@@ -43,6 +43,7 @@ struct BenchOptions {
   // quantized path (int8 activations where the CPU has VNNI) and with the exact one, next to the 16-bit rows.
   std::vector<int> quant_bits;
   int quant_group_size = 128;
+  int quant_head_bits = 0;  // those copies' output head: 4 or 8 bits, 0 16-bit
 };
 
 struct BenchRow {

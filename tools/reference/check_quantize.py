@@ -19,12 +19,14 @@ def main(src, out):
     base = xc2_ref._load_stored(src)
     got = sio.read_folder(out)
     n_layers = xc2_ref.load_config(src).num_hidden_layers
-    bases = set(gptq.quantized_bases(n_layers))
+    bases = {b: q["bits"] for b in gptq.quantized_bases(n_layers)}
+    if gptq.head_bits(q) is not None:
+        bases["output"] = gptq.head_bits(q)
     n_q = 0
     for name, t in base.items():
         b = name[:-len(".weight")]
         if b in bases:
-            want = gptq.round_to_nearest(t, q["bits"], q["group_size"], q["sym"])
+            want = gptq.round_to_nearest(t, bases[b], q["group_size"], q["sym"])
             for part, w in want.items():
                 g = got.pop(f"{b}.{part}")
                 assert g.dtype == w.dtype and torch.equal(g, w), f"{b}.{part} differs"
@@ -35,7 +37,7 @@ def main(src, out):
     assert not got, f"unexpected tensors {list(got)[:3]}"
     assert n_q == len(bases)
     print(f"check_quantize: {out}: {n_q} linears equal the reference RTN "
-          f"(bits {q['bits']}, group {q['group_size']}, sym {q['sym']})")
+          f"(bits {q['bits']}, group {q['group_size']}, sym {q['sym']}, output head {gptq.head_bits(q) or 16}-bit)")
 
 
 if __name__ == "__main__":

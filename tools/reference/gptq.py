@@ -24,6 +24,8 @@ per group (the rows k with g_idx[k] = g) and column n, in float32:
   -1 cannot be packed into `bits` bits);
   q = clamp(round(w / scale) + zero, 0, maxq)  (round half to even; w / scale an f32 division by the f16 scale).
 """
+import re
+
 import torch
 
 
@@ -151,13 +153,33 @@ def quantized_bases(n_layers):
     return [f"model.layers.{i}.{lin}" for i in range(n_layers) for lin in QUANT_LINEARS]
 
 
+def head_bits(qcfg):
+    """The output head's bits when the settings quantize it ("lm_head": true, AutoGPTQ / GPTQModel), else None.
+    GPTQModel's "dynamic" rules (module-name regex, re.match; "+:" or bare overrides, "-:" skips) can give it
+    other bits."""
+    if not qcfg.get("lm_head"):
+        return None
+    bits = qcfg["bits"]
+    for key, rule in (qcfg.get("dynamic") or {}).items():
+        skip = key.startswith("-:")
+        pattern = key[2:] if skip or key.startswith("+:") else key
+        if re.match(pattern, "output"):
+            if skip:
+                return None
+            bits = rule.get("bits", bits)
+    return bits
+
+
 def dequantize_state_dict(sd, qcfg, n_layers):
     """A GPTQ state dict -> the same with every quantized linear as a float64 `.weight` (reference forward)."""
     out = dict(sd)
-    for base in quantized_bases(n_layers):
+    bases = [(b, qcfg["bits"]) for b in quantized_bases(n_layers)]
+    if head_bits(qcfg) is not None:
+        bases.append(("output", head_bits(qcfg)))
+    for base, bits in bases:
         t = {p: out.pop(f"{base}.{p}") for p in ("qweight", "qzeros", "scales", "g_idx")}
         out.pop(f"{base}.bias", None)
-        out[f"{base}.weight"] = dequantize(t, qcfg["bits"])
+        out[f"{base}.weight"] = dequantize(t, bits)
     return out
 
 

@@ -349,7 +349,7 @@ FORWARD_CASES = {
 }
 
 # The GPTQ checkpoints of make_tiny_quant.py: the reference dequantizes them, then runs as usual.
-QUANT_MODELS = ("tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym", "tiny-q8-g32-act", "tiny-q8-pc")
+QUANT_MODELS = ("tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym", "tiny-q8-g32-act", "tiny-q8-pc", "tiny-q4-g32-h8")
 for _q in QUANT_MODELS:
     FORWARD_CASES[_q] = [
         ("text", "chat_text", dict(query="How many animals are there in this photo?", system="default", images=[])),

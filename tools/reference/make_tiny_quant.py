@@ -11,9 +11,11 @@ both places of the settings (config.json quantization_config, quantize_config.js
   tiny-q4-pc-sym     4 bit, per channel (-1), sym          model.safetensors, quantize_config.json
   tiny-q8-g32-act    8 bit, group 32, asym, act-order      pytorch_model.bin
   tiny-q8-pc         8 bit, per channel (-1), asym         model.safetensors
+  tiny-q4-g32-h8     4 bit, group 32, asym, and the output head at 8 bits ("lm_head": true and a GPTQModel
+                     "dynamic" rule for its bits, as `xc2 quantize --head-bits 8` writes)
 
-The quantized linears are the five decoder linears of every layer (gptq.QUANT_LINEARS); everything else
-is the base model's fp16 tensors. Goldens: make_golden.py (the reference dequantizes, then runs float64).
+The quantized linears are the five decoder linears of every layer (gptq.QUANT_LINEARS), and in tiny-q4-g32-h8
+the output head; everything else is the base model's fp16 tensors. Goldens: make_golden.py (the reference dequantizes, then runs float64).
 """
 import collections
 import json
@@ -49,7 +51,9 @@ VARIANTS = collections.OrderedDict([
     ("tiny-q4-pc-sym", (4, -1, True, False, "single", "file")),
     ("tiny-q8-g32-act", (8, 32, False, True, "bin", "config")),
     ("tiny-q8-pc", (8, -1, False, False, "single", "config")),
+    ("tiny-q4-g32-h8", (4, 32, False, False, "single", "config")),
 ])
+HEAD_BITS = {"tiny-q4-g32-h8": 8}  # variants whose output head is quantized too, at these bits
 
 
 def quant_config(bits, group_size, sym, desc_act):
@@ -60,9 +64,11 @@ def quant_config(bits, group_size, sym, desc_act):
     ])
 
 
-def quantize_state_dict(sd, n_layers, bits, group_size, sym, desc_act, seed):
+def quantize_state_dict(sd, n_layers, bits, group_size, sym, desc_act, seed, head_bits=None):
     g = torch.Generator().manual_seed(seed)
-    bases = set(gptq.quantized_bases(n_layers))
+    bases = {b: bits for b in gptq.quantized_bases(n_layers)}
+    if head_bits:
+        bases["output"] = head_bits
     out = collections.OrderedDict()
     for name, t in sd.items():
         base = name[:-len(".weight")] if name.endswith(".weight") else None
@@ -71,7 +77,7 @@ def quantize_state_dict(sd, n_layers, bits, group_size, sym, desc_act, seed):
             continue
         k = t.shape[1]
         gi = gptq.act_order_g_idx(k, group_size, g) if desc_act else None
-        q = gptq.round_to_nearest(t, bits, group_size, sym, gi)
+        q = gptq.round_to_nearest(t, bases[base], group_size, sym, gi)
         for part in ("qweight", "qzeros", "scales", "g_idx"):
             out[f"{base}.{part}"] = q[part]
     return out
@@ -87,6 +93,10 @@ def main():
         folder = os.path.join(MODELS, name)
         make_tiny.clean_folder(folder)
         qc = quant_config(bits, gs, sym, act)
+        hb = HEAD_BITS.get(name)
+        if hb:
+            qc["lm_head"] = True
+            qc["dynamic"] = {"+:^output$": {"bits": hb}}
         c = collections.OrderedDict(cfg)
         if place == "config":
             c["quantization_config"] = qc
@@ -95,7 +105,7 @@ def main():
             with open(os.path.join(folder, "quantize_config.json"), "w") as f:
                 json.dump(qc, f, indent=2)
                 f.write("\n")
-        sd = quantize_state_dict(base, TINY_Q["layers"], bits, gs, sym, act, seed=100 + i)
+        sd = quantize_state_dict(base, TINY_Q["layers"], bits, gs, sym, act, seed=100 + i, head_bits=hb)
         if layout == "sharded2":
             sio.write_sharded(folder, sd, 2, prefix="model")
         elif layout == "bin":

@@ -57,6 +57,10 @@ once per step for all N, against the same roofline with N tokens per weight read
       ->delimiter(',');
   cmd->add_option("--quant-group-size", o->quant_group_size, "Group size of those copies (-1: per channel)")
       ->capture_default_str();
+  cmd->add_option("--quant-head-bits", o->quant_head_bits,
+                  "Quantize those copies' output head too (4 or 8 bits; 0: 16-bit, as the official releases)")
+      ->check(CLI::IsMember({0, 4, 8}))
+      ->capture_default_str();
   cmd->add_flag("--no-reference", *no_ref, "Skip the PyTorch reference");
   cmd->add_option("--python", o->python, "Python with PyTorch for the reference")->capture_default_str();
   cmd->add_option("--reference-script", o->reference_script,

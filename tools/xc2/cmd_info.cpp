@@ -60,6 +60,7 @@ Handler register_info(CLI::App& app) {
          << ", \"vision_layers\": " << m.vision_layers << ", \"vision_heads\": " << m.vision_heads
          << ", \"lora_rank\": " << m.lora_rank << ", \"plora_scale\": " << m.plora_scale
          << ", \"quant_bits\": " << m.quant_bits << ", \"quant_group_size\": " << m.quant_group_size
+         << ", \"quant_head_bits\": " << m.quant_head_bits
          << ", \"quant_format\": " << json_escape(m.quant_bits ? "gptq" : "") << ", \"decode_bytes_per_token\": "
          << m.decode_bytes << ", \"checked\": " << (f->check ? "true" : "false") << "}";
       os << "\n";
@@ -84,7 +85,10 @@ Handler register_info(CLI::App& app) {
     if (m.quant_bits)
       os << "quantized      GPTQ " << m.quant_bits << "-bit, group size " << m.quant_group_size
          << (m.quant_group_size == -1 ? " (per channel)" : "") << (m.quant_sym ? ", sym" : ", asym")
-         << (m.quant_desc_act ? ", act-order" : "") << "; decoder linears only\n";
+         << (m.quant_desc_act ? ", act-order" : "")
+         << (m.quant_head_bits ? "; decoder linears and the output head (" + std::to_string(m.quant_head_bits) + "-bit)"
+                               : std::string("; decoder linears only"))
+         << "\n";
     os << "decode reads   " << human_bytes(static_cast<uint64_t>(m.decode_bytes)) << " of weights per token\n";
     if (f->check) os << "check          ok: every expected tensor present with the expected shape; tokenizer.model loads\n";
     write_stdout(os.str());
