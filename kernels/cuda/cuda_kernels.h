@@ -100,6 +100,31 @@ void gemv(const void* x, const void* w, const void* bias, void* y, int64_t m, in
 void linear_simple(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t n, int64_t k,
                    bool accumulate, DType dtype, cudaStream_t stream);
 
+// ---- qgemv.cu -------------------------------------------------------------------------------------
+// GPTQ-quantized linears (W4A16, W8A16) over the layout of kernels/common/gptq_gpu.h, uploaded by the backend:
+// w[c, j] = scale[c, g(j)] * (q[c, j] - zero[c, g(j)]) with j in the layout's (group-sorted) column order.
+struct GptqDeviceWeight {
+  const uint32_t* q = nullptr;          // [n][kw]
+  const float* sz = nullptr;            // [n][groups][2]: scale, zero (8-byte aligned: read as float2)
+  const int32_t* col_group = nullptr;   // [k]
+  const int32_t* vec_group = nullptr;   // [kw / 4] or null (then qgemv takes its generic path)
+  const void* bias = nullptr;           // [n] in the activation dtype, or null
+  int bits = 4;                         // 4 or 8
+  int64_t n = 0, k = 0, kw = 0, groups = 1;
+};
+// Decode: y[m, n] (+)= x[m, k] . w^T (+ bias), 1 <= m <= kQGemvMaxRows, x in the layout's column order
+// (gather_columns for act-order), f32 accumulation, each weight word read once (vector path).
+constexpr int kQGemvMaxRows = 16;
+// Whether qgemv() takes the vector path (16-byte loads): the layout has vec_group and x is 16-byte aligned.
+bool qgemv_vector_path(const GptqDeviceWeight& w, const void* x);
+void qgemv(const GptqDeviceWeight& w, const void* x, void* y, int64_t m, bool accumulate, DType dtype,
+           cudaStream_t stream);
+// Prefill: out[n, k] = w dequantized (layout column order), rounded once to dtype.
+void gptq_dequantize(const GptqDeviceWeight& w, void* out, DType dtype, cudaStream_t stream);
+// xp[r, j] = x[r, perm[j]]; x, xp: [m, k] (must not overlap); perm: [k] int32 on the device.
+void gather_columns(const void* x, const int32_t* perm, void* xp, int64_t m, int64_t k, DType dtype,
+                    cudaStream_t stream);
+
 // ---- sampling.cu -----------------------------------------------------------------------------------
 // work[i] = f32(logits[i]) with the repetition penalty on seen ids (l < 0 ? l * penalty : l / penalty), then
 // divided by `temperature` when temperature != 1 (exactly the host Sampler's f32 arithmetic).

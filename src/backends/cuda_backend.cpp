@@ -7,6 +7,12 @@
 //   - Linear layers through cuBLASLt (kernels/cuda/gemm.h), except m <= 8 rows (decode), which take the
 //     bandwidth-bound GEMV kernel (XC2_CUDA_GEMV=0 forces cuBLASLt). accumulate = true is beta = 1. Shapes
 //     cuBLASLt has no algorithm for, and all of them with XC2_CUDA_GEMM=simple, take a plain tiled kernel.
+//   - GPTQ linears (quant_weight / linear_q): repacked on the host at load into the layout of
+//     kernels/common/gptq_gpu.h (backends/gptq_gpu_layout.h) and uploaded; m <= 16 rows take the W4A16 / W8A16
+//     GEMV (kernels/cuda/qgemv.cu), more rows dequantize the weight into one scratch buffer in the activation
+//     dtype (grow-only, sized by the largest quantized weight) and run the cuBLASLt linear on it. Act-order
+//     checkpoints gather x's columns into the layout's order first. XC2_CUDA_GEMV=0 sends every row count
+//     through the dequantize + cuBLASLt path.
 //   - RoPE tables (rope_tables(), f32, exactly the CPU's numbers) are built on the host once per theta for
 //     a range of positions and kept on the device, so decode steps upload nothing.
 //   - Out of device memory: the allocator waits for the stream, returns its cached blocks to the driver and
@@ -30,6 +36,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/gptq_gpu_layout.h"
 #include "backends/kernel_args.h"
 #include "core/check.h"
 #include "core/env.h"
@@ -199,6 +206,14 @@ struct RopeTable {
   bool in_graph = false;  // looked up while a graph was being captured
 };
 
+// A GPTQ linear on the device: the arrays of its GptqGpuLayout (the blocks keep them alive).
+struct CudaGptq {
+  kc::GptqDeviceWeight w;
+  const int32_t* perm = nullptr;  // [k] or null (identity)
+  std::vector<std::shared_ptr<void>> blocks;
+  Tensor bias;                    // [n] in the activation dtype, or empty
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, DType act) : device_(device), act_(act) {
@@ -228,6 +243,7 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     rope_.clear();
     retired_.clear();
+    dequant_.reset();
     lt_.reset();
     workspace_.reset();
     if (pinned_) cudaFreeHost(pinned_);
@@ -347,6 +363,72 @@ class CudaBackend final : public Backend {
       lt_->linear(x.data, w.data, bias ? bias->data : nullptr, y.data, m, n, k, accumulate, act_, stream_);
     }
     after_op("linear");
+  }
+
+  QuantWeight quant_weight(const io::GptqLinearViews& v) override {
+    XC2_CHECK(!capturing_, Internal, "quant_weight while a graph is being captured");
+    const GptqGpuLayout lay = gptq_gpu_layout(v);
+    auto g = std::make_shared<CudaGptq>();
+    // Plain copies on the backend's stream (the pool's blocks may still be in use by queued work); the wait at
+    // the end lets the host arrays go.
+    auto upload = [&](const void* host, size_t bytes) -> void* {
+      if (bytes == 0) return nullptr;
+      std::shared_ptr<void> d = alloc_raw(bytes);
+      XC2_CUDA_CHECK(cudaMemcpyAsync(d.get(), host, bytes, cudaMemcpyHostToDevice, stream_));
+      g->blocks.push_back(d);
+      return d.get();
+    };
+    kc::GptqDeviceWeight& d = g->w;
+    d.q = static_cast<const uint32_t*>(upload(lay.q.data(), lay.q.size() * 4));
+    d.sz = static_cast<const float*>(upload(lay.sz.data(), lay.sz.size() * 4));
+    d.col_group = static_cast<const int32_t*>(upload(lay.col_group.data(), lay.col_group.size() * 4));
+    d.vec_group = static_cast<const int32_t*>(upload(lay.vec_group.data(), lay.vec_group.size() * 4));
+    g->perm = static_cast<const int32_t*>(upload(lay.perm.data(), lay.perm.size() * 4));
+    if (!lay.bias.empty()) {
+      g->bias = from_host_f32(lay.bias.data(), {lay.n});
+      d.bias = g->bias.data;
+    }
+    d.bits = lay.bits;
+    d.n = lay.n;
+    d.k = lay.k;
+    d.kw = lay.kw;
+    d.groups = lay.groups;
+    XC2_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    QuantWeight q;
+    q.n = v.n;
+    q.k = v.k;
+    q.bits = v.bits;
+    q.group_size = v.group_size;
+    q.bytes = lay.bytes(dtype_size(act_));
+    q.impl = std::move(g);
+    max_dequant_bytes_ = std::max(max_dequant_bytes_, static_cast<size_t>(v.n * v.k) * dtype_size(act_));
+    return q;
+  }
+
+  void do_linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate) override {
+    check_act(x, "linear_q x");
+    check_act(y, "linear_q y");
+    const auto& g = *static_cast<const CudaGptq*>(w.impl.get());
+    const kc::GptqDeviceWeight& d = g.w;
+    const int64_t m = x.rows();
+    if (m == 0) return;
+    const void* xin = x.data;
+    Tensor xp;
+    if (g.perm) {  // act-order: x's columns into the layout's order
+      xp = empty({m, d.k}, act_);
+      kc::gather_columns(x.data, g.perm, xp.data, m, d.k, act_, stream_);
+      xin = xp.data;
+    }
+    if (use_gemv_ && m <= kc::kQGemvMaxRows) {
+      kc::qgemv(d, xin, y.data, m, accumulate, act_, stream_);
+    } else {
+      std::shared_ptr<void> held;
+      void* wd = dequant_buffer(static_cast<size_t>(d.n * d.k) * dtype_size(act_), &held);
+      kc::gptq_dequantize(d, wd, act_, stream_);
+      if (simple_gemm_) kc::linear_simple(xin, wd, d.bias, y.data, m, d.n, d.k, accumulate, act_, stream_);
+      else lt_->linear(xin, wd, d.bias, y.data, m, d.n, d.k, accumulate, act_, stream_);
+    }
+    after_op("linear_q");
   }
 
   void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
@@ -639,6 +721,24 @@ class CudaBackend final : public Backend {
               total_b >> 20, " MiB", capturing_ ? " (while recording the decode step as a CUDA graph)" : "");
   }
 
+  // The buffer a quantized weight is dequantized into for the dense GEMM: one grow-only buffer of the main
+  // pool, sized by the largest quantized weight loaded so far (so it grows once), reused by every call (the
+  // calls run in order on the stream). While a graph is being captured a block of the graph's pool is taken
+  // instead (`held` keeps it for this call; the graph keeps it reserved afterwards).
+  void* dequant_buffer(size_t bytes, std::shared_ptr<void>* held) {
+    if (capturing_) {
+      *held = device_alloc(bytes);
+      return held->get();
+    }
+    if (dequant_bytes_ < bytes) {
+      dequant_.reset();
+      const size_t want = std::max(bytes, max_dequant_bytes_);
+      dequant_ = alloc_raw(want);
+      dequant_bytes_ = want;
+    }
+    return dequant_.get();
+  }
+
   void check_act(const Tensor& t, const char* what) const {
     XC2_CHECK(t.device == Device::Cuda, Internal, what, ": tensor ", t.shape_str(), " is not on the GPU");
     XC2_CHECK(t.dtype == act_, Internal, what, ": tensor ", t.shape_str(), " is ", dtype_name(t.dtype),
@@ -712,6 +812,8 @@ class CudaBackend final : public Backend {
   std::shared_ptr<PoolUsage> usage_;
   std::shared_ptr<DevicePool> pool_, graph_pool_, active_pool_;
   std::shared_ptr<void> workspace_;
+  std::shared_ptr<void> dequant_;  // dequant_buffer()
+  size_t dequant_bytes_ = 0, max_dequant_bytes_ = 0;
   std::unique_ptr<kc::LtGemm> lt_;
   void* pinned_ = nullptr;
   bool sync_each_op_ = false;

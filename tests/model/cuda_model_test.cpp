@@ -6,6 +6,9 @@
 //   - sampling with a seed gives the CPU backend's tokens (the device path selects top-k survivors on the GPU
 //     and finishes with the host Sampler's arithmetic and RNG);
 //   - bf16 mode: logits within a tolerance of the goldens and the CPU's greedy first token on most cases.
+// The GPTQ checkpoints (tiny-q*: 4 and 8 bits, group 32, per channel, act-order, the head quantized too) run the
+// same tests (GoldenQuant/...) against their goldens (the reference's dequantize-then-float64 forward), the CPU
+// engine on its exact quantized path.
 // Tolerances were set without a GPU run (none was available when this was written); tighten from measurements.
 #include <gtest/gtest.h>
 
@@ -42,9 +45,9 @@ struct Case {
   std::string model, name;
 };
 
-std::vector<Case> cases() {
+std::vector<Case> cases(const std::vector<std::string>& models) {
   std::vector<Case> out;
-  for (const std::string m : {"tiny-a", "tiny-b"}) {
+  for (const std::string& m : models) {
     std::vector<std::string> names;
     for (const auto& e : fs::directory_iterator(test::data_path("golden/" + m))) {
       const std::string f = e.path().filename().string();
@@ -90,6 +93,7 @@ class CudaModel : public testing::TestWithParam<Case> {
     eo.device = parse_device(device);
     eo.dtype = parse_dtype(dtype);
     eo.threads = 2;
+    eo.exact_quant = true;  // GPTQ folders on the CPU: the reference's numbers (no effect on 16-bit ones)
     return Engine::load(eo);
   }
 
@@ -211,7 +215,11 @@ TEST_P(CudaModel, LogitsBf16WithinTolerance) {
   EXPECT_EQ(g.tokens.size(), 16u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, CudaModel, testing::ValuesIn(cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Golden, CudaModel, testing::ValuesIn(cases({"tiny-a", "tiny-b"})), case_name);
+INSTANTIATE_TEST_SUITE_P(GoldenQuant, CudaModel,
+                         testing::ValuesIn(cases({"tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym", "tiny-q8-g32-act",
+                                                  "tiny-q8-pc", "tiny-q4-g32-h8"})),
+                         case_name);
 
 TEST(CudaDeviceDecode, GraphIsRecordedOnceAndReplayed) {
   XC2_SKIP_IF_NO_CUDA();
