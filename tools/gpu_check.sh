@@ -13,7 +13,13 @@
 #                    (allocator peak + CUDA context), captions/s at batch 16 (ViT together,
 #                    decoded together), then the PyTorch reference (bench_ref.py
 #                    --device cuda, bfloat16) on the same checkpoint and the ratios
-#   6. summary       one table: card, copy bandwidth, the numbers, the targets met or missed
+#   5b. W4 bench     the same checkpoint through `xc2 quantize --bits 4 --group-size 128` (written next to it,
+#                    kept for reruns), then `xc2 bench --device cuda --model <that copy>` without batches, captions
+#                    or reference: one-image prefill ms, batch-1 decode tok/s against the copy-bandwidth roofline
+#                    of the W4 bytes per token (the engine's weight_bytes_per_token, as for bf16), GPU memory at a
+#                    4096-token context. Needs about XC2_GPU_CHECK_W4_S seconds (default 170: quantizing ~90 s,
+#                    the bench ~60 s); with less left it is skipped and the summary says so
+#   6. summary       one table: card, copy bandwidth, the numbers, the targets met or missed, the W4 rows
 #
 # Fails loudly and early when the machine is unusable (no GPU, no nvcc, build failure). A failing CUDA test does
 # not stop the run (the benchmark numbers are still worth the GPU time): it is reported in the summary and the
@@ -23,9 +29,11 @@
 #   OUT                       where logs and results go (the lent machine's output folder); default <build>/gpu_check
 #   XC2_GPU_BUILD             build folder (default <repo>/build-gpu; git-ignored, so a rerun reuses it)
 #   XC2_GPU_CHECK_LAYERS      synthetic decoder layers (default 32 = XC2-VL-7B)
-#   XC2_GPU_CHECK_SKIP        comma list of phases to skip: tests,sanitizer,bench,reference
+#   XC2_GPU_CHECK_SKIP        comma list of phases to skip: tests,sanitizer,bench,reference,w4
 #   XC2_GPU_CHECK_BUDGET_S    seconds the whole run may take (default 470); optional phases are skipped when
-#                             the remaining time is too short for them, and say so
+#                             the remaining time is too short for them, and say so (the W4 rows come last: to
+#                             get them within the default budget, skip the reference)
+#   XC2_GPU_CHECK_W4_S        seconds the W4 phase needs to be started (default 170)
 set -euo pipefail
 
 START=$(date +%s)
@@ -40,6 +48,7 @@ RESULTS=${OUT:-$BUILD/gpu_check}
 LAYERS=${XC2_GPU_CHECK_LAYERS:-32}
 SKIP=",${XC2_GPU_CHECK_SKIP:-},"
 BUDGET=${XC2_GPU_CHECK_BUDGET_S:-470}
+W4_NEEDS=${XC2_GPU_CHECK_W4_S:-170}
 STRICT=${XC2_GPU_CHECK_STRICT:-0}
 JOBS=$(nproc 2>/dev/null || echo 8)
 mkdir -p "$RESULTS"
@@ -123,7 +132,7 @@ elif (( $(remaining) < 300 )); then
 else
   step "compute-sanitizer memcheck + racecheck (small tests)"
   MODEL_TESTS="$BUILD/tests/xc2_model_tests"
-  SMALL='CudaOps.RopeTablesFollowQueuedWorkAndManyThetas:CudaOps.EmbeddingIm2colSplitQkvAreExact:CudaOps.DeviceDecodeOpsMatchHostPositionOps:CudaOps.GraphReplaysWithDeviceState:CudaOps.LinearTinyAndOddShapes:CudaDeviceDecode.*:Golden/CudaModel.GreedyTokensF32MatchGolden/tiny_a_img1'
+  SMALL='CudaOps.RopeTablesFollowQueuedWorkAndManyThetas:CudaOps.EmbeddingIm2colSplitQkvAreExact:CudaOps.DeviceDecodeOpsMatchHostPositionOps:CudaOps.GraphReplaysWithDeviceState:CudaOps.LinearTinyAndOddShapes:CudaQuantOps.GemvAndDequantizePathsAgree:CudaDeviceDecode.*:Golden/CudaModel.GreedyTokensF32MatchGolden/tiny_a_img1'
   SAN_RESULT=""
   if timeout 100 "$SAN" --tool memcheck --error-exitcode 9 --print-limit 20 "$MODEL_TESTS" --gtest_filter="$SMALL" \
       > "$RESULTS/sanitizer_memcheck.log" 2>&1; then
@@ -179,9 +188,59 @@ else
   fi
 fi
 
+# ---- 5b. W4 benchmark ------------------------------------------------------------------------------------
+BENCH_W4="$RESULTS/bench_w4.txt"
+: > "$BENCH_W4"
+W4_RESULT="skipped (XC2_GPU_CHECK_SKIP)"
+if ! skipped bench && ! skipped w4; then
+  WORK=${XC2_GPU_CHECK_WORK:-$BUILD/bench-work}
+  SYNTH="$WORK/xc2-vl-7b-synthetic-L$LAYERS-V24-490"  # the folder `xc2 bench` wrote (bench_checkpoint.cpp)
+  W4DIR="$SYNTH-W4g128"                                # the name `xc2 bench --quant 4` would use
+  if [[ ! -f "$SYNTH/model.safetensors" ]]; then
+    W4_RESULT="not run: no synthetic checkpoint at $SYNTH"
+  elif (( $(remaining) < W4_NEEDS )); then
+    W4_RESULT="not run: $(remaining)s left, it needs about ${W4_NEEDS}s (raise XC2_GPU_CHECK_BUDGET_S or add reference to XC2_GPU_CHECK_SKIP)"
+  else
+    W4_RESULT=""
+    if ! grep -q quantization_config "$W4DIR/config.json" 2>/dev/null; then
+      rm -rf "$W4DIR"  # an interrupted earlier copy
+      step "xc2 quantize --bits 4 --group-size 128 into $W4DIR ($(remaining)s left)"
+      T_Q=$(date +%s)
+      if timeout $(( $(remaining) - 45 )) "$XC2" quantize --model "$SYNTH" --out "$W4DIR" --bits 4 --group-size 128 -q \
+          > "$RESULTS/quantize_w4.log" 2>&1; then
+        step "quantized in $(( $(date +%s) - T_Q ))s ($(du -sh "$W4DIR" | cut -f1))"
+      else
+        status=$?
+        rm -rf "$W4DIR"
+        W4_RESULT="not run: xc2 quantize $([[ $status == 124 ]] && echo 'ran out of time' || echo "failed (status $status)")"
+        [[ $status == 124 ]] || failed "xc2 quantize of the synthetic checkpoint (log: $RESULTS/quantize_w4.log)"
+      fi
+    fi
+    if [[ -z "$W4_RESULT" ]]; then
+      LEFT=$(remaining)
+      step "xc2 bench --device cuda on the W4 copy (${LEFT}s left)"
+      if timeout "$LEFT" "$XC2" bench --device cuda --model "$W4DIR" --dtype bf16 --text-tokens 64 --decode-steps 64 \
+          --repeats 3 --decode-batch 0 --caption-batch 0 --no-reference > "$BENCH_W4" 2> "$RESULTS/bench_w4.log"; then
+        W4_RESULT="measured"
+      else
+        status=$?
+        tail -20 "$RESULTS/bench_w4.log" >&2
+        : > "$BENCH_W4"
+        if [[ $status == 124 ]]; then
+          W4_RESULT="not run: the W4 bench ran out of time (${LEFT}s)"
+        else
+          W4_RESULT="FAILED (status $status)"
+          failed "xc2 bench on the W4 copy (log: $RESULTS/bench_w4.log)"
+        fi
+      fi
+    fi
+  fi
+fi
+step "W4 rows: $W4_RESULT"
+
 # ---- 6. summary -----------------------------------------------------------------------------------------
-row() { awk -v n="$1" 'index($0, n) == 1' "$BENCH_OUT" | head -1; }
-val() { row "$1" | awk '{ for (i = 1; i <= NF; ++i) if ($i ~ /^[0-9.]+$/) { print $i; exit } }'; }
+row() { awk -v n="$1" 'index($0, n) == 1' "${2:-$BENCH_OUT}" | head -1; }
+val() { row "$1" "${2:-}" | awk '{ for (i = 1; i <= NF; ++i) if ($i ~ /^[0-9.]+$/) { print $i; exit } }'; }
 ratio() { row "$1" | grep -Eo 'xc2 is [0-9.]+x' | sed -E 's/xc2 is ([0-9.]+)x/\1/' | head -1 || true; }
 check() {  # name, value, op, target
   if [[ -z "$2" ]]; then printf '  %-44s %s\n' "$1" "not measured"; return; fi
@@ -204,6 +263,19 @@ DECODE_PCT=$(row "decode" | grep -Eo 'tok/s = [0-9]+%' | grep -Eo '[0-9]+' | hea
   echo
   if [[ -s "$BENCH_OUT" ]]; then cat "$BENCH_OUT"; else echo "(no benchmark numbers)"; fi
   [[ -f "$RESULTS/reference_note.txt" ]] && cat "$RESULTS/reference_note.txt"
+  echo
+  echo "W4 (xc2 quantize --bits 4 --group-size 128 of the same checkpoint, bf16 activations): $W4_RESULT"
+  if [[ -s "$BENCH_W4" ]]; then
+    for r in prefill decode "GPU memory"; do
+      line=$(row "$r" "$BENCH_W4" || true)
+      if [[ -n "$line" ]]; then echo "W4 $line"; fi
+    done
+    W4_DEC=$(val decode "$BENCH_W4" || true)
+    BF_DEC=$(val decode || true)
+    if [[ -n "$W4_DEC" && -n "$BF_DEC" ]]; then
+      echo "W4 decode vs bf16 decode: $(awk -v a="$W4_DEC" -v b="$BF_DEC" 'BEGIN { printf "%.2fx", a / b }')"
+    fi
+  fi
   echo
   echo "targets (XC2-VL-7B dims, $LAYERS decoder layers, bf16):"
   check "batch-1 decode, % of copy-bandwidth roofline" "${DECODE_PCT:-}" ">=" 80

@@ -3,6 +3,7 @@
 // GPU memory row against the device's size.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -58,6 +59,44 @@ TEST(CudaBench, TinyModelMeasuresEveryRowAndTheMemory) {
   // A tiny model at a 4096-token context: the CUDA context and a few MiB, far below the card.
   EXPECT_LT(rows.at("GPU memory").value, 8.0) << rows.at("GPU memory").note;
   EXPECT_EQ(rows.at("GPU memory").note.find("does NOT fit"), std::string::npos) << rows.at("GPU memory").note;
+}
+
+// --quant on a copy of tiny-a (the GPTQ copy is written next to the checkpoint, so not into tests/data): the
+// quantized rows are there with measured numbers.
+BenchOptions tiny_quant_options(const std::string& device, const test::TempDir& tmp) {
+  BenchOptions o = tiny_options(device);
+  const std::string copy = tmp.file("tiny-a");
+  std::filesystem::copy(o.model_dir, copy, std::filesystem::copy_options::recursive);
+  o.model_dir = copy;
+  o.quant_bits = {4};
+  o.quant_group_size = 32;
+  o.decode_batches = {};
+  o.caption_batch = 0;
+  return o;
+}
+
+TEST(Bench, CpuQuantRowsOnATinyCopy) {
+  test::TempDir tmp;
+  const BenchReport r = run_bench(tiny_quant_options("cpu", tmp));
+  int decode_rows = 0;
+  for (const BenchRow& row : r.rows)
+    if (row.name.rfind("W4 decode (", 0) == 0) {
+      ++decode_rows;
+      EXPECT_GT(row.value, 0) << row.name;
+    }
+  EXPECT_EQ(decode_rows, 2);  // the default quantized path and --exact
+}
+
+TEST(CudaBench, QuantRowsOnATinyCopy) {
+  XC2_SKIP_IF_NO_CUDA();
+  test::TempDir tmp;
+  const BenchReport r = run_bench(tiny_quant_options("cuda", tmp));
+  const auto rows = by_name(r);
+  for (const char* name : {"prefill", "decode", "W4 prefill", "W4 decode", "W4 GPU memory"}) {
+    ASSERT_TRUE(rows.count(name)) << "no row '" << name << "'";
+    EXPECT_GT(rows.at(name).value, 0) << name;
+  }
+  EXPECT_NE(rows.at("W4 decode").note.find("roofline"), std::string::npos) << rows.at("W4 decode").note;
 }
 
 // The allocator's accounting: what a tensor holds counts while it lives, the peak remembers it.

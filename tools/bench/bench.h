@@ -38,9 +38,10 @@ struct BenchOptions {
   std::string dtype = "bf16";
   int caption_batch = 16;
   int caption_tokens = 32;
-  // CPU: the same workload on GPTQ copies of the checkpoint (xc2 quantize: round to nearest, asymmetric, group
-  // size quant_group_size; written once under work_dir), one per bit width here, each with the default
-  // quantized path (int8 activations where the CPU has VNNI) and with the exact one, next to the 16-bit rows.
+  // The same workload on GPTQ copies of the checkpoint (xc2 quantize: round to nearest, asymmetric, group size
+  // quant_group_size; written once next to it), one per bit width here, next to the 16-bit rows. CPU: each with
+  // the default quantized path (int8 activations where the CPU has VNNI) and with the exact one. CUDA: prefill,
+  // decode (against the copy-bandwidth roofline of the quantized bytes per token) and memory.
   std::vector<int> quant_bits;
   int quant_group_size = 128;
   int quant_head_bits = 0;  // those copies' output head: 4 or 8 bits, 0 16-bit

@@ -5,6 +5,7 @@
 //                      "▁w<id>" for every other id, the chat markers last ("w1000 w8919" is ids 1000, 8919);
 //   model.safetensors  every tensor of model::names::checkpoint_layout() in bf16, norm scales 1, the rest
 //                      uniform in [-0.02, 0.02), streamed through io::write_safetensors_shards.
+// And the GPTQ copies --quant measures (ensure_quantized: xc2 quantize's rule, next to the checkpoint).
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -170,6 +171,17 @@ std::string ensure_synthetic(const BenchOptions& o) {
     write_synthetic_weights(dir, c);
   }
   return dir;
+}
+
+std::string ensure_quantized(const BenchOptions& o, const std::string& dir, int bits) {
+  const std::string qdir = dir + "-W" + std::to_string(bits) + "g" + std::to_string(o.quant_group_size) +
+                           (o.quant_head_bits ? "h" + std::to_string(o.quant_head_bits) : "");
+  if (!file_exists(path_join(qdir, "config.json"))) {
+    std::cerr << "xc2 bench: quantizing to " << bits << " bits (group size " << o.quant_group_size << ") into " << qdir
+              << " ...\n";
+    quantize_model(dir, qdir, bits, o.quant_group_size, false, o.quant_head_bits, 5000000000ull, {});
+  }
+  return qdir;
 }
 
 }  // namespace xc2::bench

@@ -131,13 +131,7 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
     w.release();
     const double bf_bytes = bytes_per_token;
     for (int bits : o.quant_bits) {
-      const std::string qdir = dir + "-W" + std::to_string(bits) + "g" + std::to_string(o.quant_group_size) +
-                               (o.quant_head_bits ? "h" + std::to_string(o.quant_head_bits) : "");
-      if (!file_exists(path_join(qdir, "config.json"))) {
-        std::cerr << "xc2 bench: quantizing to " << bits << " bits (group size " << o.quant_group_size << ") into "
-                  << qdir << " ...\n";
-        quantize_model(dir, qdir, bits, o.quant_group_size, false, o.quant_head_bits, 5000000000ull, {});
-      }
+      const std::string qdir = ensure_quantized(o, dir, bits);
       const std::string tag = "W" + std::to_string(bits) + (o.quant_head_bits ? " head " + std::to_string(o.quant_head_bits) : "");
       for (bool exact : {false, true}) {
         Workload qw(o, qdir, "cpu", "auto", exact);

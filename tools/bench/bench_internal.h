@@ -25,6 +25,10 @@ std::string fmt(double v, int prec = 2);
 // written where missing.
 std::string ensure_synthetic(const BenchOptions& o);
 
+// The GPTQ copy of `dir` that --quant measures (xc2 quantize: round to nearest, asymmetric, group size
+// o.quant_group_size, output head o.quant_head_bits), "<dir>-W<bits>g<group>[h<head bits>]", written where missing.
+std::string ensure_quantized(const BenchOptions& o, const std::string& dir, int bits);
+
 // ---- bench_reference.cpp ----
 struct RefNumbers {
   bool ok = false;

@@ -19,6 +19,7 @@ Handler register_bench(CLI::App& app) {
   xc2 bench --model internlm-xcomposer2-vl-7b --decode-steps 64
   xc2 bench --device cuda --layers 32 --vit-layers 24 --decode-steps 64   # the full XC2-VL-7B on a GPU
   xc2 bench --layers 8 --threads 2 --quant 8,4 --no-reference   # 16-bit vs W8 vs W4 on the CPU, side by side
+  xc2 bench --device cuda --layers 32 --vit-layers 24 --quant 4 --no-reference   # bf16 vs W4A16 on a GPU
 
 The synthetic checkpoint (about 2.6 GB for 2 decoder layers) is written once under --work-dir and reused.
 Decode is reported against the streaming-read roofline (weight + KV bytes per token / measured read
@@ -51,8 +52,9 @@ once per step for all N, against the same roofline with N tokens per weight read
   cmd->add_option("--caption-tokens", o->caption_tokens, "CUDA: greedy tokens per caption")
       ->check(CLI::Range(3, 1024))->capture_default_str();
   cmd->add_option("--quant", o->quant_bits,
-                  "CPU: also run on GPTQ copies with these bit widths (e.g. 8,4; made once with xc2 quantize under "
-                  "--work-dir), fast and --exact, next to the 16-bit rows")
+                  "Also run on GPTQ copies with these bit widths (e.g. 8,4; made once with xc2 quantize next to the "
+                  "checkpoint), next to the 16-bit rows: on the CPU fast and --exact, on CUDA prefill, decode and "
+                  "memory")
       ->check(CLI::IsMember({4, 8}))
       ->delimiter(',');
   cmd->add_option("--quant-group-size", o->quant_group_size, "Group size of those copies (-1: per channel)")
