@@ -440,5 +440,32 @@ TEST(CliInfoConvert, InfoBothFormatsAndConvertRoundTrip) {
   EXPECT_EQ(json::parse(x.out)["tokens"], json::parse(y.out)["tokens"]);
 }
 
+TEST(CliQuantize, FolderWithTheOutputHeadQuantized) {
+  // xc2 quantize on a 16-bit folder: W4 decoder linears, 8-bit output head. info reports both and the smaller
+  // bytes per token; the folder loads and answers; an unsupported --head-bits is a usage error.
+  test::TempDir tmp;
+  const auto q = xc2({"quantize", "--model", model("tiny-a"), "--out", tmp.file("w4h8"), "--bits", "4", "--group-size",
+                      "32", "--head-bits", "8", "-q"});
+  ASSERT_EQ(q.status, 0) << q.err;
+  const auto a = xc2({"info", "--model", model("tiny-a"), "--format", "json"});
+  const auto b = xc2({"info", "--model", tmp.file("w4h8"), "--check", "--format", "json"});
+  ASSERT_EQ(b.status, 0) << b.err;
+  const json i16 = json::parse(a.out), iq = json::parse(b.out);
+  EXPECT_EQ(iq["quant_bits"], 4);
+  EXPECT_EQ(iq["quant_head_bits"], 8);
+  EXPECT_EQ(i16["quant_head_bits"], 0);
+  EXPECT_LT(iq["decode_bytes_per_token"].get<int64_t>(), i16["decode_bytes_per_token"].get<int64_t>() / 2);
+  const auto h = xc2({"info", "--model", tmp.file("w4h8")});
+  EXPECT_NE(h.out.find("decoder linears and the output head (8-bit)"), std::string::npos) << h.out;
+  for (const char* path : {"--exact", "--device=cpu"}) {
+    const auto c = xc2({"chat", "--model", tmp.file("w4h8"), path, "--greedy", "--format", "json", "-n", "8",
+                        "--ignore-eos", "hi"});
+    ASSERT_EQ(c.status, 0) << c.err;
+    EXPECT_EQ(json::parse(c.out)["generated_tokens"], 8);
+  }
+  const auto bad = xc2({"quantize", "--model", model("tiny-a"), "--out", tmp.file("bad"), "--head-bits", "3"});
+  EXPECT_EQ(bad.status, 2);
+}
+
 }  // namespace
 }  // namespace xc2
