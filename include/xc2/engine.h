@@ -38,10 +38,11 @@ struct EngineOptions {
   // user's text become control tokens. Off by default: the user's text (Request::user_spans, a ChatSession's
   // system prompt and messages) is tokenized as text, and only the template emits control tokens.
   bool parse_special = false;
-  // Quantized (GPTQ) folders on the CPU: by default, where the CPU has AVX-512 VNNI, the quantized linears round
-  // the activations to int8 per 32 input columns and use integer dot products (several times faster prefill;
-  // logits differ from the exact path by about 1e-2 relative). true: f32 math on the dequantized weights, the
-  // reference's numbers. No effect on 16-bit folders or other CPUs.
+  // Quantized (GPTQ) folders on the CPU: by default, where the CPU has AVX2 (+ FMA, F16C), the quantized linears
+  // round the activations to int8 per 32 input columns and use integer dot products (AVX-512 VNNI, AVX-VNNI or
+  // plain AVX2, the same results; several times faster prefill; logits differ from the exact path by about 1e-2
+  // relative). true: f32 math on the dequantized weights, the reference's numbers. No effect on 16-bit folders
+  // or CPUs without AVX2.
   bool exact_quant = false;
 };
 

@@ -8,9 +8,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <string>
 
 #include "core/check.h"
 #include "core/half.h"
+#include "core/log.h"
 #include "cpu/gemm.h"
 #include "cpu/qgemm_internal.h"
 
@@ -28,6 +30,7 @@ struct QScratch {
   std::vector<float> xp;        // x with its columns reordered (act-order)
   std::vector<int8_t> xq;       // int8 x
   std::vector<float> xs;        // its block scales
+  std::vector<int32_t> xsum;    // per row and block: the sum of the block's int8 values
   std::vector<float> bsum;      // per row and block: scale * sum of the block's int8 values
   std::vector<float> zs;        // per row and segment
 };
@@ -324,16 +327,96 @@ void qlinear(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_
   gemm(a, pool, go);
 }
 
-bool qlinear_int8_supported() {
-  const detail::QKernels* k = detail::q_avx512_kernels();
-  return k && k->int8 && detail::cpu_has_avx512_vnni() && gemm_resolve_isa(GemmIsa::Auto) == GemmIsa::Avx512;
+namespace {
+
+QInt8Kernel env_qint8_kernel() {
+  static const QInt8Kernel k = [] {
+    const char* env = std::getenv("XC2_QINT8");
+    if (!env || !*env) return QInt8Kernel::Auto;
+    const std::string v(env);
+    if (v == "avx512") return QInt8Kernel::Avx512Vnni;
+    if (v == "avxvnni") return QInt8Kernel::AvxVnni;
+    if (v == "avx2") return QInt8Kernel::Avx2;
+    XC2_LOG_WARN("XC2_QINT8='" << v << "' is not one of avx512, avxvnni, avx2; ignored");
+    return QInt8Kernel::Auto;
+  }();
+  return k;
 }
 
-bool qlinear_int8_supported(const QuantMatrix& w) { return qlinear_int8_supported() && !w.segments.empty(); }
+detail::QInt8Fn qint8_fn(QInt8Kernel k) {
+  switch (k) {
+    case QInt8Kernel::Avx512Vnni: {
+      const detail::QKernels* q = detail::q_avx512_kernels();
+      return q ? q->int8 : nullptr;
+    }
+    case QInt8Kernel::AvxVnni: return detail::q_avxvnni_int8();
+    case QInt8Kernel::Avx2: {
+      const detail::QKernels* q = detail::q_avx2_kernels();
+      return q ? q->int8 : nullptr;
+    }
+    default: return nullptr;
+  }
+}
+
+// The best kernel within the f32 GEMM's (resolved) ISA.
+QInt8Kernel best_qint8_kernel() {
+  const GemmIsa isa = gemm_resolve_isa(GemmIsa::Auto);
+  if (isa == GemmIsa::Avx512 && qint8_kernel_available(QInt8Kernel::Avx512Vnni)) return QInt8Kernel::Avx512Vnni;
+  if (isa == GemmIsa::Scalar) return QInt8Kernel::None;
+  if (qint8_kernel_available(QInt8Kernel::AvxVnni)) return QInt8Kernel::AvxVnni;
+  if (qint8_kernel_available(QInt8Kernel::Avx2)) return QInt8Kernel::Avx2;
+  return QInt8Kernel::None;
+}
+
+}  // namespace
+
+bool qint8_kernel_available(QInt8Kernel k) {
+  if (!qint8_fn(k)) return false;
+  switch (k) {
+    case QInt8Kernel::Avx512Vnni: return gemm_isa_supported(GemmIsa::Avx512) && detail::cpu_has_avx512_vnni();
+    case QInt8Kernel::AvxVnni: return gemm_isa_supported(GemmIsa::Avx2) && detail::cpu_has_avx_vnni();
+    case QInt8Kernel::Avx2: return gemm_isa_supported(GemmIsa::Avx2);
+    default: return false;
+  }
+}
+
+QInt8Kernel qlinear_int8_kernel(QInt8Kernel k) {
+  if (k != QInt8Kernel::Auto) return qint8_kernel_available(k) ? k : QInt8Kernel::None;
+  static const QInt8Kernel resolved = [] {
+    const QInt8Kernel env = env_qint8_kernel();
+    if (env != QInt8Kernel::Auto && !qint8_kernel_available(env)) {
+      const QInt8Kernel best = best_qint8_kernel();
+      XC2_LOG_WARN("XC2_QINT8: the " << qint8_kernel_name(env) << " int8 kernel is not available on this CPU/build; using "
+                                     << qint8_kernel_name(best));
+      return best;
+    }
+    return env != QInt8Kernel::Auto ? env : best_qint8_kernel();
+  }();
+  return resolved;
+}
+
+const char* qint8_kernel_name(QInt8Kernel k) {
+  switch (k) {
+    case QInt8Kernel::Auto: return "auto";
+    case QInt8Kernel::None: return "none";
+    case QInt8Kernel::Avx2: return "AVX2";
+    case QInt8Kernel::AvxVnni: return "AVX-VNNI";
+    case QInt8Kernel::Avx512Vnni: return "AVX-512 VNNI";
+  }
+  return "?";
+}
+
+bool qlinear_int8_supported(QInt8Kernel k) { return qlinear_int8_kernel(k) != QInt8Kernel::None; }
+
+bool qlinear_int8_supported(const QuantMatrix& w, QInt8Kernel k) {
+  return qlinear_int8_supported(k) && !w.segments.empty();
+}
 
 void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
-                  bool accumulate, ThreadPool& pool) {
-  XC2_CHECK(qlinear_int8_supported(w), Unsupported, "int8 quantized linear: needs AVX-512 VNNI and 32-column groups");
+                  bool accumulate, ThreadPool& pool, QInt8Kernel kernel) {
+  XC2_CHECK(qlinear_int8_supported(w, kernel), Unsupported, "int8 quantized linear: needs AVX2 (kernel ",
+            qint8_kernel_name(kernel), ") and 32-column groups");
+  const detail::QInt8Fn kern = qint8_fn(qlinear_int8_kernel(kernel));
   if (m == 0) return;
   QScratch& s = tls_q;
   x = reorder_x(x, &ldx, w, m, s.xp);
@@ -342,6 +425,7 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
   // x to int8, one scale per row and 32 columns (round to nearest even); 4-bit: each 8 columns as 0,2,4,6,1,3,5,7.
   s.xq.resize(static_cast<size_t>(m * k));
   s.xs.resize(static_cast<size_t>(m * nb));
+  s.xsum.resize(static_cast<size_t>(m * nb));
   s.bsum.resize(static_cast<size_t>(m * nb));
   pool.parallel_for(m, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
@@ -361,6 +445,7 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
           out[pos] = static_cast<int8_t>(qv);
         }
         s.xs[static_cast<size_t>(i * nb + b)] = sc;
+        s.xsum[static_cast<size_t>(i * nb + b)] = sum;
         s.bsum[static_cast<size_t>(i * nb + b)] = sc * static_cast<float>(sum);
       }
     }
@@ -378,8 +463,7 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
     }
 
   // Threads split the tiles; each walks m in blocks of kMb rows (x block in L2), the k chunks, then its tiles.
-  const detail::QInt8Fn kern = detail::q_avx512_kernels()->int8;
-  const detail::QuantizedX qx{s.xq.data(), s.xs.data(), k};
+  const detail::QuantizedX qx{s.xq.data(), s.xs.data(), s.xsum.data(), k};
   const int64_t tiles = w.n_pad / 16;
   const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tiles)));
   constexpr int64_t kMb = 96;

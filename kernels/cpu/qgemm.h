@@ -18,11 +18,18 @@
 //       the GEMM's packed panels: never a full f32 copy of the weight.
 //   qlinear_int8(): the fast prefill. x is quantized on the fly to int8 in blocks of 32 input columns (one f32
 //     scale per block, round to nearest: x ~ sx * xq), the weights' integers are used as they are, and
-//     sum_j xq * q is accumulated in int32 (AVX-512 VNNI vpdpbusd); the zero point comes off as
-//     zero * sum_j xq per block. Not exact: x's rounding (relative 1/254 per block) is the error.
-//     Needs AVX-512 VNNI (qlinear_int8_supported()); callers fall back to qlinear().
+//     sum_j xq * q is accumulated exactly in int32; the zero point comes off as zero * sum_j xq per block.
+//     Not exact: x's rounding (relative 1/254 per block) is the error. Three kernels (QInt8Kernel) compute the
+//     same int32 block sums and then the same f32 operations in the same order, so their results are
+//     identical bit for bit:
+//       AVX-512 VNNI  vpdpbusd on 16 lanes (zmm);
+//       AVX-VNNI      vpdpbusd on 8 lanes (ymm, the VEX form: Alder Lake and later, Zen 5);
+//       AVX2          vpmaddubsw + vpmaddwd without VNNI: 4-bit weights (0..15) times xq (|xq| <= 127) cannot
+//                     saturate the int16 pair sums, 8-bit ones are made signed (q - 128, |q - 128| as the
+//                     unsigned operand, xq's sign flipped where q < 128) and 128 * sum xq added back.
+//     Needs AVX2 + FMA + F16C (qlinear_int8_supported()); callers fall back to qlinear().
 // Instruction set: AVX-512, AVX2 or scalar, chosen at run time like the f32 GEMM (XC2_GEMM_ISA); the int8 path
-// needs AVX-512 VNNI.
+// takes the best kernel within that ISA (XC2_QINT8 forces one, see qlinear_int8_kernel()).
 #pragma once
 
 #include <cstdint>
@@ -114,11 +121,24 @@ struct QLinearOptions {
 void qlinear(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m, bool accumulate,
              ThreadPool& pool, const QLinearOptions& opts = {});
 
-// Whether qlinear_int8() runs on this CPU (AVX-512 with VNNI) for this matrix (groups aligned to 32 columns).
-bool qlinear_int8_supported();
-bool qlinear_int8_supported(const QuantMatrix& w);
-// The fast prefill (see above). Error{Unsupported} where !qlinear_int8_supported(w).
+// The int8 path's kernels (see above). None: no int8 path on this CPU / build.
+enum class QInt8Kernel : uint8_t { Auto, None, Avx2, AvxVnni, Avx512Vnni };
+// Compiled in and supported by this CPU (AVX-512 VNNI: also AVX-512 F/BW/VL/DQ; all: AVX2 + FMA + F16C).
+bool qint8_kernel_available(QInt8Kernel k);
+// The kernel qlinear_int8(..., k) runs. Auto: XC2_QINT8=avx512|avxvnni|avx2 where set and available (else a
+// warning), otherwise the best available within the f32 GEMM's ISA (gemm_resolve_isa: avx512 -> AVX-512 VNNI,
+// else AVX-VNNI, else AVX2; avx2 -> AVX-VNNI, else AVX2; scalar -> None). A named kernel: itself, None where
+// it is not available.
+QInt8Kernel qlinear_int8_kernel(QInt8Kernel k = QInt8Kernel::Auto);
+const char* qint8_kernel_name(QInt8Kernel k);  // "AVX-512 VNNI", "AVX-VNNI", "AVX2", "none", "auto"
+
+// Whether qlinear_int8() runs on this CPU (qlinear_int8_kernel(k) != None) for this matrix (groups aligned to
+// 32 columns).
+bool qlinear_int8_supported(QInt8Kernel k = QInt8Kernel::Auto);
+bool qlinear_int8_supported(const QuantMatrix& w, QInt8Kernel k = QInt8Kernel::Auto);
+// The fast prefill (see above) with kernel qlinear_int8_kernel(k). Error{Unsupported} where
+// !qlinear_int8_supported(w, k).
 void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
-                  bool accumulate, ThreadPool& pool);
+                  bool accumulate, ThreadPool& pool, QInt8Kernel k = QInt8Kernel::Auto);
 
 }  // namespace xc2::kernels::cpu

@@ -35,14 +35,18 @@ inline size_t run_of_word(const QuantMatrix& w, int64_t r) {
 // int8 activations (qlinear_int8): x quantized per row and 32-column block. For 4-bit weights the bytes of
 // every 8 columns are stored as columns 0, 2, 4, 6, 1, 3, 5, 7 (the low and the high nibbles of a word).
 struct QuantizedX {
-  const int8_t* q = nullptr;   // [m][k]
+  const int8_t* q = nullptr;   // [m][k], each value in [-127, 127]
   const float* scale = nullptr;  // [m][k / 32]
+  const int32_t* sum = nullptr;  // [m][k / 32]: the sum of the block's int8 values
   int64_t k = 0;
 };
 // One k segment: 32-column blocks [b0, b1), all in group g (made at repack: QuantMatrix::segments).
 using KSegment = QuantMatrix::Segment;
 // Tiles [t0, t1) x rows [i0, i1) over segments [s0, s1) (zs[i * n_seg + s]: sum over the segment's blocks of
 // scale * sum of the block's int8 values); adds into y when `add`, else stores (+ bias when bias != nullptr).
+// Per output and segment: acc = 0, then per block acc = fma(float(int32 block sum), x scale, acc); then
+// total = fma(weight scale, acc - zero * zs (one fnmadd), total) over the segments; y = (y +) (total (+ bias)).
+// Every kernel keeps exactly this order, so they all give the same bits.
 using QInt8Fn = void (*)(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
                          const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y,
                          int64_t ldy, bool add, const float* bias);
@@ -50,12 +54,14 @@ using QInt8Fn = void (*)(const QuantMatrix& w, const QuantizedX& x, const KSegme
 struct QKernels {
   QRowsFn rows = nullptr;
   QPackFn pack = nullptr;
-  QInt8Fn int8 = nullptr;  // null: no VNNI
+  QInt8Fn int8 = nullptr;  // null: none (scalar); AVX2: the kernel without VNNI; AVX-512: AVX-512 VNNI
 };
 
 const QKernels* q_scalar_kernels();
 const QKernels* q_avx2_kernels();    // nullptr when not compiled in
 const QKernels* q_avx512_kernels();  // nullptr when not compiled in
+QInt8Fn q_avxvnni_int8();            // the AVX2 int8 kernel with AVX-VNNI; nullptr when not compiled in
 bool cpu_has_avx512_vnni();
+bool cpu_has_avx_vnni();             // CPUID leaf 7 subleaf 1, EAX bit 4 (the VEX vpdpbusd)
 
 }  // namespace xc2::kernels::cpu::detail

@@ -121,7 +121,7 @@ class Backend {
   // Repacks a validated GPTQ linear (io/gptq.h) for this backend. Default: Error{Unsupported}.
   virtual QuantWeight quant_weight(const io::GptqLinearViews& v);
   // Quantized linears: exact (f32 math on the dequantized weights; the default) or, where the backend has
-  // them, faster kernels that round the activations (CPU: int8 per 32 columns with AVX-512 VNNI).
+  // them, faster kernels that round the activations (CPU: int8 per 32 columns, AVX2 and up).
   virtual void set_exact_quant(bool exact) { (void)exact; }
   // x, y: [rows, dim]; w (and b): [dim]. y may be x.
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);

@@ -112,8 +112,10 @@ class CpuBackend final : public Backend {
       s += buf;
     }
     if (quant_bytes_ > 0)
-      s += !exact_quant_ && kc::qlinear_int8_supported() ? ", quantized matmuls with int8 activations (VNNI)"
-                                                         : ", quantized matmuls exact";
+      s += !exact_quant_ && kc::qlinear_int8_supported()
+               ? std::string(", quantized matmuls with int8 activations on ") +
+                     kc::qint8_kernel_name(kc::qlinear_int8_kernel())
+               : ", quantized matmuls exact";
     return s + ")";
   }
   DType act_dtype() const override { return DType::F32; }

@@ -2,13 +2,17 @@
 // w[r, c] = scale[g(c), r] * (q[r, c] - (stored_zero[g(c), r] + 1)), with g(c) = g_idx[c], summed in double.
 // Cases: 4 and 8 bits, group sizes 32, 64, 128 and per channel, act-order g_idx, sym and asym zero points,
 // n not a multiple of 16, a bias; every ISA this CPU has, the rows and the packed paths, m across the
-// rows/packed threshold, 1 and 2 threads. The int8 path (VNNI) is checked twice: against the same int8
-// arithmetic done here (equal up to f32 rounding) and against the exact result within the bound that
-// rounding x to 8 bits per 32-column block allows.
+// rows/packed threshold, 1 and 2 threads. The int8 path is checked with every int8 kernel this CPU has
+// (AVX-512 VNNI, AVX-VNNI, plain AVX2): against the same int8 arithmetic done here (equal up to f32 rounding),
+// against the exact result within the bound that rounding x to 8 bits per 32-column block allows, and the
+// kernels against each other, bit for bit.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -139,6 +143,31 @@ const std::vector<QCase>& cases() {
   return c;
 }
 
+// The int8 path: cases() and more with n not a multiple of 16, act-order at group sizes 128 and -1, and a
+// 4-bit k past the 16384-column chunk.
+const std::vector<QCase>& int8_cases() {
+  static const std::vector<QCase> c = [] {
+    std::vector<QCase> v = cases();
+    v.push_back({8, 50, 512, 128, true, false, true});
+    v.push_back({4, 70, 1024, -1, true, false, true});
+    v.push_back({8, 24, 384, -1, true, true, false});
+    v.push_back({4, 45, 512, 128, true, false, true});
+    v.push_back({4, 20, 16896, 32, true, false, false});
+    return v;
+  }();
+  return c;
+}
+
+using kernels::cpu::QInt8Kernel;
+
+// The int8 kernels this CPU has, the best first.
+std::vector<QInt8Kernel> int8_kernels() {
+  std::vector<QInt8Kernel> v;
+  for (QInt8Kernel k : {QInt8Kernel::Avx512Vnni, QInt8Kernel::AvxVnni, QInt8Kernel::Avx2})
+    if (kernels::cpu::qint8_kernel_available(k)) v.push_back(k);
+  return v;
+}
+
 std::vector<GemmIsa> isas() {
   std::vector<GemmIsa> v = {GemmIsa::Scalar};
   if (kernels::cpu::gemm_isa_supported(GemmIsa::Avx2)) v.push_back(GemmIsa::Avx2);
@@ -200,16 +229,39 @@ TEST(QGemm, EveryIsaAndPathMatchesTheReference) {
   }
 }
 
+TEST(QGemm, Int8KernelChoice) {
+  using kernels::cpu::qlinear_int8_kernel;
+  const std::vector<QInt8Kernel> have = int8_kernels();
+  if (kernels::cpu::gemm_isa_supported(GemmIsa::Avx2)) {
+    // Every AVX2 CPU has the plain AVX2 kernel (this build is x86); AVX-VNNI and AVX-512 VNNI where the CPU has them.
+    ASSERT_FALSE(have.empty());
+    EXPECT_EQ(have.back(), QInt8Kernel::Avx2);
+  }
+  const QInt8Kernel chosen = qlinear_int8_kernel();
+  std::printf("[ int8 ] kernels on this CPU:");
+  for (QInt8Kernel k : have) std::printf(" %s", kernels::cpu::qint8_kernel_name(k));
+  std::printf("; qlinear_int8 runs %s\n", kernels::cpu::qint8_kernel_name(chosen));
+  if (!std::getenv("XC2_QINT8") && !std::getenv("XC2_GEMM_ISA")) {  // else they choose
+    EXPECT_EQ(chosen, have.empty() ? QInt8Kernel::None : have.front());
+  }
+  EXPECT_EQ(chosen == QInt8Kernel::None, !kernels::cpu::qlinear_int8_supported());
+  for (QInt8Kernel k : {QInt8Kernel::Avx512Vnni, QInt8Kernel::AvxVnni, QInt8Kernel::Avx2}) {
+    const bool in = std::find(have.begin(), have.end(), k) != have.end();
+    EXPECT_EQ(qlinear_int8_kernel(k), in ? k : QInt8Kernel::None);
+    EXPECT_EQ(kernels::cpu::qlinear_int8_supported(k), in);
+  }
+  EXPECT_STREQ(kernels::cpu::qint8_kernel_name(QInt8Kernel::AvxVnni), "AVX-VNNI");
+}
+
 TEST(QGemm, Int8ActivationsAreTheDocumentedArithmetic) {
-  if (!kernels::cpu::qlinear_int8_supported()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  const std::vector<QInt8Kernel> kernels_here = int8_kernels();
+  if (kernels_here.empty()) GTEST_SKIP() << "no int8 kernel on this CPU (needs AVX2)";
   ThreadPool pool(2);
-  for (const QCase& c : cases()) {
+  for (const QCase& c : int8_cases()) {
     const QData d = make(c, 23);
     const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
-    ASSERT_TRUE(kernels::cpu::qlinear_int8_supported(w));
-    for (int64_t m : {1, 5, 7, 100}) {
-      SCOPED_TRACE(::testing::Message() << "bits " << c.bits << " n " << c.n << " k " << c.k << " gs " << c.group_size
-                                        << " act " << c.act_order << " m " << m);
+    ASSERT_TRUE(kernels::cpu::qlinear_int8_supported(w, kernels_here.front()));
+    for (int64_t m : {1, 5, 7, 37, 100}) {
       const int64_t ldx = c.k + 1, ldy = c.n;
       const std::vector<float> x = random_x(m, ldx, static_cast<uint32_t>(100 + m));
       std::vector<double> mag;
@@ -232,26 +284,84 @@ TEST(QGemm, Int8ActivationsAreTheDocumentedArithmetic) {
               bound[static_cast<size_t>(i * c.n + r)] += sc * 0.5 * std::fabs(d.w[static_cast<size_t>(r * c.k + col)]);
           }
         }
-      std::vector<float> y(static_cast<size_t>(m * ldy), 0.0f);
-      kernels::cpu::qlinear_int8(x.data(), ldx, w, y.data(), ldy, m, false, pool);
-      double err2 = 0, ref2 = 0;
+      std::vector<double> emu(static_cast<size_t>(m * c.n)), emu_mag(emu.size());
       for (int64_t i = 0; i < m; ++i)
         for (int64_t r = 0; r < c.n; ++r) {
-          double emu = c.bias ? f16_to_f32(d.bias[static_cast<size_t>(r)]) : 0.0, a = std::fabs(emu);
+          double e = c.bias ? f16_to_f32(d.bias[static_cast<size_t>(r)]) : 0.0, a = std::fabs(e);
           for (int64_t col = 0; col < c.k; ++col) {
             const double t = xr[static_cast<size_t>(i * c.k + col)] * d.w[static_cast<size_t>(r * c.k + col)];
-            emu += t;
+            e += t;
             a += std::fabs(t);
           }
-          const double got = y[static_cast<size_t>(i * ldy + r)];
-          ASSERT_NEAR(got, emu, 4e-6 * a + 1e-6) << "row " << i << " out " << r;
-          const double e = exact[static_cast<size_t>(i * c.n + r)];
-          ASSERT_LE(std::fabs(got - e), bound[static_cast<size_t>(i * c.n + r)] * 1.001 + 4e-6 * a + 1e-6);
-          err2 += (got - e) * (got - e);
-          ref2 += e * e;
+          emu[static_cast<size_t>(i * c.n + r)] = e;
+          emu_mag[static_cast<size_t>(i * c.n + r)] = a;
         }
-      EXPECT_GT(err2, 0.0);  // x really was rounded
-      EXPECT_LT(std::sqrt(err2 / ref2), 0.02);
+      for (QInt8Kernel kern : kernels_here) {
+        SCOPED_TRACE(::testing::Message() << "bits " << c.bits << " n " << c.n << " k " << c.k << " gs "
+                                          << c.group_size << " act " << c.act_order << " m " << m << " kernel "
+                                          << kernels::cpu::qint8_kernel_name(kern));
+        std::vector<float> y(static_cast<size_t>(m * ldy), 0.0f);
+        kernels::cpu::qlinear_int8(x.data(), ldx, w, y.data(), ldy, m, false, pool, kern);
+        double err2 = 0, ref2 = 0;
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t r = 0; r < c.n; ++r) {
+            const size_t o = static_cast<size_t>(i * c.n + r);
+            const double got = y[static_cast<size_t>(i * ldy + r)];
+            ASSERT_NEAR(got, emu[o], 4e-6 * emu_mag[o] + 1e-6) << "row " << i << " out " << r;
+            const double e = exact[o];
+            ASSERT_LE(std::fabs(got - e), bound[o] * 1.001 + 4e-6 * emu_mag[o] + 1e-6);
+            err2 += (got - e) * (got - e);
+            ref2 += e * e;
+          }
+        EXPECT_GT(err2, 0.0);  // x really was rounded
+        EXPECT_LT(std::sqrt(err2 / ref2), 0.02);
+      }
+    }
+  }
+}
+
+// The int8 kernels compute the same int32 block sums and the same f32 operations in the same order: identical
+// outputs, bit for bit (store and accumulate, with and without bias, 1 and 2 threads; y's padding untouched).
+TEST(QGemm, Int8KernelsAgreeBitForBit) {
+  const std::vector<QInt8Kernel> kernels_here = int8_kernels();
+  if (kernels_here.size() < 2) GTEST_SKIP() << "fewer than two int8 kernels on this CPU";
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    for (const QCase& c : int8_cases()) {
+      const QData d = make(c, 31);
+      const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+      for (int64_t m : {1, 5, 37}) {
+        const int64_t ldx = c.k + 2, ldy = c.n + 3;
+        std::vector<float> x = random_x(m, ldx, static_cast<uint32_t>(200 + m));
+        if (m > 1)  // a row of zeros (block scale 0) and one with a single large value per block
+          for (int64_t j = 0; j < c.k; ++j) {
+            x[static_cast<size_t>(j)] = 0.0f;
+            x[static_cast<size_t>(ldx + j)] = j % 32 == 5 ? 1e4f : 1e-3f * static_cast<float>(j % 7);
+          }
+        for (bool acc : {false, true}) {
+          std::vector<std::vector<float>> ys;
+          for (QInt8Kernel kern : kernels_here) {
+            std::vector<float> y(static_cast<size_t>(m * ldy), 0.25f);
+            kernels::cpu::qlinear_int8(x.data(), ldx, w, y.data(), ldy, m, acc, pool, kern);
+            ys.push_back(std::move(y));
+          }
+          for (size_t kk = 1; kk < ys.size(); ++kk) {
+            SCOPED_TRACE(::testing::Message() << "bits " << c.bits << " n " << c.n << " k " << c.k << " gs "
+                                              << c.group_size << " act " << c.act_order << " bias " << c.bias << " m "
+                                              << m << " acc " << acc << " threads " << threads << ": "
+                                              << kernels::cpu::qint8_kernel_name(kernels_here[kk]) << " vs "
+                                              << kernels::cpu::qint8_kernel_name(kernels_here[0]));
+            for (int64_t i = 0; i < m; ++i)
+              for (int64_t r = 0; r < ldy; ++r) {
+                const float a = ys[0][static_cast<size_t>(i * ldy + r)], b = ys[kk][static_cast<size_t>(i * ldy + r)];
+                ASSERT_EQ(std::memcmp(&a, &b, sizeof(float)), 0) << "row " << i << " out " << r << ": " << a << " vs " << b;
+                if (r >= c.n) {
+                  ASSERT_EQ(b, 0.25f);
+                }
+              }
+          }
+        }
+      }
     }
   }
 }

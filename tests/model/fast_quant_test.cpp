@@ -1,11 +1,13 @@
-// Quantized folders through the engine. The default quantized path on CPUs with AVX-512 VNNI (int8 activations, EngineOptions::exact_quant false)
-// against the exact path on the tiny GPTQ checkpoints: the logits of an image prompt and of a text prompt stay
-// within the documented error (relative L2 about 1e-2), are not identical (the fast kernels really ran), and
-// exact_quant gives the exact path back. The exact path itself is checked against the reference in
-// tiny_model_test.cpp.
+// Quantized folders through the engine. The default quantized path on CPUs with AVX2 (int8 activations,
+// EngineOptions::exact_quant false; the kernel qlinear_int8_kernel() picks, XC2_QINT8 forces one: ctest also runs
+// these with the AVX-VNNI and the plain AVX2 kernels, tests/CMakeLists.txt) against the exact path on the tiny
+// GPTQ checkpoints: the logits of an image prompt and of a text prompt stay within the documented error
+// (relative L2 about 1e-2), are not identical (the fast kernels really ran), and exact_quant gives the exact path
+// back. The exact path itself is checked against the reference in tiny_model_test.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -42,7 +44,8 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 TEST(FastQuant, Int8ActivationsStayCloseToTheExactPath) {
-  if (!kernels::cpu::qlinear_int8_supported()) GTEST_SKIP() << "no AVX-512 VNNI: the exact path is the only one";
+  if (!kernels::cpu::qlinear_int8_supported()) GTEST_SKIP() << "no int8 kernel (needs AVX2): the exact path is the only one";
+  std::printf("[ fast-quant ] int8 kernel: %s\n", kernels::cpu::qint8_kernel_name(kernels::cpu::qlinear_int8_kernel()));
   for (const std::string model : {"tiny-q4-g32", "tiny-q4-g32-act", "tiny-q4-pc-sym", "tiny-q8-g32-act", "tiny-q8-pc",
                                    "tiny-q4-g32-h8"}) {
     for (bool image : {false, true}) {

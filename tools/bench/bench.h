@@ -40,7 +40,7 @@ struct BenchOptions {
   int caption_tokens = 32;
   // The same workload on GPTQ copies of the checkpoint (xc2 quantize: round to nearest, asymmetric, group size
   // quant_group_size; written once next to it), one per bit width here, next to the 16-bit rows. CPU: each with
-  // the default quantized path (int8 activations where the CPU has VNNI) and with the exact one. CUDA: prefill,
+  // the default quantized path (int8 activations where the CPU has AVX2) and with the exact one. CUDA: prefill,
   // decode (against the copy-bandwidth roofline of the quantized bytes per token) and memory.
   std::vector<int> quant_bits;
   int quant_group_size = 128;

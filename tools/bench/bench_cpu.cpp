@@ -10,6 +10,7 @@
 #include "core/mmap_file.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
+#include "cpu/qgemm.h"
 #include "microbench.h"
 
 namespace xc2::bench {
@@ -136,8 +137,10 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
       for (bool exact : {false, true}) {
         Workload qw(o, qdir, "cpu", "auto", exact);
         const std::string path = exact ? "exact" : qw.diag().backend_name().find("int8") != std::string::npos
-                                                       ? "int8 activations"
-                                                       : "exact (no VNNI)";
+                                                       ? std::string("int8 activations (") +
+                                                             kernels::cpu::qint8_kernel_name(
+                                                                 kernels::cpu::qlinear_int8_kernel()) + ")"
+                                                       : "exact (no int8 kernel)";
         const Measured q = measure(qw, o, tag + " " + path + ": ", nullptr);
         const double q_weight = static_cast<double>(qw.diag().weight_bytes_per_token());
         const double q_bytes = q_weight + kv_bytes;

@@ -6,7 +6,9 @@
 //   sweep:   rows vs packed path over m, to place the threshold (gemm_uses_rows_path)
 //   quant:   bf16 against GPTQ W8 and W4 (group size 128) on the decoder's linears, side by side: decode m = 1 and
 //            4 (weights rotated from DRAM; speed-up against the ideal byte ratio, GB/s against the read bandwidth)
-//            and prefill m = --m (exact path, and the int8 path where VNNI exists)
+//            and prefill m = --m (exact path, and the int8 path with the kernel qlinear_int8 picks)
+//   qprefill: the quant suite's prefill alone, short: GPTQ (group 128) at m = --m on the decoder's linears (--qshape,
+//            --bits), the exact path (--isa) and every int8 kernel this CPU has (AVX-512 VNNI, AVX-VNNI, AVX2)
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -50,12 +52,14 @@ struct Options {
   std::vector<Shape> custom;
   std::vector<std::string> custom_names;
   bool lm_head_all_dtypes = false;
+  std::vector<std::string> qshapes;  // qprefill: wqkv,wo,w1/w3,w2 (default all)
+  std::vector<int> qbits = {8, 4};   // qprefill
 };
 
 void usage() {
   std::printf(
       "usage: xc2_gemm_bench [options]\n"
-      "  --suite LIST     limits,prefill,decode,sweep,quant (default limits,prefill,decode)\n"
+      "  --suite LIST     limits,prefill,decode,sweep,quant,qprefill (default limits,prefill,decode)\n"
       "  --threads LIST   thread counts (default 1,<all>)\n"
       "  --dtype LIST     bf16,f16,f32 (default all three)\n"
       "  --reps N         timed calls per case (default 3)\n"
@@ -65,7 +69,9 @@ void usage() {
       "  --path X         auto|rows|packed\n"
       "  --kc/--mc/--nc N packed-path block sizes\n"
       "  --bw-mib N       buffer for the bandwidth measurement (default 1024)\n"
-      "  --lm-head-all    decode the LM head in every dtype (default bf16 only; f32 is 1.5 GB)\n");
+      "  --lm-head-all    decode the LM head in every dtype (default bf16 only; f32 is 1.5 GB)\n"
+      "  --qshape LIST    qprefill shapes: wqkv,wo,w1/w3,w2 (default all)\n"
+      "  --bits LIST      qprefill weight bits: 8,4 (default both)\n");
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -137,6 +143,11 @@ bool parse(int argc, char** argv, Options* o) {
       o->bw_bytes = static_cast<size_t>(std::atoll(next().c_str())) << 20;
     } else if (a == "--lm-head-all") {
       o->lm_head_all_dtypes = true;
+    } else if (a == "--qshape") {
+      o->qshapes = split_list(next());
+    } else if (a == "--bits") {
+      o->qbits.clear();
+      for (const auto& t : split_list(next())) o->qbits.push_back(std::atoi(t.c_str()));
     } else {
       return false;
     }
@@ -381,8 +392,8 @@ void run_quant(const Options& o) {
   const Q shapes[] = {{"wqkv", 6144, 4096}, {"wo", 4096, 4096}, {"w1/w3", 14336, 4096}, {"w2", 4096, 14336}};
   std::printf("\n# quant: bf16 vs GPTQ W8/W4 (group 128), best of %d calls. decode: weights rotated over copies (cold);\n"
               "#  speedup = bf16 ms / ms, ideal = bf16 bytes / bytes, %%ideal = speedup / ideal; %%read = GB/s / read bandwidth.\n"
-              "#  prefill m=%lld: exact = f32 math on dequantized weights, int8 = int8 activations (VNNI: %s)\n",
-              o.reps, static_cast<long long>(o.prefill_m), qlinear_int8_supported() ? "yes" : "no");
+              "#  prefill m=%lld: exact = f32 math on dequantized weights, int8 = int8 activations (kernel: %s)\n",
+              o.reps, static_cast<long long>(o.prefill_m), qint8_kernel_name(qlinear_int8_kernel()));
   std::printf("%-7s %3s %-6s %5s %10s %9s %8s %7s %7s %7s %8s %6s\n", "shape", "thr", "weight", "m", "bytes_MB", "best_ms",
               "speedup", "ideal", "%ideal", "", "GB/s", "%read");
   for (int t : o.threads) {
@@ -455,6 +466,50 @@ void run_quant(const Options& o) {
   }
 }
 
+// The quant suite's prefill rows alone, with every int8 kernel: short enough for a shared machine.
+void run_qprefill(const Options& o) {
+  struct Q {
+    const char* name;
+    int64_t n, k;
+  };
+  const Q shapes[] = {{"wqkv", 6144, 4096}, {"wo", 4096, 4096}, {"w1/w3", 14336, 4096}, {"w2", 4096, 14336}};
+  std::vector<QInt8Kernel> kernels;
+  for (QInt8Kernel k : {QInt8Kernel::Avx512Vnni, QInt8Kernel::AvxVnni, QInt8Kernel::Avx2})
+    if (qint8_kernel_available(k)) kernels.push_back(k);
+  const int64_t m = o.prefill_m;
+  std::printf("\n# qprefill: GPTQ (group 128) prefill m=%lld, best of %d calls; exact = f32 math on dequantized weights\n"
+              "#  (isa %s), int8 = int8 activations per kernel; x exact = exact ms / ms\n",
+              static_cast<long long>(m), o.reps, gemm_isa_name(gemm_resolve_isa(o.gemm.isa)));
+  std::printf("%-7s %3s %-6s %5s %-18s %9s %9s %8s\n", "shape", "thr", "weight", "m", "path", "best_ms", "GOP/s",
+              "x exact");
+  for (int t : o.threads) {
+    ThreadPool pool(t);
+    for (const Q& s : shapes) {
+      if (!o.qshapes.empty() && std::find(o.qshapes.begin(), o.qshapes.end(), s.name) == o.qshapes.end()) continue;
+      std::vector<float> x(static_cast<size_t>(m * s.k)), y(static_cast<size_t>(m * s.n));
+      for (auto& v : x) v = next_uniform();
+      const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(s.n) * static_cast<double>(s.k);
+      for (int bits : o.qbits) {
+        const QuantMatrix qm = make_quant(bits, s.n, s.k, 128);
+        const std::string wn = "W" + std::to_string(bits);
+        QLinearOptions qo;
+        qo.isa = o.gemm.isa;
+        const double ex = best_ms(o.reps, [&](int = 0) { qlinear(x.data(), s.k, qm, y.data(), s.n, m, false, pool, qo); });
+        std::printf("%-7s %3d %-6s %5lld %-18s %9.1f %9.1f %8.2f\n", s.name, t, wn.c_str(), static_cast<long long>(m),
+                    (std::string("exact ") + gemm_isa_name(gemm_resolve_isa(o.gemm.isa))).c_str(), ex,
+                    ops / (ex * 1e-3) / 1e9, 1.0);
+        for (QInt8Kernel k : kernels) {
+          const double i8 =
+              best_ms(o.reps, [&](int = 0) { qlinear_int8(x.data(), s.k, qm, y.data(), s.n, m, false, pool, k); });
+          std::printf("%-7s %3d %-6s %5lld %-18s %9.1f %9.1f %8.2f\n", s.name, t, wn.c_str(), static_cast<long long>(m),
+                      (std::string("int8 ") + qint8_kernel_name(k)).c_str(), i8, ops / (i8 * 1e-3) / 1e9, ex / i8);
+        }
+        std::fflush(stdout);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -501,5 +556,6 @@ int main(int argc, char** argv) {
   if (has("custom")) run_cases("custom", o.custom, o, o.custom.empty() || gemm_uses_rows_path(o.custom[0].m, o.custom[0].k, o.gemm.isa));
   if (has("sweep")) run_sweep(o);
   if (has("quant")) run_quant(o);
+  if (has("qprefill")) run_qprefill(o);
   return 0;
 }

@@ -90,7 +90,7 @@ void add_common_options(CLI::App* app, CommonOptions& o) {
   app->add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")->check(at_least(0));
   app->add_flag("--exact", o.exact,
                 "Quantized (4/8-bit) folders on the CPU: exact f32 math on the dequantized weights, as the reference "
-                "(default where the CPU has AVX-512 VNNI: int8 activations, faster, logits within about 1e-2)");
+                "(default where the CPU has AVX2: int8 activations, faster, logits within about 1e-2)");
   app->add_flag("-v,--verbose", o.verbose, "More messages on stderr (the model folder used, timings)");
   app->add_flag("-q,--quiet", o.quiet, "Only errors on stderr");
 }
