@@ -409,7 +409,14 @@ const char* qint8_kernel_name(QInt8Kernel k) {
 bool qlinear_int8_supported(QInt8Kernel k) { return qlinear_int8_kernel(k) != QInt8Kernel::None; }
 
 bool qlinear_int8_supported(const QuantMatrix& w, QInt8Kernel k) {
-  return qlinear_int8_supported(k) && !w.segments.empty();
+  if (!qlinear_int8_supported(k) || w.segments.empty()) return false;
+  // The plain AVX2 kernel on 8-bit weights needs twice the instructions of 4-bit and measured 0.68x the AVX-512
+  // exact path (docs/perf.md): on an AVX-512 CPU without either VNNI, 8-bit weights keep the exact path unless a
+  // kernel was asked for (argument or XC2_QINT8).
+  if (k == QInt8Kernel::Auto && env_qint8_kernel() == QInt8Kernel::Auto && w.bits == 8 &&
+      qlinear_int8_kernel(k) == QInt8Kernel::Avx2 && gemm_resolve_isa(GemmIsa::Auto) == GemmIsa::Avx512)
+    return false;
+  return true;
 }
 
 void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,

@@ -135,6 +135,8 @@ const char* qint8_kernel_name(QInt8Kernel k);  // "AVX-512 VNNI", "AVX-VNNI", "A
 // Whether qlinear_int8() runs on this CPU (qlinear_int8_kernel(k) != None) for this matrix (groups aligned to
 // 32 columns).
 bool qlinear_int8_supported(QInt8Kernel k = QInt8Kernel::Auto);
+// For a matrix: also needs 32-column groups; and where the automatic choice is the plain AVX2 kernel on a CPU whose
+// f32 GEMM runs AVX-512, not for 8-bit weights (slower than the exact AVX-512 path there).
 bool qlinear_int8_supported(const QuantMatrix& w, QInt8Kernel k = QInt8Kernel::Auto);
 // The fast prefill (see above) with kernel qlinear_int8_kernel(k). Error{Unsupported} where
 // !qlinear_int8_supported(w, k).
