@@ -4,6 +4,11 @@ prompts of the forward goldens (case_<name>.json): N = 2, 3 and 5 beams, with an
 penalty, another length penalty, and a case where an extra stop id (one the 3-beam answer contains) ends some
 beams early. Each entry: case, num_beams, repetition_penalty, length_penalty, max_new_tokens, extra_stops,
 tokens (the answer without its stop token), stop (the stop id or null), score.
+
+    make_beam_goldens.py            tiny-a and tiny-b
+    make_beam_goldens.py --demo     tests/data/golden/xc2-shapes/beams.json: the bundled demo model on the
+                                    README's command (examples/shapes-1.png, "Describe the picture.", N = 3 and 5);
+                                    run again whenever models/xc2-shapes changes
 """
 import json
 import os
@@ -51,5 +56,26 @@ def main():
             f.write("\n")
 
 
+def demo():
+    torch.set_num_threads(2)
+    model = xc2_ref.Model(os.path.join(ROOT, "models/xc2-shapes"), dtype=torch.float64)
+    image = os.path.join(ROOT, "examples/shapes-1.png")
+    query = "Describe the picture."
+    prompt = model.prepare_chat(query, [image])
+    pixels = model.pixels([image])
+    out = []
+    for n in (3, 5):
+        r = model.beam_search(prompt, pixels=pixels, num_beams=n, max_new_tokens=64)
+        out.append({"image": "examples/shapes-1.png", "query": query, "num_beams": n, "repetition_penalty": 1.005,
+                    "length_penalty": 1.0, "max_new_tokens": 64, "tokens": r["tokens"], "stop": r["stop"],
+                    "score": r["score"], "text": model.tok.decode(r["tokens"])})
+        print("xc2-shapes", n, len(r["tokens"]), r["stop"], f"{r['score']:.6g}", out[-1]["text"])
+    folder = os.path.join(GOLDEN, "xc2-shapes")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "beams.json"), "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
 if __name__ == "__main__":
-    main()
+    demo() if sys.argv[1:] == ["--demo"] else main()

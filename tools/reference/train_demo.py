@@ -10,7 +10,7 @@ gives a real answer on a machine without the 17 GB weights.
     /usr/bin/python3 tools/reference/train_demo.py --steps 200 --out /tmp/x --no-examples   # quick experiment
 
 The bundled model is stage 1 (7000 steps of single-turn questions from scratch, ~1 h on 2 cores) followed by
-stage 2 (3000 steps, ~27 min, from stage 1's stored bf16 weights and tokenizer): the same data plus, in 8 of the
+stage 2 (3000 steps, ~31 min, from stage 1's stored bf16 weights and tokenizer): the same data plus, in 8 of the
 12 picture rows of every step, conversations of 1-4 turns about the picture, 2 of those rows opening with a
 greeting (see Packer.conversation_row for the token layout, which is exactly the sequence `xc2 chat` keeps in its
 KV cache; tools/reference/eval_demo.py --multiturn checks it against xc2).
@@ -232,9 +232,9 @@ def is_named(qa):
     return (q.startswith("What colour is the") or q.startswith("Where is the")) and not ans.startswith("There is no")
 
 
-def sample_conversation(scene, rng, n):
+def sample_conversation(scene, rng, n, named_p=0.5):
     """n turns about one picture, as a user holds them in `xc2 chat`: mostly a caption first, then distinct
-    questions, half of them colour or position questions about a named kind that is present."""
+    questions, a share named_p of them colour or position questions about a named kind that is present."""
     pool = qa_pairs(scene, rng)
     rng.shuffle(pool)
     pool.sort(key=lambda qa: qa[1].startswith("There is no") and rng.random() < 0.6)
@@ -246,7 +246,7 @@ def sample_conversation(scene, rng, n):
         if len(turns) > 0 and rng.random() < 0.1 and not any(a == caption(scene) for _, a in turns):
             qa = (rng.choice(CAPTION_QUESTIONS), caption(scene))
         else:
-            qa = named[0] if named and rng.random() < 0.5 else pool[0]
+            qa = named[0] if named and rng.random() < named_p else pool[0]
             pool.remove(qa)
         turns.append(qa)
     return turns
@@ -749,7 +749,7 @@ def cell_labels(sc):
     return lab
 
 
-def build_batch(rng, packer, n_img, n_txt, k, img_size, T=None, n_aux=0, n_conv=0, n_greet=0):
+def build_batch(rng, packer, n_img, n_txt, k, img_size, T=None, n_aux=0, n_conv=0, n_greet=0, named_p=0.5):
     """n_img picture rows: the first n_img - n_conv - n_greet hold k single-turn questions each, then n_conv
     rows of two conversations each, then n_greet rows of two conversations after a greeting; n_txt
     text-only rows of k greetings each."""
@@ -762,11 +762,11 @@ def build_batch(rng, packer, n_img, n_txt, k, img_size, T=None, n_aux=0, n_conv=
         if i < n_single:
             rows.append(packer.row(sample_questions(sc, rng, k), True))
         elif i < n_single + n_conv:
-            rows.append(packer.conversation_row([sample_conversation(sc, rng, rng.choice([2, 3, 4]))
+            rows.append(packer.conversation_row([sample_conversation(sc, rng, rng.choice([2, 3, 4]), named_p)
                                                  for _ in range(2)]))
         else:
             greeting = rng.choice(chats[: len(GREETINGS)])
-            rows.append(packer.conversation_row([sample_conversation(sc, rng, rng.choice([1, 2, 3]))
+            rows.append(packer.conversation_row([sample_conversation(sc, rng, rng.choice([1, 2, 3]), named_p)
                                                  for _ in range(2)], greeting))
         pix.append(scene_pixels(sc, img_size))
         cells.append(cell_labels(sc))
@@ -889,6 +889,8 @@ def main():
                     help="picture rows per step that hold two conversations of 2-4 turns each")
     ap.add_argument("--greet-rows", type=int, default=0,
                     help="picture rows per step that hold two conversations after a greeting")
+    ap.add_argument("--named-p", type=float, default=0.5,
+                    help="share of a conversation's later turns that ask the colour or position of a named kind")
     ap.add_argument("--init", default="",
                     help="start from this model folder's weights and tokenizer (a second stage) instead of "
                          "a fresh initialisation and tokenizer")
@@ -983,7 +985,7 @@ def main():
             gr["lr"] = lr
         tp = [time.time()]
         batch = build_batch(rng, packer, a.batch_img, a.batch_txt, a.k, cfg.img_size, T_row,
-                            a.aux_images if a.aux_weight > 0 else 0, a.conv_rows, a.greet_rows)
+                            a.aux_images if a.aux_weight > 0 else 0, a.conv_rows, a.greet_rows, a.named_p)
         tp.append(time.time())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, st = net.forward_batch(batch)
