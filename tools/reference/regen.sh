@@ -16,6 +16,8 @@ gen() {
   $PY tools/reference/make_golden.py
   $PY tools/reference/make_tiny_quant.py
   $PY tools/reference/make_golden.py --what forward --models quant
+  $PY tools/reference/make_beam_goldens.py
+  $PY tools/reference/make_beam_goldens.py --demo
 }
 sums() { find tests/data/images tests/data/models tests/data/golden -type f -print0 | sort -z | xargs -0 sha256sum; }
 
