@@ -2,8 +2,11 @@
 // validated tensors into their own layouts (kernels/cpu/qgemm.h on the CPU).
 #include "io/gptq.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
-#include <regex>
+#include <optional>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -27,6 +30,48 @@ int64_t get_int(const json& j, const char* key, int64_t def, const std::string& 
   if (it == j.end()) return def;
   if (!it->is_number_integer()) XC2_THROW(Io, src, ": quantization setting \"", key, "\" is not an integer");
   return it->get<int64_t>();
+}
+
+// Whether a GPTQModel "dynamic" rule's pattern (a Python regular expression applied with re.match: from the start
+// of the module name) matches `name`, for the patterns module rules are written with: characters, "\\." and other
+// escaped characters, "." (any character), ".*", a leading "^" and a trailing "$". nullopt for anything else
+// (groups, alternatives, classes, other repeats). No regex engine: linear in the pattern, no recursion, so a hostile
+// config cannot make it slow or exhaust the stack.
+std::optional<bool> rule_matches(std::string pattern, const std::string& name) {
+  if (!pattern.empty() && pattern[0] == '^') pattern.erase(0, 1);
+  bool to_end = false;
+  if (!pattern.empty() && pattern.back() == '$' && (pattern.size() < 2 || pattern[pattern.size() - 2] != '\\')) {
+    pattern.pop_back();
+    to_end = true;
+  }
+  const size_t n = name.size();
+  std::vector<char> at(n + 1, 0), next(n + 1, 0);  // at[j]: the pattern so far can have consumed j characters
+  at[0] = 1;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    std::fill(next.begin(), next.end(), 0);
+    if (c == '.' && i + 1 < pattern.size() && pattern[i + 1] == '*') {
+      for (size_t j = 0, seen = 0; j <= n; ++j) next[j] = static_cast<char>(seen = seen || at[j]);
+      ++i;
+    } else if (c == '.') {
+      for (size_t j = 0; j < n; ++j) next[j + 1] = at[j];
+    } else {
+      char lit = c;
+      if (c == '\\') {
+        if (i + 1 == pattern.size()) return std::nullopt;
+        lit = pattern[++i];
+        if (std::isalnum(static_cast<unsigned char>(lit))) return std::nullopt;  // \d, \w, ...
+      } else if (std::string("*+?()[]{}|^$").find(c) != std::string::npos) {
+        return std::nullopt;
+      }
+      for (size_t j = 0; j < n; ++j) next[j + 1] = static_cast<char>(at[j] && name[j] == lit);
+    }
+    at.swap(next);
+  }
+  if (to_end) return at[n] != 0;
+  for (char v : at)
+    if (v) return true;
+  return false;
 }
 
 GptqConfig from_json(const json& q, const std::string& src) {
@@ -58,12 +103,11 @@ GptqConfig from_json(const json& q, const std::string& src) {
     for (const auto& [key, rule] : dyn->items()) {
       const bool skip = key.rfind("-:", 0) == 0;
       const std::string pattern = (skip || key.rfind("+:", 0) == 0) ? key.substr(2) : key;
-      bool match = false;
-      try {
-        match = std::regex_search("output", std::regex("^(?:" + pattern + ")"));
-      } catch (const std::regex_error&) {
-        XC2_THROW(Io, src, ": \"dynamic\" rule \"", key, "\" is not a valid regular expression");
-      }
+      const std::optional<bool> m = rule_matches(pattern, "output");
+      if (!m)
+        XC2_THROW(Unsupported, src, ": \"dynamic\" rule \"", key,
+                  "\": xc2 reads rules made of module names with '.', '.*', '\\.', '^' and '$' only");
+      const bool match = *m;
       if (!match) {
         // Rules for other modules (per-layer bits of the decoder linears) are not read: refuse rather than
         // load tensors with settings they were not written with.

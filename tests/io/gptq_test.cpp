@@ -179,6 +179,21 @@ TEST(GptqConfigTest, OutputHead) {
   c = parse_gptq_config(R"({"quantization_config": {"bits": 4, "lm_head": true, "dynamic": {"-:output": {}}}})",
                         "", "m");
   EXPECT_FALSE(c->lm_head);
+  // '.', '.*', escapes and anchors, as re.match reads them.
+  for (const char* key : {"+:out.ut", "+:.*put$", "+:^o.*", "+:output.*$"}) {
+    SCOPED_TRACE(key);
+    c = parse_gptq_config(std::string(R"({"quantization_config": {"bits": 4, "lm_head": true, "dynamic": {")") + key +
+                              R"(": {"bits": 8}}}})",
+                          "", "m");
+    EXPECT_EQ(c->head().bits, 8);
+  }
+  for (const char* key : {"+:^outputs", "+:output.$", "+:^model\\\\.output", "+:outpu$"}) {
+    SCOPED_TRACE(key);
+    EXPECT_XC2_ERROR(parse_gptq_config(std::string(R"({"quantization_config": {"bits": 4, "lm_head": true, "dynamic": {")") +
+                                           key + R"(": {"bits": 8}}}})",
+                                       "", "m"),
+                     Unsupported, "changes the bits or group size of other modules");
+  }
 }
 
 TEST(GptqConfigTest, HostileSettings) {
@@ -187,7 +202,7 @@ TEST(GptqConfigTest, HostileSettings) {
                    Unsupported, "bits 3 for the output head is not supported");
   EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 4, "lm_head": true,
                                         "dynamic": {"+:(output": {"bits": 8}}}})", "", "m"),
-                   Io, "\"dynamic\" rule \"+:(output\" is not a valid regular expression");
+                   Unsupported, "\"dynamic\" rule \"+:(output\": xc2 reads rules made of module names");
   EXPECT_XC2_ERROR(parse_gptq_config(R"({"quantization_config": {"bits": 4,
                                         "dynamic": {"+:^model\\.layers\\.1\\.": {"bits": 8}}}})", "", "m"),
                    Unsupported, "changes the bits or group size of other modules than the output head");
