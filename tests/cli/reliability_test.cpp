@@ -321,6 +321,31 @@ TEST(CliMessages, UsageErrorsExit2WithReadableMessages) {
   EXPECT_EQ(json::parse(s.out)["seed"].get<uint64_t>(), 18446744073709551615ull);
 }
 
+TEST(CliMessages, QuantizationSettingsXc2CannotRunAreAModelError) {
+  // GPTQ settings the folder asks for and xc2 cannot run: exit 3 naming the file and the setting.
+  test::TempDir tmp;
+  const std::string dir = tmp.file("m");
+  fs::copy(model("tiny-q4-g32"), dir);
+  const std::string cfg = test::read_file(dir + "/config.json");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\"bits\": 4", "bits 3 is not supported"},
+      {"\"bits\": 4, \"dynamic\": {\"+:model\\\\.layers\\\\.1\\\\.\": {\"bits\": 8}}", "changes the bits"},
+      {"\"bits\": 4, \"lm_head\": true, \"dynamic\": {\"+:(output\": {\"bits\": 8}}", "xc2 reads rules made of"},
+  };
+  for (const auto& [setting, message] : cases) {
+    SCOPED_TRACE(setting);
+    std::string c = cfg;
+    const size_t at = c.find("\"bits\": 4");
+    ASSERT_NE(at, std::string::npos);
+    c.replace(at, std::string("\"bits\": 4").size(), message == "bits 3 is not supported" ? "\"bits\": 3" : setting);
+    test::write_bytes(dir + "/config.json", c);
+    const auto r = xc2({"chat", "--model", dir, "-n", "2", "hi"});
+    EXPECT_EQ(r.status, 3) << r.err;
+    EXPECT_TRUE(contains(r.err, "config.json")) << r.err;
+    EXPECT_TRUE(contains(r.err, message)) << r.err;
+  }
+}
+
 TEST(CliMessages, InfoCheckLoadsTheTokenizer) {
   test::TempDir tmp;
   const std::string dir = tmp.file("m");

@@ -153,9 +153,11 @@ std::unique_ptr<Engine> load_engine(const CommonOptions& o) {
     if (e.code() == ErrorCode::InvalidArgument && o.dtype != "auto" && o.dtype != "f32") throw UsageError(e.what());
     if (e.code() == ErrorCode::Cuda && o.device == "cuda")
       throw Error(ErrorCode::Cuda, std::string("--device cuda: no usable CUDA GPU (") + e.what() + ")");
-    // No GPU / built without CUDA is not a model problem: exit 4 (Cuda) or 2 (Unsupported).
-    // Nor is a resource failure (threads, memory: Internal, exit 4).
-    if (e.code() == ErrorCode::Cuda || e.code() == ErrorCode::Unsupported || e.code() == ErrorCode::Internal) throw;
+    // No GPU / built without CUDA is not a model problem: exit 4 (Cuda) or 2 (Unsupported, --device cuda).
+    // Nor is a resource failure (threads, memory: Internal, exit 4). What the folder asks for and xc2 cannot run
+    // (GPTQ bits 3, another quant_method, ...) is: exit 3.
+    if (e.code() == ErrorCode::Unsupported && o.device != "auto" && o.device != "cpu") throw;
+    if (e.code() == ErrorCode::Cuda || e.code() == ErrorCode::Internal) throw;
     throw ModelLoadError(e.what());
   }
 }
