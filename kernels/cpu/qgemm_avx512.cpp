@@ -28,7 +28,6 @@ namespace xc2::kernels::cpu::detail {
 namespace {
 
 constexpr int kRowsMr = 8;    // rows path: rows of x per pass over a tile
-constexpr int kInt8Mr = 6;    // int8 path: rows of x per pass over a tile's block
 constexpr int kPrefetchWords = 16 * 32;  // 2 KB ahead in the tile's stream
 
 template <int BITS>
