@@ -1,6 +1,7 @@
 // Device helpers shared by the kernels/cuda/*.cu files (device code: only .cu files include this).
 //   - to_f / from_f: element <-> f32 for float, __half and __nv_bfloat16 (round to nearest even);
 //   - warp / block reductions (sum, max) with xor shuffles, so every lane ends with the result;
+//   - gemv_store_rows: the end of the warp-per-column GEMVs;
 //   - XC2_CUDA_DISPATCH: a runtime DType -> element type T switch (flash-attention's static_switch habit);
 //   - launch_check(): cudaGetLastError() after a launch -> xc2::Error{Cuda} naming the kernel.
 #pragma once
@@ -47,6 +48,25 @@ __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+// The end of a warp-per-column GEMV (gemv.cu, qgemv.cu): each row's lane sums reduced over the warp, then lane
+// r < m writes y[r, col] = sum (+ bias[col]) (+ y[r, col] when accumulating), y being [m, n].
+template <typename T, int M>
+__device__ __forceinline__ void gemv_store_rows(float (&acc)[M], int m, int lane, int64_t col, int64_t n,
+                                                const T* __restrict__ bias, T* __restrict__ y, int accumulate) {
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    if (r < m && lane == r) {
+      float v = acc[r];
+      if (bias) v += to_f(bias[col]);
+      T* out = y + static_cast<int64_t>(r) * n + col;
+      if (accumulate) v += to_f(*out);
+      *out = from_f<T>(v);
+    }
+  }
 }
 
 __device__ __forceinline__ float warp_max(float v) {

@@ -67,18 +67,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(const T* __restrict__ x, cons
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
-#pragma unroll
-  for (int r = 0; r < M; ++r) {
-    if (r < m && lane == r) {
-      float v = acc[r];
-      if (bias) v += to_f(bias[col]);
-      T* out = y + static_cast<int64_t>(r) * n + col;
-      if (accumulate) v += to_f(*out);
-      *out = from_f<T>(v);
-    }
-  }
+  gemv_store_rows<T, M>(acc, m, lane, col, n, bias, y, accumulate);
 }
 
 template <typename T, int M>

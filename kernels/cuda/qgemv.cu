@@ -61,24 +61,6 @@ __device__ __forceinline__ void load_x(const T* p, float (&f)[N]) {
   }
 }
 
-// The end of both GEMV kernels: the lanes' sums reduced, lane r < m writes y[r, col] (+ bias, + y if accumulating).
-template <typename T, int M>
-__device__ __forceinline__ void store_rows(float (&acc)[M], int m, int lane, int64_t col, int64_t n,
-                                           const T* __restrict__ bias, T* __restrict__ y, int accumulate) {
-#pragma unroll
-  for (int r = 0; r < M; ++r) acc[r] = warp_sum(acc[r]);
-#pragma unroll
-  for (int r = 0; r < M; ++r) {
-    if (r < m && lane == r) {
-      float v = acc[r];
-      if (bias) v += to_f(bias[col]);
-      T* out = y + static_cast<int64_t>(r) * n + col;
-      if (accumulate) v += to_f(*out);
-      *out = from_f<T>(v);
-    }
-  }
-}
-
 template <typename T, int M, int BITS>
 __global__ void __launch_bounds__(kThreads) qgemv_vec_kernel(GptqDeviceWeight w, const T* __restrict__ x,
                                                              T* __restrict__ y, int m, int accumulate) {
@@ -120,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) qgemv_vec_kernel(GptqDeviceWeight w,
     cur = next;
     vi = nx;
   }
-  store_rows<T, M>(acc, m, lane, col, w.n, static_cast<const T*>(w.bias), y, accumulate);
+  gemv_store_rows<T, M>(acc, m, lane, col, w.n, static_cast<const T*>(w.bias), y, accumulate);
 }
 
 template <typename T, int M>
@@ -143,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) qgemv_generic_kernel(GptqDeviceWeigh
     for (int r = 0; r < M; ++r)
       if (r < m) acc[r] = fmaf(to_f(x[static_cast<int64_t>(r) * w.k + j]), wv, acc[r]);
   }
-  store_rows<T, M>(acc, m, lane, col, w.n, static_cast<const T*>(w.bias), y, accumulate);
+  gemv_store_rows<T, M>(acc, m, lane, col, w.n, static_cast<const T*>(w.bias), y, accumulate);
 }
 
 template <typename T>
