@@ -31,7 +31,6 @@ struct QScratch {
   std::vector<int8_t> xq;       // int8 x
   std::vector<float> xs;        // its block scales
   std::vector<int32_t> xsum;    // per row and block: the sum of the block's int8 values
-  std::vector<float> bsum;      // per row and block: scale * sum of the block's int8 values
   std::vector<float> zs;        // per row and segment
 };
 thread_local QScratch tls_q;
@@ -433,7 +432,6 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
   s.xq.resize(static_cast<size_t>(m * k));
   s.xs.resize(static_cast<size_t>(m * nb));
   s.xsum.resize(static_cast<size_t>(m * nb));
-  s.bsum.resize(static_cast<size_t>(m * nb));
   pool.parallel_for(m, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       for (int64_t b = 0; b < nb; ++b) {
@@ -453,7 +451,6 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
         }
         s.xs[static_cast<size_t>(i * nb + b)] = sc;
         s.xsum[static_cast<size_t>(i * nb + b)] = sum;
-        s.bsum[static_cast<size_t>(i * nb + b)] = sc * static_cast<float>(sum);
       }
     }
   }, 8);
@@ -464,8 +461,10 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
   for (int64_t i = 0; i < m; ++i)
     for (int64_t g = 0; g < n_seg; ++g) {
       float z = 0;
-      for (int32_t b = segments[static_cast<size_t>(g)].b0; b < segments[static_cast<size_t>(g)].b1; ++b)
-        z += s.bsum[static_cast<size_t>(i * nb + b)];
+      for (int32_t b = segments[static_cast<size_t>(g)].b0; b < segments[static_cast<size_t>(g)].b1; ++b) {
+        const size_t at = static_cast<size_t>(i * nb + b);
+        z += s.xs[at] * static_cast<float>(s.xsum[at]);  // scale * sum of the block's int8 values
+      }
       s.zs[static_cast<size_t>(i * n_seg + g)] = z;
     }
 
