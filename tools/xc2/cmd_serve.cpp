@@ -258,9 +258,7 @@ class Server {
     });
     svr_.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return;
-      json j = {{"object", "list"},
-                {"data", json::array({{{"id", f_.model_id}, {"object", "model"}, {"created", created_},
-                                       {"owned_by", "xc2"}}})}};
+      json j = {{"object", "list"}, {"data", json::array({model_object()})}};
       res.set_content(j.dump(), "application/json");
     });
     svr_.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
@@ -273,8 +271,7 @@ class Server {
         e.code = "model_not_found";
         return send_error(res, e);
       }
-      json j = {{"id", f_.model_id}, {"object", "model"}, {"created", created_}, {"owned_by", "xc2"}};
-      res.set_content(j.dump(), "application/json");
+      res.set_content(model_object().dump(), "application/json");
     });
     svr_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res)) return;
@@ -303,6 +300,11 @@ class Server {
   static void send_error(httplib::Response& res, const ApiError& e) {
     res.status = e.status;
     res.set_content(serve::error_json(e), "application/json");
+  }
+
+  // The model as GET /v1/models lists it and GET /v1/models/{id} returns it.
+  json model_object() const {
+    return {{"id", f_.model_id}, {"object", "model"}, {"created", created_}, {"owned_by", "xc2"}};
   }
 
   bool authorized(const httplib::Request& req, httplib::Response& res) {
