@@ -184,4 +184,8 @@ std::string ensure_quantized(const BenchOptions& o, const std::string& dir, int 
   return qdir;
 }
 
+std::string quant_tag(const BenchOptions& o, int bits) {
+  return "W" + std::to_string(bits) + (o.quant_head_bits ? " head " + std::to_string(o.quant_head_bits) : "");
+}
+
 }  // namespace xc2::bench

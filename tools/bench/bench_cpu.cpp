@@ -133,7 +133,7 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
     const double bf_bytes = bytes_per_token;
     for (int bits : o.quant_bits) {
       const std::string qdir = ensure_quantized(o, dir, bits);
-      const std::string tag = "W" + std::to_string(bits) + (o.quant_head_bits ? " head " + std::to_string(o.quant_head_bits) : "");
+      const std::string tag = quant_tag(o, bits);
       for (bool exact : {false, true}) {
         Workload qw(o, qdir, "cpu", "auto", exact);
         const std::string path = exact ? "exact" : qw.diag().backend_name().find("int8") != std::string::npos

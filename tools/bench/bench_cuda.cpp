@@ -173,8 +173,7 @@ BenchReport run_bench_cuda(const BenchOptions& o, const std::string& dir) {
     w.release();
     for (int bits : o.quant_bits) {
       const std::string qdir = ensure_quantized(o, dir, bits);
-      const std::string tag =
-          "W" + std::to_string(bits) + (o.quant_head_bits ? " head " + std::to_string(o.quant_head_bits) : "");
+      const std::string tag = quant_tag(o, bits);
       Workload qw(o, qdir, "cuda", o.dtype);
       EngineDiagnostics qdiag = qw.diag();
       const DeviceMemory q_load = qdiag.memory();

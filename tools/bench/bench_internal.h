@@ -28,6 +28,8 @@ std::string ensure_synthetic(const BenchOptions& o);
 // The GPTQ copy of `dir` that --quant measures (xc2 quantize: round to nearest, asymmetric, group size
 // o.quant_group_size, output head o.quant_head_bits), "<dir>-W<bits>g<group>[h<head bits>]", written where missing.
 std::string ensure_quantized(const BenchOptions& o, const std::string& dir, int bits);
+// The rows' name for that copy: "W<bits>", "W<bits> head <head bits>".
+std::string quant_tag(const BenchOptions& o, int bits);
 
 // ---- bench_reference.cpp ----
 struct RefNumbers {
