@@ -70,6 +70,41 @@ void pack_source(const void* ctx, int64_t row0, int64_t rows, int64_t k0, int64_
 
 // ---- scalar kernels ----------------------------------------------------------------------------------
 
+}  // namespace
+
+void detail::quantize_x_scalar(const float* x, int64_t ldx, int64_t i0, int64_t i1, int64_t k, int bits, int8_t* q,
+                               float* scale, int32_t* sum) {
+  const int64_t nb = k / 32;
+  for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xr = x + i * ldx + b * 32;
+      float amax = 0;
+      for (int c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(xr[c]));
+      const float sc = amax / 127.0f;
+      const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      int8_t* out = q + i * k + b * 32;
+      int32_t s = 0;
+      for (int c = 0; c < 32; ++c) {
+        const int32_t v = static_cast<int32_t>(std::nearbyint(xr[c] * inv));
+        const int32_t qv = std::max(-127, std::min(127, v));
+        s += qv;
+        const int pos = bits == 4 ? (c / 8) * 8 + (c % 2) * 4 + (c % 8) / 2 : c;
+        out[pos] = static_cast<int8_t>(qv);
+      }
+      scale[i * nb + b] = sc;
+      sum[i * nb + b] = s;
+    }
+  }
+}
+
+namespace {
+
+detail::QQuantizeXFn quantize_x_fn(bool simd) {
+  if (simd)
+    if (const detail::QQuantizeXFn f = detail::q_avx512_quantize_x()) return f;
+  return detail::quantize_x_scalar;
+}
+
 void rows_scalar(const QuantMatrix& w, const float* x, int64_t ldx, int64_t m, float* y, int64_t ldy, int64_t t0,
                  int64_t t1, bool accumulate) {
   const int p = w.p();
@@ -84,16 +119,16 @@ void rows_scalar(const QuantMatrix& w, const float* x, int64_t ldx, int64_t m, f
         for (int64_t c = 0; c < w.k; ++c) {
           const int32_t g = w.group[static_cast<size_t>(c)];
           if (g != g_cur) {
-            total += w.scale[static_cast<size_t>(g_cur * w.n_pad + r)] * acc;
+            total += w.scale[w.gz(g_cur, r)] * acc;
             acc = 0;
             g_cur = g;
           }
           const uint32_t word = w.q[static_cast<size_t>((t * w.kw + c / p) * 16 + l)];
           const int32_t v = static_cast<int32_t>((word >> ((c % p) * w.bits)) & mask);
-          const int32_t z = w.zero_m1[static_cast<size_t>(g * w.n_pad + r)] + 1;
+          const int32_t z = w.zero_m1[w.gz(g, r)] + 1;
           acc += x[i * ldx + c] * static_cast<float>(v - z);
         }
-        total += w.scale[static_cast<size_t>(g_cur * w.n_pad + r)] * acc;
+        total += w.scale[w.gz(g_cur, r)] * acc;
         if (!w.bias.empty()) total += w.bias[static_cast<size_t>(r)];
         float& out = y[i * ldy + r];
         out = accumulate ? out + total : total;
@@ -164,8 +199,8 @@ float QuantMatrix::at(int64_t r, int64_t j) const {
   const uint32_t word = q[static_cast<size_t>(((r / 16) * kw + j / p()) * 16 + r % 16)];
   const int32_t v = static_cast<int32_t>((word >> ((j % p()) * bits)) & ((1u << bits) - 1u));
   const int32_t g = group[static_cast<size_t>(j)];
-  const int32_t z = zero_m1[static_cast<size_t>(g * n_pad + r)] + 1;
-  return static_cast<float>(v - z) * scale[static_cast<size_t>(g * n_pad + r)];
+  const int32_t z = zero_m1[gz(g, r)] + 1;
+  return static_cast<float>(v - z) * scale[gz(g, r)];
 }
 
 QuantMatrix repack_gptq(const GptqTensors& t) {
@@ -259,15 +294,15 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
       }
     }
   }
-  // Scales and zeros: [groups, n] -> [groups][n_pad]; the stored zero is zero - 1.
+  // Scales and zeros: [groups, n] -> [n_pad / 16][groups][16]; the stored zero is zero - 1.
   const int64_t zwords = (t.n + p - 1) / p;
   w.scale.assign(static_cast<size_t>(w.n_pad * t.groups), 0.0f);
   w.zero_m1.assign(static_cast<size_t>(w.n_pad * t.groups), 0);
   for (int64_t g = 0; g < t.groups; ++g) {
     for (int64_t n = 0; n < t.n; ++n) {
       const uint32_t zw = static_cast<uint32_t>(load_i32(t.qzeros, g * zwords + n / p));
-      w.zero_m1[static_cast<size_t>(g * w.n_pad + n)] = static_cast<uint8_t>((zw >> ((n % p) * t.bits)) & mask);
-      w.scale[static_cast<size_t>(g * w.n_pad + n)] = float_at(t.scales, t.scales_dtype, g * t.n + n);
+      w.zero_m1[w.gz(g, n)] = static_cast<uint8_t>((zw >> ((n % p) * t.bits)) & mask);
+      w.scale[w.gz(g, n)] = float_at(t.scales, t.scales_dtype, g * t.n + n);
     }
   }
   if (t.bias) {
@@ -432,27 +467,9 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
   s.xq.resize(static_cast<size_t>(m * k));
   s.xs.resize(static_cast<size_t>(m * nb));
   s.xsum.resize(static_cast<size_t>(m * nb));
+  const detail::QQuantizeXFn quant = quantize_x_fn(true);
   pool.parallel_for(m, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      for (int64_t b = 0; b < nb; ++b) {
-        const float* xr = x + i * ldx + b * 32;
-        float amax = 0;
-        for (int c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(xr[c]));
-        const float sc = amax / 127.0f;
-        const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-        int8_t* out = s.xq.data() + i * k + b * 32;
-        int32_t sum = 0;
-        for (int c = 0; c < 32; ++c) {
-          const int32_t v = static_cast<int32_t>(std::nearbyint(xr[c] * inv));
-          const int32_t qv = std::max(-127, std::min(127, v));
-          sum += qv;
-          const int pos = w.bits == 4 ? (c / 8) * 8 + (c % 2) * 4 + (c % 8) / 2 : c;
-          out[pos] = static_cast<int8_t>(qv);
-        }
-        s.xs[static_cast<size_t>(i * nb + b)] = sc;
-        s.xsum[static_cast<size_t>(i * nb + b)] = sum;
-      }
-    }
+    quant(x, ldx, i0, i1, k, w.bits, s.xq.data(), s.xs.data(), s.xsum.data());
   }, 8);
 
   const std::vector<detail::KSegment>& segments = w.segments;
@@ -488,6 +505,12 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
     }
   };
   if (tasks == 1) body(0, 1); else pool.run(tasks, body);
+}
+
+void quantize_x_int8(const float* x, int64_t ldx, int64_t m, int64_t k, int bits, int8_t* q, float* scale,
+                     int32_t* sum, bool simd) {
+  XC2_CHECK(k % 32 == 0 && (bits == 4 || bits == 8), Internal, "quantize_x_int8: k ", k, " bits ", bits);
+  quantize_x_fn(simd)(x, ldx, 0, m, k, bits, q, scale, sum);
 }
 
 }  // namespace xc2::kernels::cpu

@@ -83,8 +83,11 @@ struct QuantMatrix {
   int64_t n_pad = 0;              // n rounded up to 16
   int64_t kw = 0;                 // words per output row: k * bits / 32
   WordArray q;                    // [n_pad / 16][kw][16]
-  std::vector<float> scale;       // [groups][n_pad] (the stored f16, BF16 or F32 value; 0 in padding rows)
-  std::vector<uint8_t> zero_m1;   // [groups][n_pad]: zero point - 1
+  // Scales and zeros per tile of 16 output rows, its groups in order ([n_pad / 16][groups][16], index gz): a
+  // tile's walk along k reads them as one sequential stream next to its words, instead of one line per group
+  // n_pad apart (in decode those misses were a third of the int8 kernel's time).
+  std::vector<float> scale;       // the stored f16, BF16 or F32 value; 0 in padding rows
+  std::vector<uint8_t> zero_m1;   // zero point - 1
   std::vector<int32_t> group;     // [k]: group of (reordered) column j, non-decreasing
   std::vector<int32_t> perm;      // [k]: input column of column j; empty when the identity
   std::vector<float> bias;        // [n] or empty
@@ -102,6 +105,9 @@ struct QuantMatrix {
   std::vector<int64_t> chunk_start;
 
   int p() const { return 32 / bits; }
+  // Index into scale / zero_m1 of group g, output row r; and of the first of tile `tile`'s 16 rows in group g.
+  size_t gz(int64_t g, int64_t r) const { return static_cast<size_t>(((r / 16) * groups + g) * 16 + r % 16); }
+  size_t gz_tile(int64_t g, int64_t tile) const { return static_cast<size_t>((tile * groups + g) * 16); }
   size_t bytes() const;           // resident bytes (what one pass over the weight reads)
   // Dequantized value of output row r, (reordered) column j.
   float at(int64_t r, int64_t j) const;
@@ -142,5 +148,12 @@ bool qlinear_int8_supported(const QuantMatrix& w, QInt8Kernel k = QInt8Kernel::A
 // !qlinear_int8_supported(w, k).
 void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
                   bool accumulate, ThreadPool& pool, QInt8Kernel k = QInt8Kernel::Auto);
+
+// qlinear_int8()'s first step, for tests: rows [0, m) of x (k columns, k % 32 == 0) to int8 with one scale
+// (max |x| / 127) per 32 columns, round to nearest even, q [m][k] (for 4-bit weights each 8 columns stored as
+// 0, 2, 4, 6, 1, 3, 5, 7), scale and the sum of each block's int8 values [m][k / 32]. simd: the AVX-512 version
+// where this CPU has it (the same bits as the scalar one).
+void quantize_x_int8(const float* x, int64_t ldx, int64_t m, int64_t k, int bits, int8_t* q, float* scale,
+                     int32_t* sum, bool simd);
 
 }  // namespace xc2::kernels::cpu

@@ -44,7 +44,7 @@ XC2_Q256 inline __m256 biased(__m256i v, int tt) {
 // 2^23 + zero point of lanes [8 * half, 8 * half + 8) of the tile, as floats.
 XC2_Q256 inline __m256 zero_biased(const QuantMatrix& w, int32_t g, int64_t tile, int half) {
   const __m128i z8 =
-      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.zero_m1.data() + g * w.n_pad + tile * 16 + half * 8));
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.zero_m1.data() + w.gz_tile(g, tile) + half * 8));
   const __m256i z = _mm256_add_epi32(_mm256_cvtepu8_epi32(z8), _mm256_set1_epi32(1));
   return _mm256_add_ps(_mm256_cvtepi32_ps(z), _mm256_set1_ps(8388608.0f));
 }
@@ -90,8 +90,8 @@ XC2_Q256 void rows_tile(const QuantMatrix& w, int64_t tile, const float* x, int6
         }
       }
     }
-    const __m256 s0 = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16);
-    const __m256 s1 = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16 + 8);
+    const __m256 s0 = _mm256_loadu_ps(w.scale.data() + w.gz_tile(g, tile));
+    const __m256 s1 = _mm256_loadu_ps(w.scale.data() + w.gz_tile(g, tile) + 8);
     for (int i = 0; i < MR; ++i) {
       __m256 a0 = acc[i][0][0], a1 = acc[i][1][0];
       for (int a = 1; a < A; ++a) {
@@ -152,15 +152,15 @@ XC2_Q256 void pack_bits(const QuantMatrix& w, int64_t row0, int64_t rows, int64_
       size_t ri = run_of_word(w, rw0);
       int32_t g = w.run_group[ri];
       __m256 zb0 = zero_biased(w, g, tile, 0), zb1 = zero_biased(w, g, tile, 1);
-      __m256 s0 = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16);
-      __m256 s1 = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16 + 8);
+      __m256 s0 = _mm256_loadu_ps(w.scale.data() + w.gz_tile(g, tile));
+      __m256 s1 = _mm256_loadu_ps(w.scale.data() + w.gz_tile(g, tile) + 8);
       for (int64_t r = rw0; r < rw1; ++r) {
         if (r >= w.run_start[ri + 1]) {
           g = w.run_group[++ri];
           zb0 = zero_biased(w, g, tile, 0);
           zb1 = zero_biased(w, g, tile, 1);
-          s0 = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16);
-          s1 = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16 + 8);
+          s0 = _mm256_loadu_ps(w.scale.data() + w.gz_tile(g, tile));
+          s1 = _mm256_loadu_ps(w.scale.data() + w.gz_tile(g, tile) + 8);
         }
         const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qt + r * 16));
         const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qt + r * 16 + 8));
@@ -213,9 +213,9 @@ XC2_Q256 inline void int8_segment_end(Int8Acc<MR>& st, const QuantMatrix& w, int
                                       int64_t n_seg) {
   for (int h = 0; h < 2; ++h) {
     const __m128i z8 =
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.zero_m1.data() + g * w.n_pad + tile * 16 + h * 8));
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.zero_m1.data() + w.gz_tile(g, tile) + h * 8));
     const __m256 zf = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_cvtepu8_epi32(z8), _mm256_set1_epi32(1)));
-    const __m256 sw = _mm256_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16 + h * 8);
+    const __m256 sw = _mm256_loadu_ps(w.scale.data() + w.gz_tile(g, tile) + h * 8);
     for (int i = 0; i < MR; ++i) {
       const __m256 tv = _mm256_fnmadd_ps(zf, _mm256_set1_ps(zs[i * n_seg]), _mm256_load_ps(st.acc[i][h]));
       _mm256_store_ps(st.total[i][h], _mm256_fmadd_ps(sw, tv, _mm256_load_ps(st.total[i][h])));

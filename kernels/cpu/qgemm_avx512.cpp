@@ -5,7 +5,8 @@
 //   pack: the same unpacking, times the scale, stored straight into the f32 GEMM's [klen][nr] weight panels.
 //   int8 (VNNI): per 32-column block, 8 vpdpbusd of the weights' u8 integers (4-bit: the low and the high
 //         nibbles) with the broadcast int8 x; the int32 block sum to f32 times x's block scale; per segment
-//         minus zero * sum(x) and times the weight scale. 6 rows of x per pass over a tile's block.
+//         minus zero * sum(x) and times the weight scale. 6 rows of x per pass over a tile's block; one row
+//         (decode): int8_m1, 4 tiles per pass, two dot-product chains per tile.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -29,6 +30,10 @@ namespace {
 
 constexpr int kRowsMr = 8;    // rows path: rows of x per pass over a tile
 constexpr int kPrefetchWords = 16 * 32;  // 2 KB ahead in the tile's stream
+// int8 path, one row of x: tiles per pass (2, 4 and 8 measured alike end to end: memory-bound there), and how
+// many segments ahead their scales and zeros are prefetched.
+constexpr int kM1Tiles = 4;
+constexpr int kScalePrefetch = 4;
 
 template <int BITS>
 XC2_Q512 inline __m512i lane_values(__m512i v, int tt) {
@@ -37,7 +42,7 @@ XC2_Q512 inline __m512i lane_values(__m512i v, int tt) {
 }
 
 XC2_Q512 inline __m512i zero_points(const QuantMatrix& w, int32_t g, int64_t tile) {
-  const __m128i z8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zero_m1.data() + g * w.n_pad + tile * 16));
+  const __m128i z8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zero_m1.data() + w.gz_tile(g, tile)));
   return _mm512_add_epi32(_mm512_cvtepu8_epi32(z8), _mm512_set1_epi32(1));
 }
 
@@ -92,7 +97,7 @@ XC2_Q512 void rows_tile(const QuantMatrix& w, int64_t tile, const float* x, int6
           acc[i][tt % A] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xc[i * ldx + tt]), acc[i][tt % A]);
       }
     }
-    const __m512 s = _mm512_loadu_ps(w.scale.data() + g * w.n_pad + tile * 16);
+    const __m512 s = _mm512_loadu_ps(w.scale.data() + w.gz_tile(g, tile));
     for (int i = 0; i < MR; ++i) {
       __m512 sum = acc[i][0];
       for (int a = 1; a < A; ++a) sum = _mm512_add_ps(sum, acc[i][a]);
@@ -155,12 +160,12 @@ XC2_Q512 void pack_bits(const QuantMatrix& w, int64_t row0, int64_t rows, int64_
       const uint32_t* qt = w.q.data() + tile * w.kw * 16;
       size_t ri = run_of_word(w, rw0);
       __m512i z = zero_points(w, w.run_group[ri], tile);
-      __m512 s = _mm512_loadu_ps(w.scale.data() + w.run_group[ri] * w.n_pad + tile * 16);
+      __m512 s = _mm512_loadu_ps(w.scale.data() + w.gz_tile(w.run_group[ri], tile));
       for (int64_t r = rw0; r < rw1; ++r) {
         if (r >= w.run_start[ri + 1]) {
           ++ri;
           z = zero_points(w, w.run_group[ri], tile);
-          s = _mm512_loadu_ps(w.scale.data() + w.run_group[ri] * w.n_pad + tile * 16);
+          s = _mm512_loadu_ps(w.scale.data() + w.gz_tile(w.run_group[ri], tile));
         }
         const __m512i v = _mm512_loadu_si512(qt + r * 16);
         float* d = dst + (r * P - k0) * nr;
@@ -231,7 +236,7 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
     }
     for (int t = 0; t < NT; ++t) {
       const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile + t));
-      const __m512 sw = _mm512_loadu_ps(w.scale.data() + seg.g * w.n_pad + (tile + t) * 16);
+      const __m512 sw = _mm512_loadu_ps(w.scale.data() + w.gz_tile(seg.g, tile + t));
       for (int i = 0; i < MR; ++i) {
         const __m512 tv = _mm512_fnmadd_ps(zf, _mm512_set1_ps(zs[(i0 + i) * n_seg + sg]), acc[i][t]);
         _mm512_store_ps(total[i][t], _mm512_fmadd_ps(sw, tv, _mm512_load_ps(total[i][t])));
@@ -241,6 +246,74 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
   for (int i = 0; i < MR; ++i)
     for (int t = 0; t < NT; ++t)
       store_out(y + (i0 + i) * ldy, tile + t, w.n, _mm512_load_ps(total[i][t]), add, bias);
+}
+
+// One row of x (decode): NT tiles per pass. The weights go straight from the load into the dot products (no other
+// row to keep them for), and each tile's block sum is two vpdpbusd chains of 4 (4-bit: the low and the high
+// nibbles; 8-bit: even and odd words) added at the end: with one 8-long chain per tile the dot products waited on
+// each other. The int32 sums are exact, so the split changes no bits.
+template <int BITS, int NT>
+XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
+                           const float* zs, int64_t n_seg, int64_t i, int64_t tile, float* y, int64_t ldy, bool add,
+                           const float* bias) {
+  constexpr int WPB = BITS == 4 ? 4 : 8;  // words per 32-column block
+  const int64_t nb = x.k / 32;
+  const int64_t tile_words = w.kw * 16;
+  const uint32_t* qt = w.q.data() + tile * tile_words;
+  const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
+  const int8_t* xrow = x.q + i * x.k;
+  const float* xsc = x.scale + i * nb;
+  __m512 total[NT];
+  for (int t = 0; t < NT; ++t) total[t] = _mm512_setzero_ps();
+  for (int64_t sg = s0; sg < s1; ++sg) {
+    const KSegment seg = segs[sg];
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    if (sg + kScalePrefetch < s1) {  // the scales and zeros a few segments ahead (one line per group and tile)
+      const int32_t ga = segs[sg + kScalePrefetch].g;
+      for (int t = 0; t < NT; ++t) {
+        _mm_prefetch(reinterpret_cast<const char*>(w.scale.data() + w.gz_tile(ga, tile + t)), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w.zero_m1.data() + w.gz_tile(ga, tile + t)), _MM_HINT_T0);
+      }
+    }
+    for (int32_t b = seg.b0; b < seg.b1; ++b) {
+      const int32_t* xd = reinterpret_cast<const int32_t*>(xrow + static_cast<int64_t>(b) * 32);
+      __m512i d0[NT], d1[NT];
+      for (int t = 0; t < NT; ++t) {
+        d0[t] = _mm512_setzero_si512();
+        d1[t] = _mm512_setzero_si512();
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m512i x0 = _mm512_set1_epi32(xd[2 * j]), x1 = _mm512_set1_epi32(xd[2 * j + 1]);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) {
+          const uint32_t* src = qt + t * tile_words + static_cast<int64_t>(b) * WPB * 16;
+          if constexpr (BITS == 4) {
+            _mm_prefetch(reinterpret_cast<const char*>(src + j * 16 + kPrefetchWords), _MM_HINT_T0);
+            const __m512i v = _mm512_loadu_si512(src + j * 16);
+            d0[t] = _mm512_dpbusd_epi32(d0[t], _mm512_and_si512(v, nib), x0);
+            d1[t] = _mm512_dpbusd_epi32(d1[t], _mm512_and_si512(_mm512_srli_epi32(v, 4), nib), x1);
+          } else {
+            _mm_prefetch(reinterpret_cast<const char*>(src + 2 * j * 16 + kPrefetchWords), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(src + (2 * j + 1) * 16 + kPrefetchWords), _MM_HINT_T0);
+            d0[t] = _mm512_dpbusd_epi32(d0[t], _mm512_loadu_si512(src + 2 * j * 16), x0);
+            d1[t] = _mm512_dpbusd_epi32(d1[t], _mm512_loadu_si512(src + (2 * j + 1) * 16), x1);
+          }
+        }
+      }
+      const __m512 sx = _mm512_set1_ps(xsc[b]);
+      for (int t = 0; t < NT; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0[t], d1[t])), sx, acc[t]);
+    }
+    const __m512 z = _mm512_set1_ps(zs[i * n_seg + sg]);
+    for (int t = 0; t < NT; ++t) {
+      const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile + t));
+      const __m512 sw = _mm512_loadu_ps(w.scale.data() + w.gz_tile(seg.g, tile + t));
+      total[t] = _mm512_fmadd_ps(sw, _mm512_fnmadd_ps(zf, z, acc[t]), total[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) store_out(y + i * ldy, tile + t, w.n, total[t], add, bias);
 }
 
 template <int BITS, int NT>
@@ -265,6 +338,12 @@ XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KS
                              const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y,
                              int64_t ldy, bool add, const float* bias) {
   int64_t t = t0;
+  if (i1 - i0 == 1) {
+    for (; t + kM1Tiles <= t1; t += kM1Tiles)
+      int8_m1<BITS, kM1Tiles>(w, x, segs, s0, s1, zs, n_seg, i0, t, y, ldy, add, bias);
+    for (; t < t1; ++t) int8_m1<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, t, y, ldy, add, bias);
+    return;
+  }
   for (; t + 2 <= t1; t += 2) int8_rows<BITS, 2>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
   if (t < t1) int8_rows<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
 }
@@ -278,9 +357,45 @@ void int8(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64
 
 const QKernels kAvx512 = {rows, pack, int8};
 
+// ---- x to int8 (quantize_x_int8) -----------------------------------------------------------------------
+
+// Per 32 columns: max |x| (exact in any order), the scalar scale and inverse as quantize_x_scalar, x * inverse
+// rounded by vcvtps2dq (the default rounding mode: nearest even, as nearbyint), clamped to [-127, 127].
+XC2_Q512 void quantize_x(const float* x, int64_t ldx, int64_t i0, int64_t i1, int64_t k, int bits, int8_t* q,
+                         float* scale, int32_t* sum) {
+  const int64_t nb = k / 32;
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  // 4-bit: each 8 bytes as 0, 2, 4, 6, 1, 3, 5, 7 (per 128-bit lane).
+  const __m256i evens_odds = _mm256_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15,  //
+                                              0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xr = x + i * ldx + b * 32;
+      const __m512 a = _mm512_loadu_ps(xr), c = _mm512_loadu_ps(xr + 16);
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_and_ps(a, absmask), _mm512_and_ps(c, absmask)));
+      const float sc = amax / 127.0f;
+      const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      const __m512 vinv = _mm512_set1_ps(inv);
+      const __m512i qa = _mm512_max_epi32(lo, _mm512_min_epi32(hi, _mm512_cvtps_epi32(_mm512_mul_ps(a, vinv))));
+      const __m512i qc = _mm512_max_epi32(lo, _mm512_min_epi32(hi, _mm512_cvtps_epi32(_mm512_mul_ps(c, vinv))));
+      __m256i bytes = _mm256_set_m128i(_mm512_cvtepi32_epi8(qc), _mm512_cvtepi32_epi8(qa));
+      if (bits == 4) bytes = _mm256_shuffle_epi8(bytes, evens_odds);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i * k + b * 32), bytes);
+      scale[i * nb + b] = sc;
+      sum[i * nb + b] = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
+    }
+  }
+}
+
 }  // namespace
 
 const QKernels* q_avx512_kernels() { return &kAvx512; }
+
+QQuantizeXFn q_avx512_quantize_x() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  return has ? quantize_x : nullptr;
+}
 
 bool cpu_has_avx512_vnni() {
   static const bool has = __builtin_cpu_supports("avx512vnni");
@@ -294,6 +409,7 @@ bool cpu_has_avx512_vnni() {
 namespace xc2::kernels::cpu::detail {
 const QKernels* q_avx512_kernels() { return nullptr; }
 bool cpu_has_avx512_vnni() { return false; }
+QQuantizeXFn q_avx512_quantize_x() { return nullptr; }
 }  // namespace xc2::kernels::cpu::detail
 
 #endif

@@ -51,6 +51,13 @@ using QInt8Fn = void (*)(const QuantMatrix& w, const QuantizedX& x, const KSegme
                          const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y,
                          int64_t ldy, bool add, const float* bias);
 
+// Rows [i0, i1) of x to int8, as quantize_x_int8() (kernels/cpu/qgemm.h) describes.
+using QQuantizeXFn = void (*)(const float* x, int64_t ldx, int64_t i0, int64_t i1, int64_t k, int bits, int8_t* q,
+                              float* scale, int32_t* sum);
+void quantize_x_scalar(const float* x, int64_t ldx, int64_t i0, int64_t i1, int64_t k, int bits, int8_t* q,
+                       float* scale, int32_t* sum);
+QQuantizeXFn q_avx512_quantize_x();  // nullptr when not compiled in or without AVX-512 BW on this CPU
+
 struct QKernels {
   QRowsFn rows = nullptr;
   QPackFn pack = nullptr;

@@ -153,6 +153,10 @@ const std::vector<QCase>& int8_cases() {
     v.push_back({8, 24, 384, -1, true, true, false});
     v.push_back({4, 45, 512, 128, true, false, true});
     v.push_back({4, 20, 16896, 32, true, false, false});
+    // 10 tiles: one row of x runs 4 tiles per pass and a remainder on 1 and 2 threads; act order (one group
+    // per segment, in g_idx order) and 8-bit.
+    v.push_back({4, 150, 1024, 64, true, false, true});
+    v.push_back({8, 160, 512, 32, false, false, false});
     return v;
   }();
   return c;
@@ -317,6 +321,33 @@ TEST(QGemm, Int8ActivationsAreTheDocumentedArithmetic) {
         EXPECT_LT(std::sqrt(err2 / ref2), 0.02);
       }
     }
+  }
+}
+
+// The AVX-512 quantizer of x gives the scalar one's bits: values, scales, sums, the 4-bit column order; on
+// normal values, exact halves (round to even), zeros, -0, subnormals, one large value per block.
+TEST(QGemm, QuantizeXSimdEqualsScalar) {
+  const int64_t m = 9, k = 256, ldx = k + 3;
+  std::vector<float> x = random_x(m, ldx, 77);
+  for (int64_t j = 0; j < k; ++j) {
+    x[static_cast<size_t>(j)] = 0.0f;                                                  // row 0: zeros
+    x[static_cast<size_t>(ldx + j)] = j % 2 ? -0.0f : 1e-40f * static_cast<float>(j % 5);  // row 1: -0, subnormal
+    x[static_cast<size_t>(2 * ldx + j)] = j % 32 == 7 ? 127.0f : static_cast<float>(j % 9) - 4.5f;  // row 2: halves
+    x[static_cast<size_t>(3 * ldx + j)] = j % 32 == 3 ? -3e4f : x[static_cast<size_t>(3 * ldx + j)];
+  }
+  for (int bits : {4, 8}) {
+    const int64_t nb = k / 32;
+    std::vector<int8_t> q0(static_cast<size_t>(m * k)), q1(q0.size());
+    std::vector<float> s0(static_cast<size_t>(m * nb)), s1(s0.size());
+    std::vector<int32_t> z0(s0.size()), z1(s0.size());
+    kernels::cpu::quantize_x_int8(x.data(), ldx, m, k, bits, q0.data(), s0.data(), z0.data(), false);
+    kernels::cpu::quantize_x_int8(x.data(), ldx, m, k, bits, q1.data(), s1.data(), z1.data(), true);
+    EXPECT_EQ(q0, q1) << "bits " << bits;
+    EXPECT_EQ(std::memcmp(s0.data(), s1.data(), s0.size() * sizeof(float)), 0) << "bits " << bits;
+    EXPECT_EQ(z0, z1) << "bits " << bits;
+    // Row 2's halves round to even: -4.5 / 127 * 127 and friends (scale 1 exactly).
+    EXPECT_EQ(s0[static_cast<size_t>(2 * nb)], 1.0f);
+    EXPECT_EQ(q0[static_cast<size_t>(2 * k + (bits == 4 ? 4 : 1))], -4);  // column 1: -3.5 -> -4
   }
 }
 

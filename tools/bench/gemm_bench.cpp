@@ -7,6 +7,7 @@
 //   quant:   bf16 against GPTQ W8 and W4 (group size 128) on the decoder's linears, side by side: decode m = 1 and
 //            4 (weights rotated from DRAM; speed-up against the ideal byte ratio, GB/s against the read bandwidth)
 //            and prefill m = --m (exact path, and the int8 path with the kernel qlinear_int8 picks)
+//   qdecode: the quant suite's decode rows alone (m = 1 and 4)
 //   qprefill: the quant suite's prefill alone, short: GPTQ (group 128) at m = --m on the decoder's linears (--qshape,
 //            --bits), the exact path (--isa) and every int8 kernel this CPU has (AVX-512 VNNI, AVX-VNNI, AVX2)
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
@@ -59,7 +60,7 @@ struct Options {
 void usage() {
   std::printf(
       "usage: xc2_gemm_bench [options]\n"
-      "  --suite LIST     limits,prefill,decode,sweep,quant,qprefill (default limits,prefill,decode)\n"
+      "  --suite LIST     limits,prefill,decode,sweep,quant,qdecode,qprefill (default limits,prefill,decode)\n"
       "  --threads LIST   thread counts (default 1,<all>)\n"
       "  --dtype LIST     bf16,f16,f32 (default all three)\n"
       "  --reps N         timed calls per case (default 3)\n"
@@ -384,7 +385,7 @@ double best_ms(int calls, Fn&& fn) {
   return best;
 }
 
-void run_quant(const Options& o) {
+void run_quant(const Options& o, bool prefill) {
   struct Q {
     const char* name;
     int64_t n, k;
@@ -437,6 +438,24 @@ void run_quant(const Options& o) {
             row(qv[0].bits == 8 ? "W8-i8" : "W4-i8", qv[0].bytes(), ms8);
           }
         }
+      }
+      if (!prefill) {
+        // The int8 decode kernel's own ceiling: one row of x against 256 outputs x this k, one copy, cache-resident
+        // (0.5-1.8 MB), one thread: weight bytes per second it can consume when memory is not the limit.
+        ThreadPool one(1);
+        for (int bits : {8, 4}) {
+          const QuantMatrix hot = make_quant(bits, 256, s.k, 128);
+          if (!qlinear_int8_supported(hot)) continue;
+          std::vector<float> x(static_cast<size_t>(s.k)), y(256);
+          for (auto& v : x) v = next_uniform();
+          const double ms = best_ms(std::max(o.reps, 50), [&](int = 0) {
+            qlinear_int8(x.data(), s.k, hot, y.data(), 256, 1, false, one);
+          });
+          std::printf("%-7s %3d %-6s %5d %10.1f %9.4f %8s %7s %7s %7s %8.2f hot, 256 outputs, 1 thread\n", s.name, 1,
+                      bits == 8 ? "W8-i8" : "W4-i8", 1, static_cast<double>(hot.bytes()) / 1e6, ms, "", "", "", "",
+                      static_cast<double>(hot.bytes()) / (ms * 1e-3) / 1e9);
+        }
+        continue;
       }
       // Prefill: one copy each (compute-bound).
       const int64_t m = o.prefill_m;
@@ -555,7 +574,8 @@ int main(int argc, char** argv) {
   }
   if (has("custom")) run_cases("custom", o.custom, o, o.custom.empty() || gemm_uses_rows_path(o.custom[0].m, o.custom[0].k, o.gemm.isa));
   if (has("sweep")) run_sweep(o);
-  if (has("quant")) run_quant(o);
+  if (has("quant")) run_quant(o, true);
+  if (has("qdecode")) run_quant(o, false);
   if (has("qprefill")) run_qprefill(o);
   return 0;
 }
