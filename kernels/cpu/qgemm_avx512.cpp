@@ -5,7 +5,8 @@
 //   pack: the same unpacking, times the scale, stored straight into the f32 GEMM's [klen][nr] weight panels.
 //   int8 (VNNI): per 32-column block, 8 vpdpbusd of the weights' u8 integers (4-bit: the low and the high
 //         nibbles) with the broadcast int8 x; the int32 block sum to f32 times x's block scale; per segment
-//         minus zero * sum(x) and times the weight scale. 6 rows of x per pass over a tile's block; one row
+//         minus zero * sum(x) and times the weight scale. 4 rows x 2 tiles per pass over a block (6 x 1 at the
+//         end of the range), two dot-product chains each; one row
 //         (decode): int8_m1, 4 tiles per pass, two dot-product chains per tile.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -223,15 +224,17 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
 #pragma GCC unroll 6
       for (int i = 0; i < MR; ++i) {
         const int32_t* xd = reinterpret_cast<const int32_t*>(x.q + (i0 + i) * x.k + static_cast<int64_t>(b) * 32);
-        __m512i d[NT];
-        for (int t = 0; t < NT; ++t) d[t] = _mm512_setzero_si512();
+        // Two chains per tile (even and odd words), added at the end: exact int32 sums, more dot products in flight.
+        __m512i d[NT][2];
+        for (int t = 0; t < NT; ++t) d[t][0] = d[t][1] = _mm512_setzero_si512();
 #pragma GCC unroll 8
         for (int j = 0; j < 8; ++j) {
           const __m512i xv = _mm512_set1_epi32(xd[j]);
-          for (int t = 0; t < NT; ++t) d[t] = _mm512_dpbusd_epi32(d[t], wv[t][j], xv);
+          for (int t = 0; t < NT; ++t) d[t][j % 2] = _mm512_dpbusd_epi32(d[t][j % 2], wv[t][j], xv);
         }
         const __m512 sx = _mm512_set1_ps(x.scale[(i0 + i) * nb + b]);
-        for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[t]), sx, acc[i][t]);
+        for (int t = 0; t < NT; ++t)
+          acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d[t][0], d[t][1])), sx, acc[i][t]);
       }
     }
     for (int t = 0; t < NT; ++t) {
@@ -320,13 +323,14 @@ template <int BITS, int NT>
 XC2_Q512_VNNI void int8_rows(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
                              const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t, float* y, int64_t ldy,
                              bool add, const float* bias) {
-  constexpr int MR = NT == 2 ? 3 : 6;
+  // 4 x 2 against 3 x 2: W8 1.3x, W4 1.05x (xc2_gemm_bench --suite qprefill, 1 thread); 5 x 2: no better.
+  constexpr int MR = NT == 2 ? 4 : 6;
   for (int64_t i = i0; i < i1; i += MR) {
     switch (std::min<int64_t>(MR, i1 - i)) {
       case 1: int8_tiles<BITS, 1, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
       case 2: int8_tiles<BITS, 2, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
       case 3: int8_tiles<BITS, 3, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
-      case 4: int8_tiles<BITS, (NT == 2 ? 3 : 4), NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
+      case 4: int8_tiles<BITS, 4, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
       case 5: int8_tiles<BITS, (NT == 2 ? 3 : 5), NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
       default: int8_tiles<BITS, MR, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias); break;
     }
