@@ -3,12 +3,40 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <system_error>
 
 #include "core/check.h"
 
 namespace xc2 {
+
+namespace {
+
+constexpr int64_t kSpinMicros = 50;  // how long a worker (or the caller) spins before it sleeps
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+// Spins until done() or kSpinMicros have passed; returns done().
+template <typename Done>
+bool spin_until(Done done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= until) return done();
+  }
+}
+
+}  // namespace
 
 int hardware_threads() {
   cpu_set_t set;
@@ -53,9 +81,17 @@ void ThreadPool::worker_loop(int index) {
   for (;;) {
     const std::function<void(int, int)>* job;
     int tasks;
+    auto ready = [&] {
+      return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+    };
+    spin_until(ready);
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (!ready()) {
+        ++sleepers_;
+        cv_start_.wait(lock, ready);
+        --sleepers_;
+      }
       if (stop_) return;
       seen = generation_;
       job = job_;
@@ -69,10 +105,13 @@ void ThreadPool::worker_loop(int index) {
         error = std::current_exception();
       }
     }
-    {
+    if (error) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (error && !worker_error_) worker_error_ = error;
-      if (--pending_ == 0) cv_done_.notify_one();
+      if (!worker_error_) worker_error_ = error;
+    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);  // the caller may be between its check and its wait
+      cv_done_.notify_one();
     }
   }
 }
@@ -90,22 +129,26 @@ void ThreadPool::run(int n_tasks, const std::function<void(int, int)>& fn) {
     return;
   }
   std::exception_ptr error;
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
     job_ = &fn;
     job_tasks_ = n_tasks;
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    wake = sleepers_ > 0;
   }
-  cv_start_.notify_all();
+  if (wake) cv_start_.notify_all();
   try {
     fn(0, n_tasks);
   } catch (...) {
     error = std::current_exception();
   }
+  auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  spin_until(done);
   {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_done_.wait(lock, [&] { return pending_ == 0; });
+    cv_done_.wait(lock, done);
     job_ = nullptr;
     busy_ = false;
     if (!error && worker_error_) error = worker_error_;

@@ -1,0 +1,69 @@
+// The worker pool of the CPU kernels (src/core/thread_pool.h): every task runs once per job, on jobs that come
+// back to back (workers still spinning) and after pauses longer than the spin (workers asleep); errors reach the
+// caller and leave the pool usable; nested jobs run serially; a pool can be destroyed in either state.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "core/thread_pool.h"
+
+namespace xc2 {
+namespace {
+
+TEST(ThreadPool, EveryTaskOncePerJobBackToBackAndAfterSleeping) {
+  for (int threads : {2, 3, 4}) {
+    ThreadPool pool(threads);
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(threads));
+    for (int job = 0; job < 3000; ++job) {
+      if (job % 500 == 499) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // past the spin
+      for (auto& h : hits) h.store(0);
+      pool.run(threads, [&](int t, int nt) {
+        ASSERT_EQ(nt, threads);
+        hits[static_cast<size_t>(t)].fetch_add(1);
+      });
+      for (int t = 0; t < threads; ++t) ASSERT_EQ(hits[static_cast<size_t>(t)].load(), 1) << "job " << job << " task " << t;
+    }
+    // parallel_for covers [0, n) once.
+    std::vector<std::atomic<int>> seen(1000);
+    pool.parallel_for(1000, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) seen[static_cast<size_t>(i)].fetch_add(1);
+    });
+    for (auto& s : seen) ASSERT_EQ(s.load(), 1);
+  }
+}
+
+TEST(ThreadPool, ErrorsReachTheCallerAndThePoolGoesOn) {
+  ThreadPool pool(3);
+  EXPECT_THROW(pool.run(3, [](int t, int) {
+    if (t == 2) throw std::runtime_error("worker");
+  }), std::runtime_error);
+  EXPECT_THROW(pool.run(3, [](int t, int) {
+    if (t == 0) throw std::runtime_error("caller");
+  }), std::runtime_error);
+  std::atomic<int> sum{0};
+  pool.run(3, [&](int t, int) { sum += t + 1; });
+  EXPECT_EQ(sum.load(), 6);
+}
+
+TEST(ThreadPool, NestedJobsRunSerially) {
+  ThreadPool pool(2);
+  std::atomic<int> inner{0};
+  pool.run(2, [&](int, int) { pool.run(2, [&](int, int) { inner.fetch_add(1); }); });
+  EXPECT_EQ(inner.load(), 4);
+}
+
+TEST(ThreadPool, DestroyedWhileSpinningOrAsleep) {
+  for (int i = 0; i < 50; ++i) {
+    ThreadPool pool(2);
+    pool.run(2, [](int, int) {});
+    if (i % 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ThreadPool idle(4);  // never given a job
+}
+
+}  // namespace
+}  // namespace xc2
