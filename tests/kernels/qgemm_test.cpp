@@ -21,6 +21,7 @@
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
 #include "cpu/qgemm.h"
+#include "support/gptq_random.h"
 
 namespace xc2 {
 namespace {
@@ -36,59 +37,22 @@ struct QCase {
   bool act_order, sym, bias;
 };
 
-struct QData {
-  QCase c;
-  int64_t groups = 0;
-  std::vector<int32_t> qweight, qzeros, g_idx;
-  std::vector<uint16_t> scales, bias;
-  std::vector<double> w;  // [n][k], input column order
-  GptqTensors t;
+struct QData : test::GptqRaw {
+  GptqTensors t;  // points into the vectors above
 };
 
-QData make(const QCase& c, uint32_t seed) {
-  std::mt19937 rng(seed);
+// A random linear of case c (tests/support/gptq_random.h: the tensors as a checkpoint holds them, and w).
+QData make(const QCase& qc, uint32_t seed) {
+  test::GptqCase c;
+  c.bits = qc.bits;
+  c.n = qc.n;
+  c.k = qc.k;
+  c.group_size = qc.group_size;
+  c.act_order = qc.act_order;
+  c.sym = qc.sym;
+  c.bias = qc.bias;
   QData d;
-  d.c = c;
-  const int p = 32 / c.bits, maxq = (1 << c.bits) - 1;
-  const int64_t gs = c.group_size == -1 ? c.k : c.group_size;
-  d.groups = c.k / gs;
-  // Group of every input column: plain, or a random permutation of them (act-order).
-  std::vector<int32_t> order(static_cast<size_t>(c.k));
-  std::iota(order.begin(), order.end(), 0);
-  if (c.act_order) std::shuffle(order.begin(), order.end(), rng);
-  d.g_idx.resize(static_cast<size_t>(c.k));
-  for (int64_t i = 0; i < c.k; ++i) d.g_idx[static_cast<size_t>(order[static_cast<size_t>(i)])] = static_cast<int32_t>(i / gs);
-  std::uniform_int_distribution<int> qd(0, maxq), zd(1, maxq + 1);
-  std::uniform_real_distribution<float> sd(0.001f, 0.02f);
-  std::vector<int32_t> q(static_cast<size_t>(c.n * c.k)), z(static_cast<size_t>(d.groups * c.n));
-  for (auto& v : q) v = qd(rng);
-  for (auto& v : z) v = c.sym ? (1 << (c.bits - 1)) : zd(rng);
-  d.scales.resize(static_cast<size_t>(d.groups * c.n));
-  for (auto& s : d.scales) s = f32_to_f16(sd(rng));
-  d.qweight.assign(static_cast<size_t>(c.k / p * c.n), 0);
-  for (int64_t r = 0; r < c.n; ++r)
-    for (int64_t col = 0; col < c.k; ++col)
-      d.qweight[static_cast<size_t>((col / p) * c.n + r)] |=
-          static_cast<int32_t>(static_cast<uint32_t>(q[static_cast<size_t>(r * c.k + col)]) << ((col % p) * c.bits));
-  const int64_t zw = (c.n + p - 1) / p;
-  d.qzeros.assign(static_cast<size_t>(d.groups * zw), 0);
-  for (int64_t g = 0; g < d.groups; ++g)
-    for (int64_t r = 0; r < c.n; ++r) {
-      const uint32_t stored = static_cast<uint32_t>(z[static_cast<size_t>(g * c.n + r)] - 1) & static_cast<uint32_t>(maxq);
-      d.qzeros[static_cast<size_t>(g * zw + r / p)] |= static_cast<int32_t>(stored << ((r % p) * c.bits));
-    }
-  d.w.resize(static_cast<size_t>(c.n * c.k));
-  for (int64_t r = 0; r < c.n; ++r)
-    for (int64_t col = 0; col < c.k; ++col) {
-      const int32_t g = d.g_idx[static_cast<size_t>(col)];
-      d.w[static_cast<size_t>(r * c.k + col)] =
-          static_cast<double>(f16_to_f32(d.scales[static_cast<size_t>(g * c.n + r)])) *
-          (q[static_cast<size_t>(r * c.k + col)] - z[static_cast<size_t>(g * c.n + r)]);
-    }
-  if (c.bias) {
-    d.bias.resize(static_cast<size_t>(c.n));
-    for (auto& b : d.bias) b = f32_to_f16(sd(rng) * 10);
-  }
+  test::fill_random_gptq(c, seed, &d);
   d.t.bits = c.bits;
   d.t.n = c.n;
   d.t.k = c.k;
@@ -115,7 +79,7 @@ std::vector<float> random_x(int64_t m, int64_t ldx, uint32_t seed) {
 // y = x . w^T + bias in double; *mag: sum |x| |w| per output (the scale of f32 rounding).
 std::vector<double> reference(const QData& d, const std::vector<float>& x, int64_t m, int64_t ldx,
                               std::vector<double>* mag) {
-  const QCase& c = d.c;
+  const test::GptqCase& c = d.c;
   std::vector<double> y(static_cast<size_t>(m * c.n));
   mag->assign(y.size(), 0.0);
   for (int64_t i = 0; i < m; ++i)
