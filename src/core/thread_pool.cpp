@@ -23,16 +23,15 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins until done() or kSpinMicros have passed; returns done().
+// Spins until done() or kSpinMicros have passed (the callers check done() again under the lock).
 template <typename Done>
-bool spin_until(Done done) {
+void spin_until(Done done) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
-  for (;;) {
+  while (std::chrono::steady_clock::now() < until) {
     for (int i = 0; i < 64; ++i) {
-      if (done()) return true;
+      if (done()) return;
       cpu_relax();
     }
-    if (std::chrono::steady_clock::now() >= until) return done();
   }
 }
 
