@@ -103,12 +103,11 @@ GptqConfig from_json(const json& q, const std::string& src) {
     for (const auto& [key, rule] : dyn->items()) {
       const bool skip = key.rfind("-:", 0) == 0;
       const std::string pattern = (skip || key.rfind("+:", 0) == 0) ? key.substr(2) : key;
-      const std::optional<bool> m = rule_matches(pattern, "output");
-      if (!m)
+      const std::optional<bool> match = rule_matches(pattern, "output");
+      if (!match)
         XC2_THROW(Unsupported, src, ": \"dynamic\" rule \"", key,
                   "\": xc2 reads rules made of module names with '.', '.*', '\\.', '^' and '$' only");
-      const bool match = *m;
-      if (!match) {
+      if (!*match) {
         // Rules for other modules (per-layer bits of the decoder linears) are not read: refuse rather than
         // load tensors with settings they were not written with.
         if (!skip && rule.is_object() && (rule.contains("bits") || rule.contains("group_size")))
