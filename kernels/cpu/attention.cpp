@@ -252,8 +252,12 @@ void attention(const kernels::AttentionArgs& args, ThreadPool& pool) {
     });
     return;
   }
-  // With causal masking the last query sees n_kv keys at most; earlier queries see fewer.
-  std::vector<float> scores(static_cast<size_t>(a.n_q * a.n_kv));
+  // With causal masking the last query sees n_kv keys at most, earlier queries fewer: the queries go in blocks
+  // of kQueryBlock, each block's scores and products only over the keys its last query sees (about half the
+  // work of a prefill from position 0). The keys a query cannot see come out of softmax_row as zeros, so a
+  // row's sums are the same whichever block it is in.
+  constexpr int64_t kQueryBlock = 128;
+  std::vector<float> scores(static_cast<size_t>(std::min(a.n_q, kQueryBlock) * a.n_kv));
   std::vector<float> vt(static_cast<size_t>(d * a.n_kv));
   for (int64_t g = 0; g < a.n_kv_heads; ++g) {
     const float* kg = a.k + g * d;
@@ -264,39 +268,43 @@ void attention(const kernels::AttentionArgs& args, ThreadPool& pool) {
         for (int64_t j = 0; j < a.n_kv; ++j) vt[static_cast<size_t>(i * a.n_kv + j)] = vg[j * a.kv_stride + i];
     });
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      GemmArgs qk;
-      qk.x = a.q + h * d;
-      qk.ldx = a.q_stride;
-      qk.w = kg;
-      qk.w_dtype = DType::F32;
-      qk.ldw = a.kv_stride;
-      qk.y = scores.data();
-      qk.ldy = a.n_kv;
-      qk.m = a.n_q;
-      qk.n = a.n_kv;
-      qk.k = d;
-      gemm(qk, pool);
-      pool.parallel_for(
-          a.n_q,
-          [&](int64_t i0, int64_t i1) {
-            for (int64_t i = i0; i < i1; ++i) {
-              const int64_t n_valid = a.causal ? std::min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
-              softmax_row(scores.data() + i * a.n_kv, n_valid, a.n_kv, a.scale);
-            }
-          },
-          8);
-      GemmArgs pv;
-      pv.x = scores.data();
-      pv.ldx = a.n_kv;
-      pv.w = vt.data();
-      pv.w_dtype = DType::F32;
-      pv.ldw = a.n_kv;
-      pv.y = a.out + h * d;
-      pv.ldy = a.out_stride;
-      pv.m = a.n_q;
-      pv.n = d;
-      pv.k = a.n_kv;
-      gemm(pv, pool);
+      for (int64_t b0 = 0; b0 < a.n_q; b0 += kQueryBlock) {
+        const int64_t rows = std::min(kQueryBlock, a.n_q - b0);
+        const int64_t keys = a.causal ? std::max<int64_t>(1, std::min(a.n_kv, a.q_pos0 + b0 + rows)) : a.n_kv;
+        GemmArgs qk;
+        qk.x = a.q + b0 * a.q_stride + h * d;
+        qk.ldx = a.q_stride;
+        qk.w = kg;
+        qk.w_dtype = DType::F32;
+        qk.ldw = a.kv_stride;
+        qk.y = scores.data();
+        qk.ldy = a.n_kv;
+        qk.m = rows;
+        qk.n = keys;
+        qk.k = d;
+        gemm(qk, pool);
+        pool.parallel_for(
+            rows,
+            [&](int64_t i0, int64_t i1) {
+              for (int64_t i = i0; i < i1; ++i) {
+                const int64_t n_valid = a.causal ? std::min(keys, a.q_pos0 + b0 + i + 1) : keys;
+                softmax_row(scores.data() + i * a.n_kv, n_valid, keys, a.scale);
+              }
+            },
+            8);
+        GemmArgs pv;
+        pv.x = scores.data();
+        pv.ldx = a.n_kv;
+        pv.w = vt.data();
+        pv.w_dtype = DType::F32;
+        pv.ldw = a.n_kv;
+        pv.y = a.out + b0 * a.out_stride + h * d;
+        pv.ldy = a.out_stride;
+        pv.m = rows;
+        pv.n = d;
+        pv.k = keys;
+        gemm(pv, pool);
+      }
     }
   }
 }
