@@ -123,6 +123,14 @@ class Backend {
   // Quantized linears: exact (f32 math on the dequantized weights; the default) or, where the backend has
   // them, faster kernels that round the activations (CPU: int8 per 32 columns, AVX2 and up).
   virtual void set_exact_quant(bool exact) { (void)exact; }
+  // On the fast path (set_exact_quant(false) first), a 16-bit weight [n, k] of a quantized model that stays 16-bit
+  // in the checkpoint (the PLoRA A/B) rounded to 8 bits for the int8 kernels, or empty where the backend keeps it
+  // 16-bit (exact path, no int8 kernel for this shape, or a backend without one). CPU: symmetric round to nearest
+  // per 32 input columns (kernels::cpu::quantize_rtn8).
+  virtual QuantWeight quant_weight_int8(const io::TensorView& w) {
+    (void)w;
+    return {};
+  }
   // x, y: [rows, dim]; w (and b): [dim]. y may be x.
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y);

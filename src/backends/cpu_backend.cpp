@@ -233,6 +233,22 @@ class CpuBackend final : public Backend {
 
   void set_exact_quant(bool exact) override { exact_quant_ = exact; }
 
+  QuantWeight quant_weight_int8(const io::TensorView& w) override {
+    if (exact_quant_ || !kc::qlinear_int8_supported() || w.shape.size() != 2 || w.shape[1] % 32 != 0) return {};
+    auto m = std::make_shared<kc::QuantMatrix>(kc::quantize_rtn8(w.data, w.dtype, w.shape[0], w.shape[1]));
+    if (!kc::qlinear_int8_supported(*m)) return {};  // 8-bit weights on an AVX2-only int8 kernel: not faster
+    QuantWeight q;
+    q.n = w.shape[0];
+    q.k = w.shape[1];
+    q.bits = 8;
+    q.group_size = 32;
+    q.bytes = m->bytes();
+    q.impl = std::move(m);
+    quant_bytes_ += q.bytes;
+    if (weights_ == CpuWeights::Auto) release_file_pages(w.data, w.nbytes);
+    return q;
+  }
+
   void do_linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate) override {
     const auto& m = *static_cast<const kc::QuantMatrix*>(w.impl.get());
     if (!exact_quant_ && kc::qlinear_int8_supported(m))

@@ -122,8 +122,15 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
     PloraLinear p;
     if (m->quant_) p.qweight = be.quant_weight(io::get_gptq_linear(ws, base, out, in, *m->quant_));
     else p.weight = w(base + ".weight", {out, in});
-    p.lora_a = w(names::plora_a(i, lin), {rank, in});
-    p.lora_b = w(names::plora_b(i, lin), {out, rank});
+    const io::TensorView& a = ws.get(names::plora_a(i, lin), {rank, in});
+    const io::TensorView& b = ws.get(names::plora_b(i, lin), {out, rank});
+    // A quantized model on the fast path runs its PLoRA deltas on int8 too (where the backend can).
+    if (m->quant_) {
+      p.lora_a_q = be.quant_weight_int8(a);
+      p.lora_b_q = be.quant_weight_int8(b);
+    }
+    if (!p.lora_a_q) p.lora_a = be.weight(a);
+    if (!p.lora_b_q) p.lora_b = be.weight(b);
     p.scale = static_cast<float>(c.plora_scale);
     return p;
   };
@@ -358,11 +365,14 @@ void XComposer2::linear(const Tensor& x, const PloraLinear& w, const std::vector
   else be_.linear(x, w.weight, nullptr, y, false);
   for (const RowSpan& s : spans) {
     if (s.count == 0) continue;
-    Tensor t = be_.empty({s.count, w.lora_a.rows()});
-    be_.linear(x.rows(s.begin, s.count), w.lora_a, nullptr, t, false);
+    Tensor t = be_.empty({s.count, w.rank()});
+    const Tensor xs = x.rows(s.begin, s.count);
+    if (w.lora_a_q) be_.linear_q(xs, w.lora_a_q, t, false);
+    else be_.linear(xs, w.lora_a, nullptr, t, false);
     if (w.scale != 1.0f) be_.scale(t, w.scale);
     Tensor ys = y.rows(s.begin, s.count);
-    be_.linear(t, w.lora_b, nullptr, ys, true);
+    if (w.lora_b_q) be_.linear_q(t, w.lora_b_q, ys, true);
+    else be_.linear(t, w.lora_b, nullptr, ys, true);
   }
 }
 

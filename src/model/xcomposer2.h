@@ -32,6 +32,10 @@ struct PloraLinear {
   QuantWeight qweight;  // GPTQ folders: the quantized [out, in] weight (bias included, if any)
   Tensor lora_a;  // Plora_A: [rank, in]
   Tensor lora_b;  // Plora_B: [out, rank]
+  // The fast path of a quantized model: Plora_A / Plora_B rounded to 8 bits for the int8 kernels
+  // (Backend::quant_weight_int8), the 16-bit tensor above then left empty; empty otherwise.
+  QuantWeight lora_a_q, lora_b_q;
+  int64_t rank() const { return lora_a_q ? lora_a_q.n : lora_a.rows(); }
   float scale = 1.0f;
 };
 
@@ -96,6 +100,7 @@ class XComposer2 {
   const io::Checkpoint& checkpoint() const { return *checkpoint_; }
   // GPTQ settings of a quantized folder (the decoder linears are quantized), else nullopt.
   const std::optional<io::GptqConfig>& quantization() const { return quant_; }
+  const std::vector<DecoderLayer>& layers() const { return layers_; }
   // Weight bytes one decode step reads: the decoder linears as stored on the backend (packed when quantized),
   // the norms, the output head and one embedding row (not the PLoRA weights, which decode never uses).
   uint64_t decode_weight_bytes() const;

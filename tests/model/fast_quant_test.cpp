@@ -11,8 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
+#include "core/half.h"
 #include "cpu/qgemm.h"
 #include "io/checkpoint.h"
+#include "model/xcomposer2.h"
 #include "support/test_util.h"
 #include "xc2/engine.h"
 
@@ -94,6 +97,76 @@ TEST(QuantFolders, OfficialLinearInfixLoadsTheSame) {
     return engine->logits(req).logits;
   };
   EXPECT_EQ(logits(dir.path()), logits(src));
+}
+
+// The fast path runs the 16-bit PLoRA weights of a quantized model on the int8 kernels too: the backend rounds
+// a [n, k] weight with k a multiple of 32 to 8 bits (none on the exact path, none for k = 8), its products stay
+// within int8 rounding of the 16-bit ones; the tiny GPTQ model's Plora_A ([8, 128]) go to int8 on the fast path,
+// its Plora_B ([out, 8]) stay 16-bit, and on the exact path every PLoRA weight stays 16-bit.
+TEST(FastQuant, PloraWeightsGoToInt8OnTheFastPath) {
+  if (!kernels::cpu::qlinear_int8_supported()) GTEST_SKIP() << "no int8 kernel (needs AVX2)";
+  auto be = make_cpu_backend(2, CpuWeights::Mapped);
+  auto view = [](std::vector<uint16_t>& data, int64_t n, int64_t k) {
+    io::TensorView v;
+    v.name = "w";
+    v.dtype = DType::F16;
+    v.shape = {n, k};
+    v.data = data.data();
+    v.nbytes = data.size() * 2;
+    return v;
+  };
+  uint32_t seed = 1;
+  auto rnd = [&seed] {
+    seed = seed * 1664525u + 1013904223u;
+    return static_cast<float>(seed >> 8) / 16777216.0f - 0.5f;
+  };
+  for (int64_t k : {32, 128, 8}) {
+    SCOPED_TRACE(k);
+    const int64_t n = 40, m = 7;
+    std::vector<uint16_t> w(static_cast<size_t>(n * k));
+    for (auto& h : w) h = f32_to_f16(rnd());
+    std::vector<float> xh(static_cast<size_t>(m * k));
+    for (float& v : xh) v = rnd();
+    const io::TensorView wv = view(w, n, k);
+    be->set_exact_quant(true);
+    EXPECT_FALSE(be->quant_weight_int8(wv));
+    be->set_exact_quant(false);
+    const QuantWeight q = be->quant_weight_int8(wv);
+    if (k % 32 != 0) {
+      EXPECT_FALSE(q);
+      continue;
+    }
+    ASSERT_TRUE(q);
+    EXPECT_EQ(q.bits, 8);
+    EXPECT_EQ(q.n, n);
+    EXPECT_EQ(q.k, k);
+    const Tensor x = be->from_host_f32(xh.data(), {m, k});
+    Tensor y16 = be->empty({m, n}), y8 = be->empty({m, n});
+    be->linear(x, be->weight(wv), nullptr, y16, false);
+    be->linear_q(x, q, y8, false);
+    std::vector<float> a(static_cast<size_t>(m * n)), b(a.size());
+    be->to_host_f32(y16, a.data());
+    be->to_host_f32(y8, b.data());
+    const double err = rel_l2(b, a);
+    std::printf("[ fast-quant ] PLoRA-like [%lld, %lld] weight in 8 bits, int8 x: rel L2 vs 16-bit %.3g\n",
+                static_cast<long long>(n), static_cast<long long>(k), err);
+    EXPECT_GT(err, 0.0);
+    EXPECT_LT(err, 2e-2);
+  }
+  for (bool exact : {true, false}) {
+    SCOPED_TRACE(exact ? "exact" : "fast");
+    auto cpu = make_cpu_backend(2);
+    cpu->set_exact_quant(exact);
+    auto model = model::XComposer2::load(test::data_path("models/tiny-q4-g32"), *cpu);
+    for (const model::DecoderLayer& L : model->layers())
+      for (const model::PloraLinear* p : {&L.wqkv, &L.wo, &L.w1, &L.w3, &L.w2}) {
+        EXPECT_EQ(static_cast<bool>(p->lora_a_q), !exact);
+        EXPECT_EQ(p->lora_a.data != nullptr, exact);
+        EXPECT_FALSE(p->lora_b_q);  // rank 8: no 32-column block
+        EXPECT_NE(p->lora_b.data, nullptr);
+        EXPECT_EQ(p->rank(), 8);
+      }
+  }
 }
 
 }  // namespace
