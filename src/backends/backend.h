@@ -105,6 +105,8 @@ class Backend {
   Tensor weight(const io::TensorView& w) { return weight(w, WeightUse::Streamed); }
   // Called once before a model's weight() calls with the checkpoint's total size (a placement hint).
   virtual void plan_weights(uint64_t total_bytes) { (void)total_bytes; }
+  // Called once after a model's last weight() / quant_weight() call, with the checkpoint they came from.
+  virtual void weights_loaded(const io::Checkpoint& checkpoint) { (void)checkpoint; }
   virtual Tensor from_host_f32(const float* data, const std::vector<int64_t>& shape) = 0;  // -> act_dtype
   virtual void to_host_f32(const Tensor& t, float* dst) = 0;
   virtual void copy(const Tensor& src, Tensor& dst) = 0;  // same dtype and element count

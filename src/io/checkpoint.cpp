@@ -6,6 +6,8 @@
 //   assigns to it; a name may appear in one shard only.
 #include "io/checkpoint.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -196,6 +198,11 @@ size_t Checkpoint::total_bytes() const {
   size_t n = 0;
   for (const TensorView& v : tensors_) n += v.nbytes;
   return n;
+}
+
+void Checkpoint::release_resident_pages() const {
+  for (const auto& m : maps_)
+    if (m && m->size() > 0) ::madvise(const_cast<uint8_t*>(m->data()), m->size(), MADV_DONTNEED);
 }
 
 }  // namespace xc2::io

@@ -45,6 +45,11 @@ class Checkpoint {
   const TensorView* find(const std::string& name) const;  // nullptr if absent
   const std::vector<std::string>& files() const { return files_; }  // paths of the data files
   size_t total_bytes() const;
+  // Drops this process's page-table entries for the mapped data files (MADV_DONTNEED on each whole mapping):
+  // once the weights a backend uses have been copied out, the pages that reading them mapped (with large page
+  // cache folios, a whole folio around every small tensor read) leave the resident set. The page cache keeps
+  // them; a later read of a view faults its pages back in.
+  void release_resident_pages() const;
 
  private:
   CheckpointFormat format_ = CheckpointFormat::Safetensors;

@@ -222,6 +222,7 @@ std::unique_ptr<XComposer2> XComposer2::load(const std::string& dir, Backend& ba
   m->proj2_b_ = w(names::vision_proj(2, "bias"), {D});
 
   ws.check_all_used();
+  be.weights_loaded(*m->checkpoint_);
   return m;
 }
 
