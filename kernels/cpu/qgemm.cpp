@@ -13,6 +13,7 @@
 #include "core/check.h"
 #include "core/half.h"
 #include "core/log.h"
+#include "cpu/cpu_kernels.h"
 #include "cpu/gemm.h"
 #include "cpu/qgemm_internal.h"
 
@@ -312,42 +313,40 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
   return w;
 }
 
-QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k) {
+QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k, ThreadPool& pool) {
   XC2_CHECK(n > 0 && k > 0 && k % 32 == 0, InvalidArgument, "quantize_rtn8: [", n, ", ", k,
             "] (k must be a positive multiple of 32)");
-  constexpr int64_t G = 32;
-  const int64_t groups = k / G, zwords = (n + 3) / 4;
-  std::vector<int32_t> qweight(static_cast<size_t>(k / 4 * n), 0);
-  std::vector<int32_t> qzeros(static_cast<size_t>(groups * zwords), 0);
-  std::vector<float> scales(static_cast<size_t>(groups * n));
-  std::vector<float> row(static_cast<size_t>(k));
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t j = 0; j < k; ++j) row[static_cast<size_t>(j)] = float_at(w, dtype, r * k + j);
-    for (int64_t g = 0; g < groups; ++g) {
-      float amax = 0.0f;
-      for (int64_t j = g * G; j < (g + 1) * G; ++j) amax = std::max(amax, std::fabs(row[static_cast<size_t>(j)]));
-      const float scale = amax / 127.0f;
-      scales[static_cast<size_t>(g * n + r)] = scale;
-      for (int64_t j = g * G; j < (g + 1) * G; ++j) {
-        float q = scale > 0.0f ? std::nearbyint(row[static_cast<size_t>(j)] / scale) : 0.0f;
-        q = std::min(127.0f, std::max(-127.0f, q));
-        const uint32_t u = static_cast<uint32_t>(static_cast<int32_t>(q) + 128);
-        uint32_t& word = reinterpret_cast<uint32_t&>(qweight[static_cast<size_t>((j / 4) * n + r)]);
-        word |= u << ((j % 4) * 8);
-      }
-    }
-  }
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t r = 0; r < n; ++r) {
-      uint32_t& word = reinterpret_cast<uint32_t&>(qzeros[static_cast<size_t>(g * zwords + r / 4)]);
-      word |= uint32_t{127} << ((r % 4) * 8);  // GPTQ stores zero - 1
-    }
+  const int64_t zwords = (n + 3) / 4;
+  std::vector<uint32_t> qweight(static_cast<size_t>(k / 4 * n), 0);
+  std::vector<uint32_t> qzeros(static_cast<size_t>(zwords), 0x7f7f7f7fu);  // GPTQ stores zero - 1 = 127
+  std::vector<float> scales(static_cast<size_t>(n));
+  const size_t esize = dtype_size(dtype);
+  pool.parallel_for(
+      (n + 3) / 4,
+      [&](int64_t b0, int64_t b1) {
+        std::vector<float> row(static_cast<size_t>(k));
+        // Rows in fours: a qweight word holds 4 columns of one row, so threads own whole words.
+        for (int64_t r = b0 * 4; r < std::min(n, b1 * 4); ++r) {
+          to_f32(static_cast<const char*>(w) + static_cast<size_t>(r * k) * esize, dtype, row.data(), k);
+          float amax = 0.0f;
+          for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(row[static_cast<size_t>(j)]));
+          const float scale = amax / 127.0f;
+          scales[static_cast<size_t>(r)] = scale;
+          for (int64_t j = 0; j < k; ++j) {
+            float q = scale > 0.0f ? std::nearbyint(row[static_cast<size_t>(j)] / scale) : 0.0f;
+            q = std::min(127.0f, std::max(-127.0f, q));
+            qweight[static_cast<size_t>((j / 4) * n + r)] |=
+                static_cast<uint32_t>(static_cast<int32_t>(q) + 128) << ((j % 4) * 8);
+          }
+        }
+      },
+      1);
   GptqTensors t;
   t.bits = 8;
   t.n = n;
   t.k = k;
-  t.groups = groups;
-  t.group_size = G;
+  t.groups = 1;
+  t.group_size = -1;
   t.qweight = qweight.data();
   t.qzeros = qzeros.data();
   t.scales = scales.data();

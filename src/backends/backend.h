@@ -128,7 +128,7 @@ class Backend {
   // On the fast path (set_exact_quant(false) first), a 16-bit weight [n, k] of a quantized model that stays 16-bit
   // in the checkpoint (the PLoRA A/B) rounded to 8 bits for the int8 kernels, or empty where the backend keeps it
   // 16-bit (exact path, no int8 kernel for this shape, or a backend without one). CPU: symmetric round to nearest
-  // per 32 input columns (kernels::cpu::quantize_rtn8).
+  // with one scale per row (kernels::cpu::quantize_rtn8).
   virtual QuantWeight quant_weight_int8(const io::TensorView& w) {
     (void)w;
     return {};

@@ -250,7 +250,7 @@ class CpuBackend final : public Backend {
 
   QuantWeight quant_weight_int8(const io::TensorView& w) override {
     if (exact_quant_ || !kc::qlinear_int8_supported() || w.shape.size() != 2 || w.shape[1] % 32 != 0) return {};
-    auto m = std::make_shared<kc::QuantMatrix>(kc::quantize_rtn8(w.data, w.dtype, w.shape[0], w.shape[1]));
+    auto m = std::make_shared<kc::QuantMatrix>(kc::quantize_rtn8(w.data, w.dtype, w.shape[0], w.shape[1], pool_));
     if (!kc::qlinear_int8_supported(*m)) return {};  // 8-bit weights on an AVX2-only int8 kernel: not faster
     QuantWeight q;
     q.n = w.shape[0];

@@ -362,50 +362,52 @@ TEST(QGemm, Int8KernelsAgreeBitForBit) {
   }
 }
 
-// quantize_rtn8 (the fast path's 8-bit PLoRA weights): per output row and 32 input columns, scale = max |w| / 127
-// in f32, values round(w / scale) (half to even) clamped to [-127, 127]; from f32 and bf16; a group of zeros
+// quantize_rtn8 (the fast path's 8-bit PLoRA weights): per output row, scale = max |w| / 127 in f32, values
+// round(w / scale) (half to even) clamped to [-127, 127]; from f32 and bf16, 1 and 2 threads; a row of zeros
 // stays zero; the int8 kernels accept the result; k not a multiple of 32 is refused.
 TEST(QGemm, QuantizeRtn8) {
   const int64_t n = 37, k = 96;
   std::vector<float> w = random_x(n, k, 5);
-  for (int64_t j = 32; j < 64; ++j) w[static_cast<size_t>(3 * k + j)] = 0.0f;  // row 3, group 1: zeros
-  w[static_cast<size_t>(5 * k + 0)] = 127.0f;                                   // row 5, group 0: scale 1 exactly,
-  w[static_cast<size_t>(5 * k + 1)] = 2.5f;                                     // a half rounds to even (2)
-  w[static_cast<size_t>(5 * k + 2)] = -3.5f;                                    // (-4)
+  for (int64_t j = 0; j < k; ++j) w[static_cast<size_t>(3 * k + j)] = 0.0f;  // row 3: zeros
+  w[static_cast<size_t>(5 * k + 0)] = 127.0f;                              // row 5: scale 1 exactly,
+  w[static_cast<size_t>(5 * k + 1)] = 2.5f;                                // a half rounds to even (2)
+  w[static_cast<size_t>(5 * k + 2)] = -3.5f;                               // (-4)
   std::vector<uint16_t> wb(w.size());
   for (size_t i = 0; i < w.size(); ++i) wb[i] = f32_to_bf16(w[i]);
-  for (DType dt : {DType::F32, DType::BF16}) {
-    SCOPED_TRACE(dtype_name(dt));
-    const void* src = dt == DType::F32 ? static_cast<const void*>(w.data()) : static_cast<const void*>(wb.data());
-    const QuantMatrix m = kernels::cpu::quantize_rtn8(src, dt, n, k);
-    ASSERT_EQ(m.bits, 8);
-    ASSERT_EQ(m.n, n);
-    ASSERT_EQ(m.k, k);
-    ASSERT_EQ(m.groups, 3);
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t g = 0; g < 3; ++g) {
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    for (DType dt : {DType::F32, DType::BF16}) {
+      SCOPED_TRACE(::testing::Message() << dtype_name(dt) << ", " << threads << " threads");
+      const void* src = dt == DType::F32 ? static_cast<const void*>(w.data()) : static_cast<const void*>(wb.data());
+      const QuantMatrix m = kernels::cpu::quantize_rtn8(src, dt, n, k, pool);
+      ASSERT_EQ(m.bits, 8);
+      ASSERT_EQ(m.n, n);
+      ASSERT_EQ(m.k, k);
+      ASSERT_EQ(m.groups, 1);
+      for (int64_t r = 0; r < n; ++r) {
         float amax = 0.0f;
-        for (int64_t j = g * 32; j < g * 32 + 32; ++j) amax = std::max(amax, std::fabs(float_at(src, dt, r * k + j)));
+        for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(float_at(src, dt, r * k + j)));
         const float scale = amax / 127.0f;
-        ASSERT_EQ(m.scale[m.gz(g, r)], scale) << "row " << r << " group " << g;
-        ASSERT_EQ(m.zero_m1[m.gz(g, r)], 127);
-        for (int64_t j = g * 32; j < g * 32 + 32; ++j) {
+        ASSERT_EQ(m.scale[m.gz(0, r)], scale) << "row " << r;
+        ASSERT_EQ(m.zero_m1[m.gz(0, r)], 127);
+        for (int64_t j = 0; j < k; ++j) {
           const float v = float_at(src, dt, r * k + j);
           const float q = scale > 0 ? std::nearbyint(v / scale) : 0.0f;
           ASSERT_EQ(m.at(r, j), scale * q) << "row " << r << " column " << j;
           ASSERT_LE(std::fabs(m.at(r, j) - v), 0.5f * scale * 1.0001f);
         }
       }
-    EXPECT_EQ(m.at(3, 40), 0.0f);
-    EXPECT_EQ(m.at(5, 0), 127.0f);
-    EXPECT_EQ(m.at(5, 1), 2.0f);
-    EXPECT_EQ(m.at(5, 2), -4.0f);
-    if (!int8_kernels().empty()) {
-      EXPECT_FALSE(m.segments.empty());
-      EXPECT_TRUE(kernels::cpu::qlinear_int8_supported(m, int8_kernels().front()));
+      EXPECT_EQ(m.at(3, 40), 0.0f);
+      EXPECT_EQ(m.at(5, 0), 127.0f);
+      EXPECT_EQ(m.at(5, 1), 2.0f);
+      EXPECT_EQ(m.at(5, 2), -4.0f);
+      if (!int8_kernels().empty()) {
+        EXPECT_FALSE(m.segments.empty());
+        EXPECT_TRUE(kernels::cpu::qlinear_int8_supported(m, int8_kernels().front()));
+      }
     }
+    EXPECT_THROW(kernels::cpu::quantize_rtn8(w.data(), DType::F32, n, 80, pool), Error);
   }
-  EXPECT_THROW(kernels::cpu::quantize_rtn8(w.data(), DType::F32, n, 80), Error);
 }
 
 }  // namespace

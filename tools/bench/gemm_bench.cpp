@@ -8,8 +8,9 @@
 //            4 (weights rotated from DRAM; speed-up against the ideal byte ratio, GB/s against the read bandwidth)
 //            and prefill m = --m (exact path, and the int8 path with the kernel qlinear_int8 picks)
 //   qdecode: the quant suite's decode rows alone (m = 1 and 4)
-//   qprefill: the quant suite's prefill alone, short: GPTQ (group 128) at m = --m on the decoder's linears (--qshape,
-//            --bits), the exact path (--isa) and every int8 kernel this CPU has (AVX-512 VNNI, AVX-VNNI, AVX2)
+//   qprefill: the quant suite's prefill alone, short: GPTQ (group 128) at m = --m on the decoder's linears, and the
+//            PLoRA A / B shapes with one scale per row (--qshape, --bits), the exact path (--isa) and every int8
+//            kernel this CPU has (AVX-512 VNNI, AVX-VNNI, AVX2)
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -53,7 +54,7 @@ struct Options {
   std::vector<Shape> custom;
   std::vector<std::string> custom_names;
   bool lm_head_all_dtypes = false;
-  std::vector<std::string> qshapes;  // qprefill: wqkv,wo,w1/w3,w2 (default all)
+  std::vector<std::string> qshapes;  // qprefill: wqkv,wo,w1/w3,w2,plora_a,plora_b (default all)
   std::vector<int> qbits = {8, 4};   // qprefill
 };
 
@@ -71,7 +72,7 @@ void usage() {
       "  --kc/--mc/--nc N packed-path block sizes\n"
       "  --bw-mib N       buffer for the bandwidth measurement (default 1024)\n"
       "  --lm-head-all    decode the LM head in every dtype (default bf16 only; f32 is 1.5 GB)\n"
-      "  --qshape LIST    qprefill shapes: wqkv,wo,w1/w3,w2 (default all)\n"
+      "  --qshape LIST    qprefill shapes: wqkv,wo,w1/w3,w2,plora_a,plora_b (default all)\n"
       "  --bits LIST      qprefill weight bits: 8,4 (default both)\n");
 }
 
@@ -388,9 +389,12 @@ double best_ms(int calls, Fn&& fn) {
 void run_quant(const Options& o, bool prefill) {
   struct Q {
     const char* name;
-    int64_t n, k;
+    int64_t n, k, group;
   };
-  const Q shapes[] = {{"wqkv", 6144, 4096}, {"wo", 4096, 4096}, {"w1/w3", 14336, 4096}, {"w2", 4096, 14336}};
+  // The decoder's linears (group 128), and the PLoRA A / B shapes as the fast path runs them (8-bit, one scale
+  // per row; B of w1 / w3, the largest).
+  const Q shapes[] = {{"wqkv", 6144, 4096, 128}, {"wo", 4096, 4096, 128},      {"w1/w3", 14336, 4096, 128},
+                      {"w2", 4096, 14336, 128},  {"plora_a", 256, 4096, 4096}, {"plora_b", 14336, 256, 256}};
   std::printf("\n# quant: bf16 vs GPTQ W8/W4 (group 128), best of %d calls. decode: weights rotated over copies (cold);\n"
               "#  speedup = bf16 ms / ms, ideal = bf16 bytes / bytes, %%ideal = speedup / ideal; %%read = GB/s / read bandwidth.\n"
               "#  prefill m=%lld: exact = f32 math on dequantized weights, int8 = int8 activations (kernel: %s)\n",
@@ -489,9 +493,12 @@ void run_quant(const Options& o, bool prefill) {
 void run_qprefill(const Options& o) {
   struct Q {
     const char* name;
-    int64_t n, k;
+    int64_t n, k, group;
   };
-  const Q shapes[] = {{"wqkv", 6144, 4096}, {"wo", 4096, 4096}, {"w1/w3", 14336, 4096}, {"w2", 4096, 14336}};
+  // The decoder's linears (group 128), and the PLoRA A / B shapes as the fast path runs them (8-bit, one scale
+  // per row; B of w1 / w3, the largest).
+  const Q shapes[] = {{"wqkv", 6144, 4096, 128}, {"wo", 4096, 4096, 128},      {"w1/w3", 14336, 4096, 128},
+                      {"w2", 4096, 14336, 128},  {"plora_a", 256, 4096, 4096}, {"plora_b", 14336, 256, 256}};
   std::vector<QInt8Kernel> kernels;
   for (QInt8Kernel k : {QInt8Kernel::Avx512Vnni, QInt8Kernel::AvxVnni, QInt8Kernel::Avx2})
     if (qint8_kernel_available(k)) kernels.push_back(k);
@@ -509,7 +516,7 @@ void run_qprefill(const Options& o) {
       for (auto& v : x) v = next_uniform();
       const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(s.n) * static_cast<double>(s.k);
       for (int bits : o.qbits) {
-        const QuantMatrix qm = make_quant(bits, s.n, s.k, 128);
+        const QuantMatrix qm = make_quant(bits, s.n, s.k, s.group);
         const std::string wn = "W" + std::to_string(bits);
         QLinearOptions qo;
         qo.isa = o.gemm.isa;
