@@ -16,6 +16,7 @@
 #include "core/check.h"
 #include "cpu/cpu_kernels.h"
 #include "cpu/gemm.h"
+#include "cpu/vec16.h"
 
 namespace xc2::kernels::cpu {
 namespace {
@@ -48,19 +49,9 @@ inline float dot(const float* q, const float* k, int64_t d) {
   return acc[0];
 }
 
-// 16 floats in a vector register where the target has them (GCC/Clang vector extension; split into
-// narrower registers on older targets), for the grouped decode path below.
-// (-Wpsabi, to the end of the file: these are inlined helpers, their calling convention never matters; GCC
-// reports some of them only when it emits the translation unit.)
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float V16 __attribute__((vector_size(64)));
+// V16, load16, exp16: cpu/vec16.h (16 floats in one zmm register where the target has them).
 typedef float V8 __attribute__((vector_size(32)));
 typedef float V4 __attribute__((vector_size(16)));
-inline V16 load16(const float* p) {
-  V16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
 // The pairwise order of dot()'s reduction: lanes l and l + 8, then l and l + 4, l + 2, l + 1.
 inline float hsum16(V16 v) {
   const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
@@ -69,36 +60,7 @@ inline float hsum16(V16 v) {
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
-typedef int32_t I16 __attribute__((vector_size(64)));
 typedef double D16 __attribute__((vector_size(128)));
-
-// exp(x) of 16 lanes, for softmax arguments (x <= 0 only; -inf gives 0): x = n ln2 + r with |r| <= ln2 / 2 (ln2 in
-// two parts, Cody-Waite), exp(r) by its Taylor polynomial of degree 7 (truncation below 6e-9 relative), times 2^n
-// through the exponent bits. About 1-2 ulp from the correctly rounded value; 0 where exp(x) < 2^-126 (softmax
-// terms that small are below f32 resolution next to the maximum's exp(0) = 1). Replaces a call to libm's expf per
-// score: 5-6% of an image prefill and of a decode step at 1300 cached positions went to it.
-inline V16 exp16(V16 x) {
-  const I16 under = x < -87.0f;  // exp(-87) = 1.6e-38, just above 2^-126
-  x = under ? V16{} - 87.0f : x;
-  const V16 magic = V16{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer (nearest even)
-  const V16 t = x * 1.44269504088896341f + magic;
-  const V16 n = t - magic;
-  V16 r = x - n * 0.693145751953125f;  // ln2 high part (exact product for |n| < 2^11)
-  r = r - n * 1.42860682030941723212e-6f;
-  V16 p = V16{} + (1.0f / 5040.0f);
-  p = p * r + (1.0f / 720.0f);
-  p = p * r + (1.0f / 120.0f);
-  p = p * r + (1.0f / 24.0f);
-  p = p * r + (1.0f / 6.0f);
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const I16 bits = (__builtin_convertvector(n, I16) + 127) << 23;
-  V16 two_n;
-  std::memcpy(&two_n, &bits, sizeof(two_n));
-  const V16 e = p * two_n;
-  return under ? V16{} : e;
-}
 
 // s[0, n_valid) <- softmax(s * scale), s[n_valid, n_total) <- 0. The sum in double, 16 lanes then pairwise.
 XC2_MULTIVERSION
