@@ -118,7 +118,7 @@ QuantMatrix repack_gptq(const GptqTensors& t);
 // An 8-bit matrix for the int8 kernels from a 16-bit or f32 weight w [n, k], k a multiple of 32: symmetric round to
 // nearest with one scale per output row (per channel), scale = max |w| / 127 in f32, q = round-half-even(w /
 // scale) clamped to [-127, 127], stored as q + 128 (zero point 128). The fast path runs the 16-bit PLoRA A/B
-// weights of a quantized model this way (a quarter of the f32 bytes; the int8 kernels instead of the f32 GEMM; one
+// weights of a quantized model this way (half their 16-bit bytes; the int8 kernels instead of the f32 GEMM; one
 // group per row because the kernels' per-group steps cost more than the 256 inputs of a Plora_B row: 32-column
 // groups ran the [14336, 256] shape at 1.1x the f32 GEMM, one group per row at 1.9x). Rows split over the pool.
 QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k, ThreadPool& pool);

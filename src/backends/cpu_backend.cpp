@@ -256,7 +256,7 @@ class CpuBackend final : public Backend {
     q.n = w.shape[0];
     q.k = w.shape[1];
     q.bits = 8;
-    q.group_size = 32;
+    q.group_size = -1;  // one scale per row
     q.bytes = m->bytes();
     q.impl = std::move(m);
     quant_bytes_ += q.bytes;

@@ -138,6 +138,7 @@ TEST(FastQuant, PloraWeightsGoToInt8OnTheFastPath) {
     }
     ASSERT_TRUE(q);
     EXPECT_EQ(q.bits, 8);
+    EXPECT_EQ(q.group_size, -1);  // one scale per row
     EXPECT_EQ(q.n, n);
     EXPECT_EQ(q.k, k);
     const Tensor x = be->from_host_f32(xh.data(), {m, k});
