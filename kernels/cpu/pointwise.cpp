@@ -1,5 +1,6 @@
 // Element-wise kernels: dtype widening, add, scale, SiLU*mul, exact GELU, quick_gelu; embedding rows, the wqkv
 // split and RoPE.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -30,27 +31,35 @@ void scale_loop(float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
+// The first c (1..16) floats at p, the other lanes 0; and their store. The element-wise loops below take their
+// tails through these, so an element's value does not depend on where a thread's chunk ends.
+// (Results through a reference: a V16 returned by value from a function built for the baseline target is an
+// ABI error under -Werror=psabi.)
+inline void load16_upto(V16& v, const float* p, int64_t c) {
+  if (c == 16) {
+    std::memcpy(&v, p, sizeof(v));
+  } else {
+    v = V16{};
+    std::memcpy(&v, p, static_cast<size_t>(c) * sizeof(float));
+  }
+}
+inline void store16_upto(float* p, const V16& v, int64_t c) {
+  if (c == 16) std::memcpy(p, &v, sizeof(v));
+  else std::memcpy(p, &v, static_cast<size_t>(c) * sizeof(float));
+}
+
 // g / (1 + exp(-g)) * u, 16 lanes at a time, exp by exp16 (cpu/vec16.h; libm's expf per element was 2.8% of
-// a quantized image prefill). The tail goes through the same function, so an element's value does not depend on
-// where a thread's chunk ends. exp(-g) is clamped at exp(88) (-g > 88: the result is g * 6e-39 instead of -0).
+// a quantized image prefill). exp(-g) is clamped at exp(88) (-g > 88: the result is g * 6e-39 instead of -0).
 XC2_MULTIVERSION
 void silu_mul_loop(const float* g, const float* u, float* y, int64_t n) {
-  auto silu16 = [](V16 gv, V16 uv) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t c = std::min<int64_t>(16, n - i);
+    V16 gv, uv;
+    load16_upto(gv, g + i, c);
+    load16_upto(uv, u + i, c);
     V16 x = -gv;
     x = x > 88.0f ? V16{} + 88.0f : x;
-    return gv / (1.0f + exp16(x)) * uv;
-  };
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const V16 r = silu16(load16(g + i), load16(u + i));
-    std::memcpy(y + i, &r, sizeof(r));
-  }
-  if (i < n) {
-    V16 gv = {}, uv = {};
-    std::memcpy(&gv, g + i, static_cast<size_t>(n - i) * sizeof(float));
-    std::memcpy(&uv, u + i, static_cast<size_t>(n - i) * sizeof(float));
-    const V16 r = silu16(gv, uv);
-    std::memcpy(y + i, &r, static_cast<size_t>(n - i) * sizeof(float));
+    store16_upto(y + i, gv / (1.0f + exp16(x)) * uv, c);
   }
 }
 
@@ -61,21 +70,13 @@ void gelu_erf_loop(float* x, int64_t n) {
 // x / (1 + exp(-1.702 x)) (the ViT's activation), 16 lanes at a time like silu_mul_loop.
 XC2_MULTIVERSION
 void quick_gelu_loop(float* x, int64_t n) {
-  auto qg16 = [](V16 v) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t c = std::min<int64_t>(16, n - i);
+    V16 v;
+    load16_upto(v, x + i, c);
     V16 t = v * -1.702f;
     t = t > 88.0f ? V16{} + 88.0f : t;
-    return v / (1.0f + exp16(t));
-  };
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const V16 r = qg16(load16(x + i));
-    std::memcpy(x + i, &r, sizeof(r));
-  }
-  if (i < n) {
-    V16 v = {};
-    std::memcpy(&v, x + i, static_cast<size_t>(n - i) * sizeof(float));
-    const V16 r = qg16(v);
-    std::memcpy(x + i, &r, static_cast<size_t>(n - i) * sizeof(float));
+    store16_upto(x + i, v / (1.0f + exp16(t)), c);
   }
 }
 

@@ -322,11 +322,10 @@ QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k, Thre
   std::vector<float> scales(static_cast<size_t>(n));
   const size_t esize = dtype_size(dtype);
   pool.parallel_for(
-      (n + 3) / 4,
-      [&](int64_t b0, int64_t b1) {
+      n,
+      [&](int64_t r0, int64_t r1) {
         std::vector<float> row(static_cast<size_t>(k));
-        // Rows in fours: a qweight word holds 4 columns of one row, so threads own whole words.
-        for (int64_t r = b0 * 4; r < std::min(n, b1 * 4); ++r) {
+        for (int64_t r = r0; r < r1; ++r) {  // a qweight word holds 4 columns of one row: threads own whole words
           to_f32(static_cast<const char*>(w) + static_cast<size_t>(r * k) * esize, dtype, row.data(), k);
           float amax = 0.0f;
           for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(row[static_cast<size_t>(j)]));

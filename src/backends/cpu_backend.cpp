@@ -142,9 +142,13 @@ class CpuBackend final : public Backend {
   }
 
   void weights_loaded(const io::Checkpoint& checkpoint) override {
+    if (automatic_copies()) checkpoint.release_resident_pages();
+  }
+
+  // The automatic huge-page copies are on (XC2_CPU_HUGEPAGES unset or "auto", and plan_weights() found room).
+  bool automatic_copies() const {
     const HugePagePolicy& policy = huge_page_policy();
-    if (weights_ == CpuWeights::Auto && policy.min_bytes > 0 && !policy.forced && auto_copy_)
-      checkpoint.release_resident_pages();
+    return weights_ == CpuWeights::Auto && policy.min_bytes > 0 && !policy.forced && auto_copy_;
   }
 
   // Drops the file pages this process mapped for a tensor it has copied (whole pages inside the tensor only; the
@@ -161,8 +165,7 @@ class CpuBackend final : public Backend {
     const HugePagePolicy& policy = huge_page_policy();
     const bool copy = weights_ == CpuWeights::Auto && use == WeightUse::Streamed && policy.min_bytes > 0 &&
                       w.nbytes >= policy.min_bytes && (policy.forced || auto_copy_);
-    if (!copy && weights_ == CpuWeights::Auto && use == WeightUse::Streamed && policy.min_bytes > 0 &&
-        !policy.forced && auto_copy_ && w.nbytes > 0) {
+    if (!copy && use == WeightUse::Streamed && w.nbytes > 0 && automatic_copies()) {
       Tensor t = Tensor::empty_cpu(w.shape, w.dtype);
       std::memcpy(t.data, w.data, w.nbytes);
       return t;
