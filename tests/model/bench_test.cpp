@@ -78,13 +78,21 @@ BenchOptions tiny_quant_options(const std::string& device, const test::TempDir& 
 TEST(Bench, CpuQuantRowsOnATinyCopy) {
   test::TempDir tmp;
   const BenchReport r = run_bench(tiny_quant_options("cpu", tmp));
-  int decode_rows = 0;
-  for (const BenchRow& row : r.rows)
+  int decode_rows = 0, paired_rows = 0;
+  for (const BenchRow& row : r.rows) {
     if (row.name.rfind("W4 decode (", 0) == 0) {
       ++decode_rows;
       EXPECT_GT(row.value, 0) << row.name;
+      // The tiny models fit in memory twice over: the ratios come from runs paired with the 16-bit model.
+      EXPECT_NE(row.note.find("the paired 16-bit runs' decode"), std::string::npos) << row.note;
     }
+    if (row.name.rfind("W4 paired 16-bit (", 0) == 0) {
+      ++paired_rows;
+      EXPECT_GT(row.value, 0) << row.name;
+    }
+  }
   EXPECT_EQ(decode_rows, 2);  // the default quantized path and --exact
+  EXPECT_EQ(paired_rows, 2);
 }
 
 TEST(CudaBench, QuantRowsOnATinyCopy) {

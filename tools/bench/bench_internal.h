@@ -75,6 +75,7 @@ class Workload {
   // decode steps each; tokens per second summed over the batch.
   double batched_decode_tok_s(const ImageHandle& image, int B, int steps);
   void release() { engine_.reset(); }  // frees the model (before the reference runs)
+  bool loaded() const { return engine_ != nullptr; }
 
   static GenerationOptions greedy(int max_new_tokens);
 

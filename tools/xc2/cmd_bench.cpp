@@ -53,8 +53,9 @@ once per step for all N, against the same roofline with N tokens per weight read
       ->check(CLI::Range(3, 1024))->capture_default_str();
   cmd->add_option("--quant", o->quant_bits,
                   "Also run on GPTQ copies with these bit widths (e.g. 8,4; made once with xc2 quantize next to the "
-                  "checkpoint), next to the 16-bit rows: on the CPU fast and --exact, on CUDA prefill, decode and "
-                  "memory")
+                  "checkpoint), next to the 16-bit rows: on the CPU fast and --exact, each run alternating with a 16-bit "
+                  "run where memory holds both models (the ratios come from those pairs); on CUDA prefill, decode "
+                  "and memory")
       ->check(CLI::IsMember({4, 8}))
       ->delimiter(',');
   cmd->add_option("--quant-group-size", o->quant_group_size, "Group size of those copies (-1: per channel)")
