@@ -17,6 +17,7 @@
 #include "backends/backend.h"
 #include "backends/kernel_args.h"
 #include "core/check.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "cpu/cpu_kernels.h"
@@ -84,17 +85,6 @@ HugePagePolicy read_huge_page_policy() {
 const HugePagePolicy& huge_page_policy() {
   static const HugePagePolicy p = read_huge_page_policy();
   return p;
-}
-
-// MemAvailable of /proc/meminfo in bytes (0 when unknown).
-size_t mem_available_bytes() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  size_t kb = 0;
-  std::string unit;
-  while (f >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
 }
 
 class CpuBackend final : public Backend {

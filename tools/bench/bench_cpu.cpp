@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "bench_internal.h"
+#include "core/env.h"
 #include "core/mmap_file.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
@@ -61,17 +62,6 @@ Measured measure(Workload& w, const BenchOptions& o, const std::string& what, Im
   }
   if (img_out) *img_out = img;
   return m;
-}
-
-// MemAvailable of /proc/meminfo in bytes (0 where unknown).
-double mem_available_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  double kib = 0;
-  std::string unit;
-  while (in >> key >> kib >> unit)
-    if (key == "MemAvailable:") return kib * 1024.0;
-  return 0;
 }
 
 // Bytes of the weight files in a model folder (what a loaded quantized model keeps resident, roughly).
@@ -167,7 +157,7 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
       const std::string tag = quant_tag(o, bits);
       for (bool exact : {false, true}) {
         const double need = 1.3 * folder_weight_bytes(qdir) + 2e9;
-        const bool paired = w.loaded() && mem_available_bytes() > need;
+        const bool paired = w.loaded() && static_cast<double>(mem_available_bytes()) > need;
         if (!paired) w.release();
         Workload qw(o, qdir, "cpu", "auto", exact);
         const std::string path = exact ? "exact" : qw.diag().backend_name().find("int8") != std::string::npos
