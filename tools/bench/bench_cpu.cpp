@@ -84,15 +84,13 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
   BenchReport rep;
   rep.machine = cpu_model() + ", " + std::to_string(threads) + " threads, GEMM " + kernels::cpu::gemm_isa();
 
-  // Machine limits first, with the same number of threads, while memory is still free.
-  double read_bw = 0, copy_bw = 0, fma_peak = 0;
-  {
-    ThreadPool pool(threads);
-    std::cerr << "xc2 bench: measuring memory bandwidth and FMA peak ...\n";
-    read_bw = measure_read_bandwidth_gbs(pool);
-    copy_bw = measure_copy_bandwidth_gbs(pool);
-    fma_peak = measure_fma_peak_gflops(pool);
-  }
+  // Machine limits first, with the same number of threads, while memory is still free (the pool measures the read
+  // bandwidth again before the quantized pairs below).
+  ThreadPool mb_pool(threads);
+  std::cerr << "xc2 bench: measuring memory bandwidth and FMA peak ...\n";
+  const double read_bw = measure_read_bandwidth_gbs(mb_pool);
+  const double copy_bw = measure_copy_bandwidth_gbs(mb_pool);
+  const double fma_peak = measure_fma_peak_gflops(mb_pool);
 
   Workload w(o, dir, "cpu", "auto");
   EngineDiagnostics diag = w.diag();
@@ -151,12 +149,11 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
   if (!o.quant_bits.empty()) {
     const double bf_bytes = bytes_per_token;
     double best_bw = read_bw;
-    ThreadPool bw_pool(threads);
     for (int bits : o.quant_bits) {
       const std::string qdir = ensure_quantized(o, dir, bits);
       const std::string tag = quant_tag(o, bits);
+      const double need = 1.3 * folder_weight_bytes(qdir) + 2e9;  // room to load it next to the 16-bit model
       for (bool exact : {false, true}) {
-        const double need = 1.3 * folder_weight_bytes(qdir) + 2e9;
         const bool paired = w.loaded() && static_cast<double>(mem_available_bytes()) > need;
         if (!paired) w.release();
         Workload qw(o, qdir, "cpu", "auto", exact);
@@ -169,7 +166,7 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
         double pair_bw = 0;
         for (int rep_i = 0; rep_i < o.repeats; ++rep_i) {
           if (paired) {
-            pair_bw = std::max(pair_bw, measure_read_bandwidth_gbs(bw_pool));
+            pair_bw = std::max(pair_bw, measure_read_bandwidth_gbs(mb_pool));
             std::cerr << "xc2 bench: 16-bit (paired with " << tag << " " << path << "): run " << rep_i + 1 << "/"
                       << o.repeats << " ...\n";
             b16.run_once(w, o);
