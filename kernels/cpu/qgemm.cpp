@@ -26,13 +26,20 @@ inline int32_t load_i32(const void* base, int64_t idx) {
   return v;
 }
 
-// Per-thread buffers of the drivers (kept between calls).
-struct QScratch {
+// One int8 x of qlinear_int8 and what its kernels read besides (kept between calls).
+struct Int8X {
   std::vector<float> xp;        // x with its columns reordered (act-order)
   std::vector<int8_t> xq;       // int8 x
   std::vector<float> xs;        // its block scales
   std::vector<int32_t> xsum;    // per row and block: the sum of the block's int8 values
   std::vector<float> zs;        // per row and segment
+};
+
+// Per-thread buffers of the drivers (kept between calls).
+struct QScratch {
+  std::vector<float> xp;        // qlinear(): x with its columns reordered (act-order)
+  Int8X main;                   // qlinear_int8(): x
+  std::vector<Int8X> extra;     // and the x of each fused product
 };
 thread_local QScratch tls_q;
 
@@ -494,17 +501,14 @@ bool qlinear_int8_supported(const QuantMatrix& w, QInt8Kernel k) {
   return true;
 }
 
-void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
-                  bool accumulate, ThreadPool& pool, QInt8Kernel kernel) {
-  XC2_CHECK(qlinear_int8_supported(w, kernel), Unsupported, "int8 quantized linear: needs AVX2 (kernel ",
-            qint8_kernel_name(kernel), ") and 32-column groups");
-  const detail::QInt8Fn kern = qint8_fn(qlinear_int8_kernel(kernel));
-  if (m == 0) return;
-  QScratch& s = tls_q;
+namespace {
+
+// x (m rows) to int8 for the matrix w, one scale per row and 32 columns (round to nearest even; 4-bit: each 8
+// columns as 0,2,4,6,1,3,5,7), and per row and segment zs = sum over its blocks of scale * sum of the int8 values.
+detail::QuantizedX prepare_int8_x(const float* x, int64_t ldx, const QuantMatrix& w, int64_t m, Int8X& s,
+                                  ThreadPool& pool) {
   x = reorder_x(x, &ldx, w, m, s.xp);
   const int64_t k = w.k, nb = k / 32;
-
-  // x to int8, one scale per row and 32 columns (round to nearest even); 4-bit: each 8 columns as 0,2,4,6,1,3,5,7.
   s.xq.resize(static_cast<size_t>(m * k));
   s.xs.resize(static_cast<size_t>(m * nb));
   s.xsum.resize(static_cast<size_t>(m * nb));
@@ -512,7 +516,6 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
   pool.parallel_for(m, [&](int64_t i0, int64_t i1) {
     quant(x, ldx, i0, i1, k, w.bits, s.xq.data(), s.xs.data(), s.xsum.data());
   }, 8);
-
   const std::vector<detail::KSegment>& segments = w.segments;
   const int64_t n_seg = static_cast<int64_t>(segments.size());
   s.zs.assign(static_cast<size_t>(m * n_seg), 0.0f);
@@ -525,24 +528,66 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
       }
       s.zs[static_cast<size_t>(i * n_seg + g)] = z;
     }
+  return detail::QuantizedX{s.xq.data(), s.xs.data(), s.xsum.data(), k};
+}
 
-  // Threads split the tiles; each walks m in blocks of kMb rows (x block in L2), the k chunks, then its tiles.
-  const detail::QuantizedX qx{s.xq.data(), s.xs.data(), s.xsum.data(), k};
+}  // namespace
+
+void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
+                  bool accumulate, ThreadPool& pool, QInt8Kernel kernel, const std::vector<QInt8Extra>* extra) {
+  XC2_CHECK(qlinear_int8_supported(w, kernel), Unsupported, "int8 quantized linear: needs AVX2 (kernel ",
+            qint8_kernel_name(kernel), ") and 32-column groups");
+  const size_t n_extra = extra ? extra->size() : 0;
+  for (size_t e = 0; e < n_extra; ++e) {
+    const QInt8Extra& d = (*extra)[e];
+    XC2_CHECK(d.w && d.w->n == w.n && d.row0 >= 0 && d.rows >= 0 && d.row0 + d.rows <= m, Internal,
+              "qlinear_int8: fused product ", e, " does not fit the main one");
+    XC2_CHECK(qlinear_int8_supported(*d.w, kernel), Unsupported, "int8 quantized linear: fused product ", e,
+              " needs 32-column groups");
+  }
+  const detail::QInt8Fn kern = qint8_fn(qlinear_int8_kernel(kernel));
+  if (m == 0) return;
+  QScratch& s = tls_q;
+  const detail::QuantizedX qx = prepare_int8_x(x, ldx, w, m, s.main, pool);
+  if (s.extra.size() < n_extra) s.extra.resize(n_extra);
+  std::vector<detail::QuantizedX> ex(n_extra);
+  for (size_t e = 0; e < n_extra; ++e) {
+    const QInt8Extra& d = (*extra)[e];
+    if (d.rows > 0) ex[e] = prepare_int8_x(d.x, d.ldx, *d.w, d.rows, s.extra[e], pool);
+  }
+
+  // Threads split the tiles; each walks m in blocks of kMb rows (x block in L2), its tiles in runs of kTc (all of
+  // them without fused products), per run the k chunks of the main product, then the fused products' rows in this
+  // block over the same tiles (their y lines still in cache: a separate call would read and write y again).
   const int64_t tiles = w.n_pad / 16;
   const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tiles)));
   constexpr int64_t kMb = 96;
+  const int64_t kTc = n_extra > 0 ? 8 : tiles;
   const float* bias = w.bias.empty() ? nullptr : w.bias.data();
-  const detail::KSegment* segs = segments.data();
-  const std::vector<int64_t>& chunk_seg = w.chunk_start;
-  const float* zs = s.zs.data();
+  auto chunks = [&](const QuantMatrix& mw, const detail::QuantizedX& mx, const Int8X& ms, int64_t i0, int64_t i1,
+                    int64_t t0, int64_t t1, float* my, bool add, const float* mbias) {
+    const std::vector<int64_t>& chunk_seg = mw.chunk_start;
+    const int64_t n_seg = static_cast<int64_t>(mw.segments.size());
+    for (size_t c = 0; c + 1 < chunk_seg.size(); ++c)
+      kern(mw, mx, mw.segments.data(), chunk_seg[c], chunk_seg[c + 1], ms.zs.data(), n_seg, i0, i1, t0, t1, my, ldy,
+           c > 0 || add, c == 0 ? mbias : nullptr);
+  };
   auto body = [&](int t, int nt) {
     const int64_t tb = tiles * t / nt, te = tiles * (t + 1) / nt;
     if (tb >= te) return;
     for (int64_t i0 = 0; i0 < m; i0 += kMb) {
       const int64_t i1 = std::min(m, i0 + kMb);
-      for (size_t c = 0; c + 1 < chunk_seg.size(); ++c)
-        kern(w, qx, segs, chunk_seg[c], chunk_seg[c + 1], zs, n_seg, i0, i1, tb, te, y, ldy, c > 0 || accumulate,
-             c == 0 ? bias : nullptr);
+      for (int64_t tc = tb; tc < te; tc += kTc) {
+        const int64_t tce = std::min(te, tc + kTc);
+        chunks(w, qx, s.main, i0, i1, tc, tce, y, accumulate, bias);
+        for (size_t e = 0; e < n_extra; ++e) {
+          const QInt8Extra& d = (*extra)[e];
+          const int64_t r0 = std::max(i0, d.row0), r1 = std::min(i1, d.row0 + d.rows);
+          if (r0 < r1)
+            chunks(*d.w, ex[e], s.extra[e], r0 - d.row0, r1 - d.row0, tc, tce, y + d.row0 * ldy, true,
+                   d.w->bias.empty() ? nullptr : d.w->bias.data());
+        }
+      }
     }
   };
   if (tasks == 1) body(0, 1); else pool.run(tasks, body);

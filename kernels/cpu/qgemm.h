@@ -152,10 +152,21 @@ bool qlinear_int8_supported(QInt8Kernel k = QInt8Kernel::Auto);
 // For a matrix: also needs 32-column groups; and where the automatic choice is the plain AVX2 kernel on a CPU whose
 // f32 GEMM runs AVX-512, not for 8-bit weights (slower than the exact AVX-512 path there).
 bool qlinear_int8_supported(const QuantMatrix& w, QInt8Kernel k = QInt8Kernel::Auto);
-// The fast prefill (see above) with kernel qlinear_int8_kernel(k). Error{Unsupported} where
-// !qlinear_int8_supported(w, k).
+// A product fused into qlinear_int8()'s pass over y: y[row0 + r] += x[r] . dequant(w)^T (+ w's bias) for r < rows,
+// with w [n, k2] of the main matrix's n (the PLoRA B delta of an image's rows). The same int8 math, bit for bit, as
+// a qlinear_int8(x, ldx, *w, y + row0 * ldy, ldy, rows, true, ...) call after the main one, without its second
+// pass over y (run per block of rows and tiles while the main product's y lines are still in cache).
+struct QInt8Extra {
+  const QuantMatrix* w = nullptr;
+  const float* x = nullptr;
+  int64_t ldx = 0, row0 = 0, rows = 0;
+};
+
+// The fast prefill (see above) with kernel qlinear_int8_kernel(k), and the products in `extra` fused into it.
+// Error{Unsupported} where !qlinear_int8_supported(w, k) (or for an extra's matrix).
 void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_t ldy, int64_t m,
-                  bool accumulate, ThreadPool& pool, QInt8Kernel k = QInt8Kernel::Auto);
+                  bool accumulate, ThreadPool& pool, QInt8Kernel k = QInt8Kernel::Auto,
+                  const std::vector<QInt8Extra>* extra = nullptr);
 
 // qlinear_int8()'s first step, for tests: rows [0, m) of x (k columns, k % 32 == 0) to int8 with one scale
 // (max |x| / 127) per 32 columns, round to nearest even, q [m][k] (for 4-bit weights each 8 columns stored as

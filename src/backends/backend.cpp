@@ -63,6 +63,33 @@ void Backend::linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool ac
   do_linear_q(x, w, y, accumulate);
 }
 
+void Backend::linear_q_deltas(const Tensor& x, const QuantWeight& w, const QuantWeight& b,
+                              const std::vector<RowDelta>& d, Tensor& y) {
+  XC2_CHECK(static_cast<bool>(w) && static_cast<bool>(b), Internal, "linear_q_deltas: empty quantized weight");
+  XC2_CHECK(b.n == w.n, Internal, "linear_q_deltas: the delta weight has ", b.n, " outputs, the main one ", w.n);
+  XC2_CHECK(x.dtype == act_dtype() && y.dtype == act_dtype(), Internal,
+            "linear_q_deltas: x and y must be in the activation dtype");
+  check_rows(x, x.rows(), w.k, "linear_q_deltas", "x");
+  check_rows(y, x.rows(), w.n, "linear_q_deltas", "y");
+  for (const RowDelta& r : d) {
+    XC2_CHECK(r.t != nullptr && r.t->dtype == act_dtype(), Internal, "linear_q_deltas: a delta's rows");
+    check_rows(*r.t, r.t->rows(), b.k, "linear_q_deltas", "delta rows");
+    XC2_CHECK(r.row0 >= 0 && r.row0 + r.t->rows() <= x.rows(), Internal, "linear_q_deltas: delta rows [", r.row0,
+              ", ", r.row0 + r.t->rows(), ") outside the ", x.rows(), " rows");
+  }
+  do_linear_q_deltas(x, w, b, d, y);
+}
+
+void Backend::do_linear_q_deltas(const Tensor& x, const QuantWeight& w, const QuantWeight& b,
+                                 const std::vector<RowDelta>& d, Tensor& y) {
+  do_linear_q(x, w, y, false);
+  for (const RowDelta& r : d) {
+    if (r.t->rows() == 0) continue;
+    Tensor ys = y.rows(r.row0, r.t->rows());
+    do_linear_q(*r.t, b, ys, true);
+  }
+}
+
 QuantWeight Backend::quant_weight(const io::GptqLinearViews& v) {
   XC2_THROW(Unsupported, "the ", name(), " backend does not run quantized (GPTQ) weights yet ('", v.base,
             "'); use --device cpu");

@@ -120,6 +120,15 @@ class Backend {
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate);
   // The same with a quantized weight (and its bias, if the checkpoint has one): y (+)= x . dequant(w)^T (+ bias).
   void linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate);
+  // A quantized linear with row deltas (the PLoRA B products of image rows on the fast path):
+  // y = x . dequant(w)^T (+ bias), then y[d.row0, d.row0 + d.t->rows()) += *d.t . dequant(b)^T (+ b's bias) for each
+  // d. A backend may fuse the deltas into the main product's pass (same results); by default they follow it.
+  struct RowDelta {
+    int64_t row0 = 0;
+    const Tensor* t = nullptr;
+  };
+  void linear_q_deltas(const Tensor& x, const QuantWeight& w, const QuantWeight& b, const std::vector<RowDelta>& d,
+                       Tensor& y);
   // Repacks a validated GPTQ linear (io/gptq.h) for this backend. Default: Error{Unsupported}.
   virtual QuantWeight quant_weight(const io::GptqLinearViews& v);
   // Quantized linears: exact (f32 math on the dequantized weights; the default) or, where the backend has
@@ -203,6 +212,9 @@ class Backend {
   // when the op runs (for a captured graph, at every replay).
   virtual void do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y, bool accumulate) = 0;
   virtual void do_linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate);  // default: Unsupported
+  // Default: do_linear_q, then one accumulating do_linear_q per delta.
+  virtual void do_linear_q_deltas(const Tensor& x, const QuantWeight& w, const QuantWeight& b,
+                                  const std::vector<RowDelta>& d, Tensor& y);
   virtual void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) = 0;
   virtual void do_layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& y) = 0;
   virtual void do_add(const Tensor& a, const Tensor& b, Tensor& y) = 0;

@@ -265,6 +265,20 @@ class CpuBackend final : public Backend {
       kc::qlinear(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), accumulate, pool_);
   }
 
+  // On the int8 path the deltas run inside the main product's pass over y (kernels::cpu::QInt8Extra).
+  void do_linear_q_deltas(const Tensor& x, const QuantWeight& w, const QuantWeight& b, const std::vector<RowDelta>& d,
+                          Tensor& y) override {
+    const auto& m = *static_cast<const kc::QuantMatrix*>(w.impl.get());
+    const auto& mb = *static_cast<const kc::QuantMatrix*>(b.impl.get());
+    if (exact_quant_ || !kc::qlinear_int8_supported(m) || !kc::qlinear_int8_supported(mb))
+      return Backend::do_linear_q_deltas(x, w, b, d, y);
+    std::vector<kc::QInt8Extra> extra;
+    for (const RowDelta& r : d)
+      if (r.t->rows() > 0) extra.push_back({&mb, r.t->ptr<float>(), b.k, r.row0, r.t->rows()});
+    kc::qlinear_int8(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), false, pool_, kc::QInt8Kernel::Auto,
+                     &extra);
+  }
+
   void do_rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
     kc::rms_norm(x.ptr<float>(), w.data, y.ptr<float>(), x.rows(), x.row_numel(), eps, w.dtype, pool_);
   }

@@ -362,6 +362,22 @@ void XComposer2::embed(const TokenIds& ids, Tensor& rows) {
 }
 
 void XComposer2::linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y) {
+  if (w.qweight && w.lora_a_q && w.lora_b_q) {
+    // The fast path: the spans' A products first, then the main product with the B products as row deltas
+    // (which the CPU backend runs inside the main product's pass over y).
+    std::vector<Tensor> ts;
+    ts.reserve(spans.size());
+    std::vector<Backend::RowDelta> deltas;
+    for (const RowSpan& s : spans) {
+      if (s.count == 0) continue;
+      ts.push_back(be_.empty({s.count, w.rank()}));
+      be_.linear_q(x.rows(s.begin, s.count), w.lora_a_q, ts.back(), false);
+      if (w.scale != 1.0f) be_.scale(ts.back(), w.scale);
+      deltas.push_back({s.begin, &ts.back()});
+    }
+    be_.linear_q_deltas(x, w.qweight, w.lora_b_q, deltas, y);
+    return;
+  }
   if (w.qweight) be_.linear_q(x, w.qweight, y, false);
   else be_.linear(x, w.weight, nullptr, y, false);
   for (const RowSpan& s : spans) {

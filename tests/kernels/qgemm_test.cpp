@@ -362,6 +362,63 @@ TEST(QGemm, Int8KernelsAgreeBitForBit) {
   }
 }
 
+// Products fused into qlinear_int8's pass (the PLoRA B deltas of image rows) give the bits of separate accumulating
+// calls after the main one: spans across the 96-row blocks, a one-row span (the one-row kernel), an empty one, n not
+// a multiple of 16 (odd tile counts per thread), act-order main matrices, 1 and 2 threads, every int8 kernel.
+TEST(QGemm, FusedProductsEqualSeparateCalls) {
+  const std::vector<QInt8Kernel> kernels_here = int8_kernels();
+  if (kernels_here.empty()) GTEST_SKIP() << "no int8 kernel on this CPU";
+  const QCase mains[] = {{4, 150, 1024, 64, true, false, true}, {8, 50, 512, 128, true, false, true},
+                         {4, 33, 384, 128, true, true, false}};
+  for (QInt8Kernel kern : kernels_here)
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      for (const QCase& c : mains) {
+        const QData d = make(c, 57);
+        const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+        const int64_t rank = 64, m = 230, ldx = c.k + 1, ldy = c.n + 5;
+        std::vector<float> bw = random_x(c.n, rank, 91);  // B [n, rank] in f32
+        const QuantMatrix b = kernels::cpu::quantize_rtn8(bw.data(), DType::F32, c.n, rank, pool);
+        const std::vector<float> x = random_x(m, ldx, 92);
+        const int64_t ldt = rank + 3;
+        const std::vector<float> t = random_x(m, ldt, 93);
+        struct Span {
+          int64_t row0, rows;
+        };
+        const Span spans[] = {{3, 180}, {200, 1}, {210, 0}, {212, 18}};
+        std::vector<float> y1(static_cast<size_t>(m * ldy), 0.25f), y2 = y1;
+        kernels::cpu::qlinear_int8(x.data(), ldx, w, y1.data(), ldy, m, false, pool, kern);
+        std::vector<kernels::cpu::QInt8Extra> extra;
+        for (const Span& sp : spans) {
+          const float* ts = t.data() + sp.row0 * ldt;
+          kernels::cpu::qlinear_int8(ts, ldt, b, y1.data() + sp.row0 * ldy, ldy, sp.rows, true, pool, kern);
+          extra.push_back({&b, ts, ldt, sp.row0, sp.rows});
+        }
+        kernels::cpu::qlinear_int8(x.data(), ldx, w, y2.data(), ldy, m, false, pool, kern, &extra);
+        SCOPED_TRACE(::testing::Message() << kernels::cpu::qint8_kernel_name(kern) << " threads " << threads << " bits "
+                                          << c.bits << " n " << c.n << " k " << c.k);
+        for (size_t i = 0; i < y1.size(); ++i)
+          ASSERT_EQ(std::memcmp(&y1[i], &y2[i], sizeof(float)), 0) << "row " << i / ldy << " out " << i % ldy << ": "
+                                                                   << y1[i] << " vs " << y2[i];
+        // The fused products changed the rows they cover (the test would pass with them dropped otherwise).
+        std::vector<float> y3(static_cast<size_t>(m * ldy), 0.25f);
+        kernels::cpu::qlinear_int8(x.data(), ldx, w, y3.data(), ldy, m, false, pool, kern);
+        EXPECT_NE(std::memcmp(&y3[3 * ldy], &y2[3 * ldy], sizeof(float) * c.n), 0);
+        EXPECT_EQ(std::memcmp(&y3[199 * ldy], &y2[199 * ldy], sizeof(float) * ldy), 0);
+      }
+      // An extra whose n differs from the main matrix's is refused.
+      const QData d = make(mains[1], 58);
+      const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+      std::vector<float> bw = random_x(mains[1].n + 1, 32, 94);
+      const QuantMatrix b = kernels::cpu::quantize_rtn8(bw.data(), DType::F32, mains[1].n + 1, 32, pool);
+      const std::vector<float> x = random_x(4, mains[1].k, 95), t = random_x(4, 32, 96);
+      std::vector<float> y(static_cast<size_t>(4 * (mains[1].n + 1)));
+      const std::vector<kernels::cpu::QInt8Extra> bad = {{&b, t.data(), 32, 0, 4}};
+      EXPECT_THROW(kernels::cpu::qlinear_int8(x.data(), mains[1].k, w, y.data(), mains[1].n, 4, false, pool, kern, &bad),
+                   Error);
+    }
+}
+
 // quantize_rtn8 (the fast path's 8-bit PLoRA weights): per output row, scale = max |w| / 127 in f32, values
 // round(w / scale) (half to even) clamped to [-127, 127]; from f32 and bf16, 1 and 2 threads; a row of zeros
 // stays zero; the int8 kernels accept the result; k not a multiple of 32 is refused.
