@@ -197,7 +197,11 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
   const int64_t tile_words = w.kw * 16;
   const uint32_t* qt = w.q.data() + tile * tile_words;
   const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
-  alignas(64) float total[MR][NT][16] = {};
+  // Zeroed with vector stores: `= {}` compiled to `rep stosq`, whose start-up held up the pass (perf: about a third
+  // of the samples of a short-k product such as the PLoRA B delta sat on the instructions after it).
+  alignas(64) float total[MR][NT][16];
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < NT; ++t) _mm512_store_ps(total[i][t], _mm512_setzero_ps());
   for (int64_t sg = s0; sg < s1; ++sg) {
     const KSegment seg = segs[sg];
     __m512 acc[MR][NT];
