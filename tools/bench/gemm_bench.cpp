@@ -11,6 +11,8 @@
 //   qprefill: the quant suite's prefill alone, short: GPTQ (group 128) at m = --m on the decoder's linears, and the
 //            PLoRA A / B shapes with one scale per row (--qshape, --bits), the exact path (--isa) and every int8
 //            kernel this CPU has (AVX-512 VNNI, AVX-VNNI, AVX2)
+//   qplora:  the int8 path of the decoder's linears with the PLoRA B delta (rank 256, 8-bit) on the image rows of an
+//            image prompt (1225 of 1290 rows), run as separate calls and fused into the main pass, alternating
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -56,12 +58,13 @@ struct Options {
   bool lm_head_all_dtypes = false;
   std::vector<std::string> qshapes;  // qprefill: wqkv,wo,w1/w3,w2,plora_a,plora_b (default all)
   std::vector<int> qbits = {8, 4};   // qprefill
+  bool qcold = false;                // qprefill: weights rotated over copies (streamed from DRAM)
 };
 
 void usage() {
   std::printf(
       "usage: xc2_gemm_bench [options]\n"
-      "  --suite LIST     limits,prefill,decode,sweep,quant,qdecode,qprefill (default limits,prefill,decode)\n"
+      "  --suite LIST     limits,prefill,decode,sweep,quant,qdecode,qprefill,qplora (default limits,prefill,decode)\n"
       "  --threads LIST   thread counts (default 1,<all>)\n"
       "  --dtype LIST     bf16,f16,f32 (default all three)\n"
       "  --reps N         timed calls per case (default 3)\n"
@@ -73,7 +76,8 @@ void usage() {
       "  --bw-mib N       buffer for the bandwidth measurement (default 1024)\n"
       "  --lm-head-all    decode the LM head in every dtype (default bf16 only; f32 is 1.5 GB)\n"
       "  --qshape LIST    qprefill shapes: wqkv,wo,w1/w3,w2,plora_a,plora_b (default all)\n"
-      "  --bits LIST      qprefill weight bits: 8,4 (default both)\n");
+      "  --bits LIST      qprefill weight bits: 8,4 (default both)\n"
+      "  --qcold          qprefill: weights rotate over copies (768 MiB), streamed from DRAM as in a model\n");
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -147,6 +151,8 @@ bool parse(int argc, char** argv, Options* o) {
       o->lm_head_all_dtypes = true;
     } else if (a == "--qshape") {
       o->qshapes = split_list(next());
+    } else if (a == "--qcold") {
+      o->qcold = true;
     } else if (a == "--bits") {
       o->qbits.clear();
       for (const auto& t : split_list(next())) o->qbits.push_back(std::atoi(t.c_str()));
@@ -516,20 +522,86 @@ void run_qprefill(const Options& o) {
       for (auto& v : x) v = next_uniform();
       const double ops = 2.0 * static_cast<double>(m) * static_cast<double>(s.n) * static_cast<double>(s.k);
       for (int bits : o.qbits) {
-        const QuantMatrix qm = make_quant(bits, s.n, s.k, s.group);
+        // --qcold: the weights rotate over copies (768 MiB in all), so that each call streams them from DRAM as a
+        // model's layers do, not from the last-level cache.
+        std::vector<QuantMatrix> qms(1, make_quant(bits, s.n, s.k, s.group));
+        if (o.qcold)
+          while (qms.size() < std::max<size_t>(2, (o.decode_rotate_bytes + qms[0].bytes() - 1) / qms[0].bytes()))
+            qms.push_back(qms[0]);
+        size_t next = 0;
+        auto qm_next = [&]() -> const QuantMatrix& { return qms[next++ % qms.size()]; };
+        const int calls = o.qcold ? std::max<int>(o.reps, static_cast<int>(qms.size())) : o.reps;
         const std::string wn = "W" + std::to_string(bits);
         QLinearOptions qo;
         qo.isa = o.gemm.isa;
-        const double ex = best_ms(o.reps, [&](int = 0) { qlinear(x.data(), s.k, qm, y.data(), s.n, m, false, pool, qo); });
+        const double ex =
+            best_ms(calls, [&](int = 0) { qlinear(x.data(), s.k, qm_next(), y.data(), s.n, m, false, pool, qo); });
         std::printf("%-7s %3d %-6s %5lld %-18s %9.1f %9.1f %8.2f\n", s.name, t, wn.c_str(), static_cast<long long>(m),
                     (std::string("exact ") + gemm_isa_name(gemm_resolve_isa(o.gemm.isa))).c_str(), ex,
                     ops / (ex * 1e-3) / 1e9, 1.0);
         for (QInt8Kernel k : kernels) {
           const double i8 =
-              best_ms(o.reps, [&](int = 0) { qlinear_int8(x.data(), s.k, qm, y.data(), s.n, m, false, pool, k); });
+              best_ms(calls, [&](int = 0) { qlinear_int8(x.data(), s.k, qm_next(), y.data(), s.n, m, false, pool, k); });
           std::printf("%-7s %3d %-6s %5lld %-18s %9.1f %9.1f %8.2f\n", s.name, t, wn.c_str(), static_cast<long long>(m),
                       (std::string("int8 ") + qint8_kernel_name(k)).c_str(), i8, ops / (i8 * 1e-3) / 1e9, ex / i8);
         }
+        std::fflush(stdout);
+      }
+    }
+  }
+}
+
+// The PLoRA B delta of the image rows: separate accumulating calls after the main product, against the deltas fused
+// into its pass (QInt8Extra), and the main product alone; the calls alternate so that all see the same machine.
+void run_qplora(const Options& o) {
+  struct Q {
+    const char* name;
+    int64_t n, k;
+  };
+  const Q shapes[] = {{"wqkv", 6144, 4096}, {"wo", 4096, 4096}, {"w1/w3", 14336, 4096}, {"w2", 4096, 14336}};
+  const int64_t m = 1290, img0 = 50, img = 1225, rank = 256;
+  std::printf("\n# qplora: int8 path, GPTQ (group 128) x %lld rows + the PLoRA B delta (rank %lld, 8-bit) on rows "
+              "[%lld, %lld), best of %d alternating calls\n",
+              static_cast<long long>(m), static_cast<long long>(rank), static_cast<long long>(img0),
+              static_cast<long long>(img0 + img), o.reps);
+  std::printf("%-7s %3s %-6s %8s %12s %10s %9s %8s\n", "shape", "thr", "weight", "main_ms", "separate_ms", "fused_ms",
+              "B_sep_ms", "B_fused");
+  for (int t : o.threads) {
+    ThreadPool pool(t);
+    for (const Q& s : shapes) {
+      if (!o.qshapes.empty() && std::find(o.qshapes.begin(), o.qshapes.end(), s.name) == o.qshapes.end()) continue;
+      std::vector<float> x(static_cast<size_t>(m * s.k)), y(static_cast<size_t>(m * s.n)),
+          d(static_cast<size_t>(img * rank)), bw(static_cast<size_t>(s.n * rank));
+      for (auto& v : x) v = next_uniform();
+      for (auto& v : d) v = next_uniform();
+      for (auto& v : bw) v = 0.01f * next_uniform();
+      const QuantMatrix b = quantize_rtn8(bw.data(), DType::F32, s.n, rank, pool);
+      const std::vector<QInt8Extra> extra = {{&b, d.data(), rank, img0, img}};
+      for (int bits : o.qbits) {
+        const QuantMatrix w = make_quant(bits, s.n, s.k, 128);
+        auto separate = [&] {
+          qlinear_int8(x.data(), s.k, w, y.data(), s.n, m, false, pool);
+          qlinear_int8(d.data(), rank, b, y.data() + img0 * s.n, s.n, img, true, pool);
+        };
+        auto fused = [&] { qlinear_int8(x.data(), s.k, w, y.data(), s.n, m, false, pool, QInt8Kernel::Auto, &extra); };
+        auto main_only = [&] { qlinear_int8(x.data(), s.k, w, y.data(), s.n, m, false, pool); };
+        separate();
+        fused();
+        double best_main = 1e30, best_sep = 1e30, best_fused = 1e30;
+        for (int r = 0; r < o.reps; ++r) {
+          const auto t0 = Clock::now();
+          main_only();
+          const auto t1 = Clock::now();
+          separate();
+          const auto t2 = Clock::now();
+          fused();
+          const auto t3 = Clock::now();
+          best_main = std::min(best_main, std::chrono::duration<double, std::milli>(t1 - t0).count());
+          best_sep = std::min(best_sep, std::chrono::duration<double, std::milli>(t2 - t1).count());
+          best_fused = std::min(best_fused, std::chrono::duration<double, std::milli>(t3 - t2).count());
+        }
+        std::printf("%-7s %3d W%-5d %8.1f %12.1f %10.1f %9.1f %8.1f\n", s.name, t, bits, best_main, best_sep,
+                    best_fused, best_sep - best_main, best_fused - best_main);
         std::fflush(stdout);
       }
     }
@@ -584,5 +656,6 @@ int main(int argc, char** argv) {
   if (has("quant")) run_quant(o, true);
   if (has("qdecode")) run_quant(o, false);
   if (has("qprefill")) run_qprefill(o);
+  if (has("qplora")) run_qplora(o);
   return 0;
 }
