@@ -362,34 +362,27 @@ void XComposer2::embed(const TokenIds& ids, Tensor& rows) {
 }
 
 void XComposer2::linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y) {
-  if (w.qweight && w.lora_a_q && w.lora_b_q) {
-    // The fast path: the spans' A products first, then the main product with the B products as row deltas
-    // (which the CPU backend runs inside the main product's pass over y).
-    std::vector<Tensor> ts;
-    ts.reserve(spans.size());
-    std::vector<Backend::RowDelta> deltas;
-    for (const RowSpan& s : spans) {
-      if (s.count == 0) continue;
-      ts.push_back(be_.empty({s.count, w.rank()}));
-      be_.linear_q(x.rows(s.begin, s.count), w.lora_a_q, ts.back(), false);
-      if (w.scale != 1.0f) be_.scale(ts.back(), w.scale);
-      deltas.push_back({s.begin, &ts.back()});
-    }
-    be_.linear_q_deltas(x, w.qweight, w.lora_b_q, deltas, y);
-    return;
-  }
-  if (w.qweight) be_.linear_q(x, w.qweight, y, false);
-  else be_.linear(x, w.weight, nullptr, y, false);
+  // The image spans' A products (times the scale) first, then the main product and the B products on those rows:
+  // with both quantized, one linear_q_deltas (which the CPU backend runs in the main product's pass over y).
+  std::vector<Tensor> ts;
+  ts.reserve(spans.size());
+  std::vector<Backend::RowDelta> deltas;
   for (const RowSpan& s : spans) {
     if (s.count == 0) continue;
-    Tensor t = be_.empty({s.count, w.rank()});
+    ts.push_back(be_.empty({s.count, w.rank()}));
     const Tensor xs = x.rows(s.begin, s.count);
-    if (w.lora_a_q) be_.linear_q(xs, w.lora_a_q, t, false);
-    else be_.linear(xs, w.lora_a, nullptr, t, false);
-    if (w.scale != 1.0f) be_.scale(t, w.scale);
-    Tensor ys = y.rows(s.begin, s.count);
-    if (w.lora_b_q) be_.linear_q(t, w.lora_b_q, ys, true);
-    else be_.linear(t, w.lora_b, nullptr, ys, true);
+    if (w.lora_a_q) be_.linear_q(xs, w.lora_a_q, ts.back(), false);
+    else be_.linear(xs, w.lora_a, nullptr, ts.back(), false);
+    if (w.scale != 1.0f) be_.scale(ts.back(), w.scale);
+    deltas.push_back({s.begin, &ts.back()});
+  }
+  if (w.qweight && w.lora_b_q) return be_.linear_q_deltas(x, w.qweight, w.lora_b_q, deltas, y);
+  if (w.qweight) be_.linear_q(x, w.qweight, y, false);
+  else be_.linear(x, w.weight, nullptr, y, false);
+  for (const Backend::RowDelta& d : deltas) {
+    Tensor ys = y.rows(d.row0, d.t->rows());
+    if (w.lora_b_q) be_.linear_q(*d.t, w.lora_b_q, ys, true);
+    else be_.linear(*d.t, w.lora_b, nullptr, ys, true);
   }
 }
 
