@@ -163,6 +163,11 @@ bool parse(int argc, char** argv, Options* o) {
   return true;
 }
 
+// How many copies of a weight of `bytes` make each call stream it from DRAM (768 MiB in all, at least 2).
+size_t rotate_copies(const Options& o, size_t bytes) {
+  return std::max<size_t>(2, (o.decode_rotate_bytes + bytes - 1) / bytes);
+}
+
 // Weights [n, k] in a dtype, `copies` independent buffers (decode rotates over them).
 struct Weights {
   DType dtype;
@@ -276,7 +281,7 @@ void run_cases(const char* suite, const std::vector<Shape>& shapes, const Option
     for (const Shape& s : shapes) {
       if (decode && std::string(s.name) == "lm_head" && dt != DType::BF16 && !o.lm_head_all_dtypes) continue;
       const size_t wbytes = static_cast<size_t>(s.n * s.k) * dtype_size(dt);
-      const size_t copies = decode ? std::max<size_t>(2, (o.decode_rotate_bytes + wbytes - 1) / wbytes) : 1;
+      const size_t copies = decode ? rotate_copies(o, wbytes) : 1;
       const Weights w = make_weights(dt, s.n, s.k, copies);
       std::vector<float> x(static_cast<size_t>(s.m * s.k)), y(static_cast<size_t>(s.m * s.n));
       for (auto& v : x) v = next_uniform();
@@ -336,7 +341,7 @@ void run_sweep(const Options& o) {
   for (DType dt : o.dtypes) {
     for (const auto& [n, k] : nks) {
       const size_t wbytes = static_cast<size_t>(n * k) * dtype_size(dt);
-      const size_t copies = std::max<size_t>(2, (o.decode_rotate_bytes + wbytes - 1) / wbytes);
+      const size_t copies = rotate_copies(o, wbytes);
       const Weights w = make_weights(dt, n, k, copies);
       std::vector<float> x(static_cast<size_t>(128 * k)), y(static_cast<size_t>(128 * n));
       for (auto& v : x) v = next_uniform();
@@ -412,13 +417,13 @@ void run_quant(const Options& o, bool prefill) {
     const double read_bw = measure_read_bandwidth_gbs(pool, o.bw_bytes, 5);
     for (const Q& s : shapes) {
       const size_t bf_bytes = static_cast<size_t>(s.n * s.k) * 2;
-      const size_t bf_copies = std::max<size_t>(2, (o.decode_rotate_bytes + bf_bytes - 1) / bf_bytes);
+      const size_t bf_copies = rotate_copies(o, bf_bytes);
       const Weights bf = make_weights(DType::BF16, s.n, s.k, bf_copies);
       std::vector<QuantMatrix> q8, q4;
       const QuantMatrix q8_0 = make_quant(8, s.n, s.k, 128), q4_0 = make_quant(4, s.n, s.k, 128);
-      for (size_t c = 0; c < std::max<size_t>(2, (o.decode_rotate_bytes + q8_0.bytes() - 1) / q8_0.bytes()); ++c)
+      for (size_t c = 0; c < rotate_copies(o, q8_0.bytes()); ++c)
         q8.push_back(q8_0);
-      for (size_t c = 0; c < std::max<size_t>(2, (o.decode_rotate_bytes + q4_0.bytes() - 1) / q4_0.bytes()); ++c)
+      for (size_t c = 0; c < rotate_copies(o, q4_0.bytes()); ++c)
         q4.push_back(q4_0);
       for (int64_t m : {int64_t{1}, int64_t{4}}) {
         std::vector<float> x(static_cast<size_t>(m * s.k)), y(static_cast<size_t>(m * s.n));
@@ -526,7 +531,7 @@ void run_qprefill(const Options& o) {
         // model's layers do, not from the last-level cache.
         std::vector<QuantMatrix> qms(1, make_quant(bits, s.n, s.k, s.group));
         if (o.qcold)
-          while (qms.size() < std::max<size_t>(2, (o.decode_rotate_bytes + qms[0].bytes() - 1) / qms[0].bytes()))
+          while (qms.size() < rotate_copies(o, qms[0].bytes()))
             qms.push_back(qms[0]);
         size_t next = 0;
         auto qm_next = [&]() -> const QuantMatrix& { return qms[next++ % qms.size()]; };
@@ -579,12 +584,12 @@ void run_qplora(const Options& o) {
       const std::vector<QInt8Extra> extra = {{&b, d.data(), rank, img0, img}};
       for (int bits : o.qbits) {
         const QuantMatrix w = make_quant(bits, s.n, s.k, 128);
+        auto main_only = [&] { qlinear_int8(x.data(), s.k, w, y.data(), s.n, m, false, pool); };
         auto separate = [&] {
-          qlinear_int8(x.data(), s.k, w, y.data(), s.n, m, false, pool);
+          main_only();
           qlinear_int8(d.data(), rank, b, y.data() + img0 * s.n, s.n, img, true, pool);
         };
         auto fused = [&] { qlinear_int8(x.data(), s.k, w, y.data(), s.n, m, false, pool, QInt8Kernel::Auto, &extra); };
-        auto main_only = [&] { qlinear_int8(x.data(), s.k, w, y.data(), s.n, m, false, pool); };
         separate();
         fused();
         double best_main = 1e30, best_sep = 1e30, best_fused = 1e30;
