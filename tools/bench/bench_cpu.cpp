@@ -164,6 +164,7 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
                                                        : "exact (no int8 kernel)";
         Measured q, b16;
         double pair_bw = 0;
+        ImageHandle q_img;
         for (int rep_i = 0; rep_i < o.repeats; ++rep_i) {
           if (paired) {
             pair_bw = std::max(pair_bw, measure_read_bandwidth_gbs(mb_pool));
@@ -172,8 +173,16 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
             b16.run_once(w, o);
           }
           std::cerr << "xc2 bench: " << tag << " " << path << ": run " << rep_i + 1 << "/" << o.repeats << " ...\n";
-          q.run_once(qw, o);
+          q_img = q.run_once(qw, o);
         }
+        // Batched decode (serve, caption --batch-size, beams) on the fast path, against the 16-bit rows above.
+        std::vector<std::pair<int, double>> q_batched;
+        if (!exact)
+          for (int B : o.decode_batches) {
+            std::cerr << "xc2 bench: " << tag << " " << path << ": batched decode, batch " << B << " ...\n";
+            q_batched.push_back({B, qw.batched_decode_tok_s(q_img, B, o.decode_steps)});
+          }
+        q_img.reset();
         best_bw = std::max(best_bw, pair_bw);
         const double ref_prefill_ms = paired ? b16.prefill_ms : prefill_ms;
         const double ref_decode_tok_s = paired ? b16.decode_tok_s(o.decode_steps) : decode_tok_s;
@@ -192,6 +201,16 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
                 pct(speedup / ideal) + " of it; " + pct(q_tok_s / q_roof) + " of its own read-bandwidth roofline (" +
                 fmt(q_roof, 2) + " tok/s at " + fmt(best_bw, 1) + " GB/s" +
                 (paired ? ", the best read bandwidth measured before these pairs and at the start)" : ")"));
+        for (const auto& [B, tok_s] : q_batched) {
+          const double roof = B * best_bw * 1e9 / (q_weight + B * kv_bytes);
+          double b16_tok_s = 0;
+          for (const auto& [B16, t16] : batched)
+            if (B16 == B) b16_tok_s = t16;
+          add(tag + " decode batch " + std::to_string(B) + " (" + path + ")", tok_s, "tok/s",
+              "summed over " + std::to_string(B) + " sequences; " + fmt(tok_s / q_tok_s) + "x its batch 1; " +
+                  fmt(tok_s / b16_tok_s) + "x the 16-bit batch " + std::to_string(B) + " row (not paired); " +
+                  pct(tok_s / roof) + " of its batch-" + std::to_string(B) + " read-bandwidth roofline");
+        }
         if (paired)
           add(tag + " paired 16-bit (" + path + ")", ref_decode_tok_s, "tok/s",
               "decode; prefill " + fmt(b16.prefill_ms, 1) + " ms; read bandwidth before these pairs " +
