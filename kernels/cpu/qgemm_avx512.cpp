@@ -36,7 +36,7 @@ constexpr int kPrefetchWords = 16 * 32;  // 2 KB ahead in the tile's stream
 constexpr int kM1Tiles = 4;
 constexpr int kScalePrefetch = 4;
 // int8 path: up to this many rows the kernel prefetches every line of its weight stream (see int8_rows).
-constexpr int64_t kStreamRows = 4;
+constexpr int64_t kStreamRows = 16;
 
 template <int BITS>
 XC2_Q512 inline __m512i lane_values(__m512i v, int tt) {
@@ -332,9 +332,11 @@ XC2_Q512_VNNI void int8_rows(const QuantMatrix& w, const QuantizedX& x, const KS
                              bool add, const float* bias) {
   // 4 x 2 against 3 x 2: W8 1.3x, W4 1.05x (xc2_gemm_bench --suite qprefill, 1 thread); 5 x 2: no better.
   constexpr int MR = NT == 2 ? 4 : 6;
-  // A few rows (batched decode: serve, beams) use each weight line once: prefetch every line of the stream, not
-  // one per block as for a prefill, whose tiles are read again from L2 for each group of rows. m = 4 W4/W8 linears
-  // 1.2-2x faster (xc2_gemm_bench --suite qdecode --threads 2).
+  // A few rows (batched decode: serve, beams, caption batches) use each weight line a few times: prefetch every
+  // line of the stream, not one per block as for a prefill, whose tiles are read again from L2 for each group of
+  // rows. xc2_gemm_bench, 2 threads, weights from DRAM: m = 4 W4/W8 linears 1.2-2x faster (--suite qdecode),
+  // m = 8 1.2-1.35x, m = 16 1.04-1.2x; at m = 32 and 96 every line was 0.8-1.0x one per block (--suite qprefill
+  // --qcold --m M).
   const bool stream = i1 - i0 <= kStreamRows;
   for (int64_t i = i0; i < i1; i += MR) {
     switch (std::min<int64_t>(MR, i1 - i)) {
