@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #define XC2_Q512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define XC2_Q512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
@@ -190,10 +191,10 @@ void pack(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t 
 
 // NT adjacent tiles (16 * NT output columns) x MR rows: each broadcast x dword feeds NT vpdpbusd, so that the
 // loads of x do not outnumber the dot products.
-template <int BITS, int MR, int NT>
+template <int BITS, int MR, int NT, bool STREAM>
 XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
                               const float* zs, int64_t n_seg, int64_t i0, int64_t tile, float* y, int64_t ldy, bool add,
-                              const float* bias, bool stream) {
+                              const float* bias) {
   constexpr int WPB = BITS == 4 ? 4 : 8;  // words per 32-column block
   const int64_t nb = x.k / 32;
   const int64_t tile_words = w.kw * 16;
@@ -214,7 +215,7 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
 #pragma GCC unroll 2
       for (int t = 0; t < NT; ++t) {
         const uint32_t* src = qt + t * tile_words + static_cast<int64_t>(b) * WPB * 16;
-        for (int j = 0; j < (stream ? WPB : 1); ++j)
+        for (int j = 0; j < (STREAM ? WPB : 1); ++j)
           _mm_prefetch(reinterpret_cast<const char*>(src + j * 16 + kPrefetchWords), _MM_HINT_T0);
         if constexpr (BITS == 4) {
 #pragma GCC unroll 4
@@ -326,26 +327,23 @@ XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSeg
   for (int t = 0; t < NT; ++t) store_out(y + i * ldy, tile + t, w.n, total[t], add, bias);
 }
 
-template <int BITS, int NT>
+template <int BITS, int NT, bool STREAM>
 XC2_Q512_VNNI void int8_rows(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
                              const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t, float* y, int64_t ldy,
                              bool add, const float* bias) {
   // 4 x 2 against 3 x 2: W8 1.3x, W4 1.05x (xc2_gemm_bench --suite qprefill, 1 thread); 5 x 2: no better.
   constexpr int MR = NT == 2 ? 4 : 6;
-  // A few rows (batched decode: serve, beams, caption batches) use each weight line a few times: prefetch every
-  // line of the stream, not one per block as for a prefill, whose tiles are read again from L2 for each group of
-  // rows. xc2_gemm_bench, 2 threads, weights from DRAM: m = 4 W4/W8 linears 1.2-2x faster (--suite qdecode),
-  // m = 8 1.2-1.35x, m = 16 1.04-1.2x; at m = 32 and 96 every line was 0.8-1.0x one per block (--suite qprefill
-  // --qcold --m M).
-  const bool stream = i1 - i0 <= kStreamRows;
   for (int64_t i = i0; i < i1; i += MR) {
+    const auto tiles = [&](auto rows) {
+      int8_tiles<BITS, decltype(rows)::value, NT, STREAM>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias);
+    };
     switch (std::min<int64_t>(MR, i1 - i)) {
-      case 1: int8_tiles<BITS, 1, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias, stream); break;
-      case 2: int8_tiles<BITS, 2, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias, stream); break;
-      case 3: int8_tiles<BITS, 3, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias, stream); break;
-      case 4: int8_tiles<BITS, 4, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias, stream); break;
-      case 5: int8_tiles<BITS, (NT == 2 ? 3 : 5), NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias, stream); break;
-      default: int8_tiles<BITS, MR, NT>(w, x, segs, s0, s1, zs, n_seg, i, t, y, ldy, add, bias, stream); break;
+      case 1: tiles(std::integral_constant<int, 1>{}); break;
+      case 2: tiles(std::integral_constant<int, 2>{}); break;
+      case 3: tiles(std::integral_constant<int, 3>{}); break;
+      case 4: tiles(std::integral_constant<int, 4>{}); break;
+      case 5: tiles(std::integral_constant<int, NT == 2 ? 3 : 5>{}); break;
+      default: tiles(std::integral_constant<int, MR>{}); break;
     }
   }
 }
@@ -361,8 +359,18 @@ XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KS
     for (; t < t1; ++t) int8_m1<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, t, y, ldy, add, bias);
     return;
   }
-  for (; t + 2 <= t1; t += 2) int8_rows<BITS, 2>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
-  if (t < t1) int8_rows<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
+  // A few rows (batched decode: serve, beams, caption batches) use each weight line a few times: prefetch every
+  // line of the stream, not one per block as for a prefill, whose tiles are read again from L2 for each group of
+  // rows. xc2_gemm_bench, 2 threads, weights from DRAM: m = 4 W4/W8 linears 1.2-2x faster (--suite qdecode),
+  // m = 8 1.2-1.35x, m = 16 1.04-1.2x; at m = 32 and 96 every line was 0.8-1.0x one per block (--suite qprefill
+  // --qcold --m M). A template parameter: a run-time flag put a branch into the prefill's inner loop.
+  const auto rows = [&](auto stream) {
+    constexpr bool S = decltype(stream)::value;
+    for (; t + 2 <= t1; t += 2) int8_rows<BITS, 2, S>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
+    if (t < t1) int8_rows<BITS, 1, S>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
+  };
+  if (i1 - i0 <= kStreamRows) rows(std::true_type{});
+  else rows(std::false_type{});
 }
 
 void int8(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1, const float* zs,
