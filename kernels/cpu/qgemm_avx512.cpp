@@ -36,7 +36,7 @@ constexpr int kPrefetchWords = 16 * 32;  // 2 KB ahead in the tile's stream
 // many segments ahead their scales and zeros are prefetched.
 constexpr int kM1Tiles = 4;
 constexpr int kScalePrefetch = 4;
-// int8 path: up to this many rows the kernel prefetches every line of its weight stream (see int8_rows).
+// int8 path: up to this many rows the kernel prefetches every line of its weight stream (see int8_bits).
 constexpr int64_t kStreamRows = 16;
 
 template <int BITS>

@@ -208,7 +208,9 @@ BenchReport run_bench_cpu(const BenchOptions& o, const std::string& dir) {
             if (B16 == B) b16_tok_s = t16;
           add(tag + " decode batch " + std::to_string(B) + " (" + path + ")", tok_s, "tok/s",
               "summed over " + std::to_string(B) + " sequences; " + fmt(tok_s / q_tok_s) + "x its batch 1; " +
-                  fmt(tok_s / b16_tok_s) + "x the 16-bit batch " + std::to_string(B) + " row (not paired); " +
+                  (b16_tok_s > 0 ? fmt(tok_s / b16_tok_s) + "x the 16-bit batch " + std::to_string(B) +
+                                       " row (not paired); "
+                                 : std::string()) +
                   pct(tok_s / roof) + " of its batch-" + std::to_string(B) + " read-bandwidth roofline");
         }
         if (paired)
