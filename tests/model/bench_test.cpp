@@ -70,7 +70,7 @@ BenchOptions tiny_quant_options(const std::string& device, const test::TempDir& 
   o.model_dir = copy;
   o.quant_bits = {4};
   o.quant_group_size = 32;
-  o.decode_batches = {};
+  o.decode_batches = {2};
   o.caption_batch = 0;
   return o;
 }
@@ -93,6 +93,16 @@ TEST(Bench, CpuQuantRowsOnATinyCopy) {
   }
   EXPECT_EQ(decode_rows, 2);  // the default quantized path and --exact
   EXPECT_EQ(paired_rows, 2);
+  // Batched decode: on the default path only, with its ratio to the 16-bit batch row of the same run.
+  int batch_rows = 0;
+  for (const BenchRow& row : r.rows)
+    if (row.name.rfind("W4 decode batch 2 (", 0) == 0) {
+      ++batch_rows;
+      EXPECT_EQ(row.name.find("(exact)"), std::string::npos) << row.name;  // not the --exact run
+      EXPECT_GT(row.value, 0) << row.name;
+      EXPECT_NE(row.note.find("x the 16-bit batch 2 row"), std::string::npos) << row.note;
+    }
+  EXPECT_EQ(batch_rows, 1);
 }
 
 TEST(CudaBench, QuantRowsOnATinyCopy) {
