@@ -259,14 +259,14 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
       store_out(y + (i0 + i) * ldy, tile + t, w.n, _mm512_load_ps(total[i][t]), add, bias);
 }
 
-// One row of x (decode): NT tiles per pass. The weights go straight from the load into the dot products (no other
-// row to keep them for), and each tile's block sum is two vpdpbusd chains of 4 (4-bit: the low and the high
-// nibbles; 8-bit: even and odd words) added at the end: with one 8-long chain per tile the dot products waited on
-// each other. The int32 sums are exact, so the split changes no bits.
+// One row of x (decode): NT tiles per pass, tile + t * ts for t < NT. The weights go straight from the load into
+// the dot products (no other row to keep them for), and each tile's block sum is two vpdpbusd chains of 4 (4-bit:
+// the low and the high nibbles; 8-bit: even and odd words) added at the end: with one 8-long chain per tile the dot
+// products waited on each other. The int32 sums are exact, so the split changes no bits.
 template <int BITS, int NT>
 XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
-                           const float* zs, int64_t n_seg, int64_t i, int64_t tile, float* y, int64_t ldy, bool add,
-                           const float* bias) {
+                           const float* zs, int64_t n_seg, int64_t i, int64_t tile, int64_t ts, float* y, int64_t ldy,
+                           bool add, const float* bias) {
   constexpr int WPB = BITS == 4 ? 4 : 8;  // words per 32-column block
   const int64_t nb = x.k / 32;
   const int64_t tile_words = w.kw * 16;
@@ -283,8 +283,8 @@ XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSeg
     if (sg + kScalePrefetch < s1) {  // the scales and zeros a few segments ahead (one line per group and tile)
       const int32_t ga = segs[sg + kScalePrefetch].g;
       for (int t = 0; t < NT; ++t) {
-        _mm_prefetch(reinterpret_cast<const char*>(w.scale.data() + w.gz_tile(ga, tile + t)), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(w.zero_m1.data() + w.gz_tile(ga, tile + t)), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w.scale.data() + w.gz_tile(ga, tile + t * ts)), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w.zero_m1.data() + w.gz_tile(ga, tile + t * ts)), _MM_HINT_T0);
       }
     }
     for (int32_t b = seg.b0; b < seg.b1; ++b) {
@@ -299,7 +299,7 @@ XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSeg
         const __m512i x0 = _mm512_set1_epi32(xd[2 * j]), x1 = _mm512_set1_epi32(xd[2 * j + 1]);
 #pragma GCC unroll 8
         for (int t = 0; t < NT; ++t) {
-          const uint32_t* src = qt + t * tile_words + static_cast<int64_t>(b) * WPB * 16;
+          const uint32_t* src = qt + t * ts * tile_words + static_cast<int64_t>(b) * WPB * 16;
           if constexpr (BITS == 4) {
             _mm_prefetch(reinterpret_cast<const char*>(src + j * 16 + kPrefetchWords), _MM_HINT_T0);
             const __m512i v = _mm512_loadu_si512(src + j * 16);
@@ -319,12 +319,12 @@ XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSeg
     }
     const __m512 z = _mm512_set1_ps(zs[i * n_seg + sg]);
     for (int t = 0; t < NT; ++t) {
-      const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile + t));
-      const __m512 sw = _mm512_loadu_ps(w.scale.data() + w.gz_tile(seg.g, tile + t));
+      const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile + t * ts));
+      const __m512 sw = _mm512_loadu_ps(w.scale.data() + w.gz_tile(seg.g, tile + t * ts));
       total[t] = _mm512_fmadd_ps(sw, _mm512_fnmadd_ps(zf, z, acc[t]), total[t]);
     }
   }
-  for (int t = 0; t < NT; ++t) store_out(y + i * ldy, tile + t, w.n, total[t], add, bias);
+  for (int t = 0; t < NT; ++t) store_out(y + i * ldy, tile + t * ts, w.n, total[t], add, bias);
 }
 
 template <int BITS, int NT, bool STREAM>
@@ -354,9 +354,14 @@ XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KS
                              int64_t ldy, bool add, const float* bias) {
   int64_t t = t0;
   if (i1 - i0 == 1) {
-    for (; t + kM1Tiles <= t1; t += kM1Tiles)
-      int8_m1<BITS, kM1Tiles>(w, x, segs, s0, s1, zs, n_seg, i0, t, y, ldy, add, bias);
-    for (; t < t1; ++t) int8_m1<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, t, y, ldy, add, bias);
+    // The pass's tiles a quarter of the range apart: each of the kM1Tiles streams then runs through a quarter of
+    // the range (tile t + 1 follows tile t in memory), long enough for the hardware prefetchers, where adjacent
+    // tiles would end every stream after one tile (k / 2 or k bytes x 16).
+    const int64_t q = (t1 - t0) / kM1Tiles;
+    for (int64_t s = 0; s < q; ++s)
+      int8_m1<BITS, kM1Tiles>(w, x, segs, s0, s1, zs, n_seg, i0, t0 + s, q, y, ldy, add, bias);
+    for (t = t0 + q * kM1Tiles; t < t1; ++t)
+      int8_m1<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, t, 1, y, ldy, add, bias);
     return;
   }
   // A few rows (batched decode: serve, beams, caption batches) use each weight line a few times: prefetch every

@@ -122,6 +122,9 @@ const std::vector<QCase>& int8_cases() {
     // per segment, in g_idx order) and 8-bit.
     v.push_back({4, 150, 1024, 64, true, false, true});
     v.push_back({8, 160, 512, 32, false, false, false});
+    // 33 tiles, the last one partial: the one-row kernel's passes take tiles a quarter of each thread's range
+    // apart (stride 8 on 1 thread, 4 on 2) and leave a remainder.
+    v.push_back({4, 520, 256, 32, false, false, true});
     return v;
   }();
   return c;
