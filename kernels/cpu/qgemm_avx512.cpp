@@ -6,7 +6,8 @@
 //   int8 (VNNI): per 32-column block, 8 vpdpbusd of the weights' u8 integers (4-bit: the low and the high
 //         nibbles) with the broadcast int8 x; the int32 block sum to f32 times x's block scale; per segment
 //         minus zero * sum(x) and times the weight scale. 4 rows x 2 tiles per pass over a block (6 x 1 at the
-//         end of the range), two dot-product chains each; one row of x (decode): int8_m1, 4 tiles per pass.
+//         end of the range), two dot-product chains each, every weight line prefetched up to 16 rows; one row
+//         of x (decode): int8_m1, 4 tiles a quarter of the range apart per pass (4 long weight streams).
 //   quantize_x: x to int8 per 32 columns for the int8 path, the scalar loop's bits.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
