@@ -257,9 +257,12 @@ class CpuBackend final : public Backend {
     return q;
   }
 
+  // Whether a quantized matrix runs with int8 activations (else exact f32 math on its dequantized weights).
+  bool int8_path(const kc::QuantMatrix& m) const { return !exact_quant_ && kc::qlinear_int8_supported(m); }
+
   void do_linear_q(const Tensor& x, const QuantWeight& w, Tensor& y, bool accumulate) override {
     const auto& m = *static_cast<const kc::QuantMatrix*>(w.impl.get());
-    if (!exact_quant_ && kc::qlinear_int8_supported(m))
+    if (int8_path(m))
       kc::qlinear_int8(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), accumulate, pool_);
     else
       kc::qlinear(x.ptr<float>(), w.k, m, y.ptr<float>(), w.n, x.rows(), accumulate, pool_);
@@ -270,8 +273,7 @@ class CpuBackend final : public Backend {
                           Tensor& y) override {
     const auto& m = *static_cast<const kc::QuantMatrix*>(w.impl.get());
     const auto& mb = *static_cast<const kc::QuantMatrix*>(b.impl.get());
-    if (exact_quant_ || !kc::qlinear_int8_supported(m) || !kc::qlinear_int8_supported(mb))
-      return Backend::do_linear_q_deltas(x, w, b, d, y);
+    if (!int8_path(m) || !int8_path(mb)) return Backend::do_linear_q_deltas(x, w, b, d, y);
     std::vector<kc::QInt8Extra> extra;
     for (const RowDelta& r : d)
       if (r.t->rows() > 0) extra.push_back({&mb, r.t->ptr<float>(), b.k, r.row0, r.t->rows()});
