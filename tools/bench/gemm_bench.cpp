@@ -168,6 +168,11 @@ size_t rotate_copies(const Options& o, size_t bytes) {
   return std::max<size_t>(2, (o.decode_rotate_bytes + bytes - 1) / bytes);
 }
 
+// q and copies of it, enough for rotate_copies() (or q alone where !rotate).
+std::vector<QuantMatrix> quant_copies(const Options& o, const QuantMatrix& q, bool rotate = true) {
+  return std::vector<QuantMatrix>(rotate ? rotate_copies(o, q.bytes()) : 1, q);
+}
+
 // Weights [n, k] in a dtype, `copies` independent buffers (decode rotates over them).
 struct Weights {
   DType dtype;
@@ -419,12 +424,8 @@ void run_quant(const Options& o, bool prefill) {
       const size_t bf_bytes = static_cast<size_t>(s.n * s.k) * 2;
       const size_t bf_copies = rotate_copies(o, bf_bytes);
       const Weights bf = make_weights(DType::BF16, s.n, s.k, bf_copies);
-      std::vector<QuantMatrix> q8, q4;
-      const QuantMatrix q8_0 = make_quant(8, s.n, s.k, 128), q4_0 = make_quant(4, s.n, s.k, 128);
-      for (size_t c = 0; c < rotate_copies(o, q8_0.bytes()); ++c)
-        q8.push_back(q8_0);
-      for (size_t c = 0; c < rotate_copies(o, q4_0.bytes()); ++c)
-        q4.push_back(q4_0);
+      const std::vector<QuantMatrix> q8 = quant_copies(o, make_quant(8, s.n, s.k, 128)),
+                                     q4 = quant_copies(o, make_quant(4, s.n, s.k, 128));
       for (int64_t m : {int64_t{1}, int64_t{4}}) {
         std::vector<float> x(static_cast<size_t>(m * s.k)), y(static_cast<size_t>(m * s.n));
         for (auto& v : x) v = next_uniform();
@@ -529,10 +530,7 @@ void run_qprefill(const Options& o) {
       for (int bits : o.qbits) {
         // --qcold: the weights rotate over copies (768 MiB in all), so that each call streams them from DRAM as a
         // model's layers do, not from the last-level cache.
-        std::vector<QuantMatrix> qms(1, make_quant(bits, s.n, s.k, s.group));
-        if (o.qcold)
-          while (qms.size() < rotate_copies(o, qms[0].bytes()))
-            qms.push_back(qms[0]);
+        const std::vector<QuantMatrix> qms = quant_copies(o, make_quant(bits, s.n, s.k, s.group), o.qcold);
         size_t next = 0;
         auto qm_next = [&]() -> const QuantMatrix& { return qms[next++ % qms.size()]; };
         const int calls = o.qcold ? std::max<int>(o.reps, static_cast<int>(qms.size())) : o.reps;
