@@ -7,7 +7,7 @@
 //         nibbles) with the broadcast int8 x; the int32 block sum to f32 times x's block scale; per segment
 //         minus zero * sum(x) and times the weight scale. 4 rows x 2 tiles per pass over a block (6 x 1 at the
 //         end of the range), two dot-product chains each, every weight line prefetched up to 16 rows; one row
-//         of x (decode): int8_m1, 4 tiles a quarter of the range apart per pass (4 long weight streams).
+//         of x (decode): int8_m1, 2 tiles half the range apart per pass (2 long weight streams).
 //   quantize_x: x to int8 per 32 columns for the int8 path, the scalar loop's bits.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -33,9 +33,10 @@ namespace {
 
 constexpr int kRowsMr = 8;    // rows path: rows of x per pass over a tile
 constexpr int kPrefetchWords = 16 * 32;  // 2 KB ahead in the tile's stream
-// int8 path, one row of x: tiles per pass (2, 4 and 8 measured alike end to end: memory-bound there), and how
+// int8 path, one row of x: tiles per pass, each the start of a stream through its share of the thread's range (2
+// against 4: W4 decode 1.05x in 14 pairs of xc2 chat runs, 13 of them faster; 1 stream: 0.7x; 8: as 4), and how
 // many segments ahead their scales and zeros are prefetched.
-constexpr int kM1Tiles = 4;
+constexpr int kM1Tiles = 2;
 constexpr int kScalePrefetch = 4;
 // int8 path: up to this many rows the kernel prefetches every line of its weight stream (see int8_bits).
 constexpr int64_t kStreamRows = 16;
@@ -355,8 +356,8 @@ XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KS
                              int64_t ldy, bool add, const float* bias) {
   int64_t t = t0;
   if (i1 - i0 == 1) {
-    // The pass's tiles a quarter of the range apart: each of the kM1Tiles streams then runs through a quarter of
-    // the range (tile t + 1 follows tile t in memory), long enough for the hardware prefetchers, where adjacent
+    // The pass's tiles 1 / kM1Tiles of the range apart: each of the kM1Tiles streams then runs through its share
+    // of the range (tile t + 1 follows tile t in memory), long enough for the hardware prefetchers, where adjacent
     // tiles would end every stream after one tile (k / 2 or k bytes x 16).
     const int64_t q = (t1 - t0) / kM1Tiles;
     for (int64_t s = 0; s < q; ++s)

@@ -118,12 +118,12 @@ const std::vector<QCase>& int8_cases() {
     v.push_back({8, 24, 384, -1, true, true, false});
     v.push_back({4, 45, 512, 128, true, false, true});
     v.push_back({4, 20, 16896, 32, true, false, false});
-    // 10 tiles: one row of x runs 4 tiles per pass and a remainder on 1 and 2 threads; act order (one group
+    // 10 tiles: one row of x runs 2 tiles per pass (a remainder on 2 threads); act order (one group
     // per segment, in g_idx order) and 8-bit.
     v.push_back({4, 150, 1024, 64, true, false, true});
     v.push_back({8, 160, 512, 32, false, false, false});
-    // 33 tiles, the last one partial: the one-row kernel's passes take tiles a quarter of each thread's range
-    // apart (stride 8 on 1 thread, 4 on 2) and leave a remainder.
+    // 33 tiles, the last one partial: the one-row kernel's passes take tiles half of each thread's range apart
+    // (stride 16 on 1 thread, 8 on 2) and leave a remainder.
     v.push_back({4, 520, 256, 32, false, false, true});
     return v;
   }();
