@@ -13,6 +13,11 @@
 //            kernel this CPU has (AVX-512 VNNI, AVX-VNNI, AVX2)
 //   qplora:  the int8 path of the decoder's linears with the PLoRA B delta (rank 256, 8-bit) on the image rows of an
 //            image prompt (1225 of 1290 rows), run as separate calls and fused into the main pass, alternating
+//   qstep:   one decode step's quantized linears in model order (8 layers of wqkv, wo, w1, w3, w2 at --bits, group
+//            128, and an 8-bit output head), each split across the threads as qlinear_int8 runs it (m = 1), against
+//            a plain read of the same buffers in the same order with the same per-linear barriers (2 streams per
+//            thread), and the streaming read of a 1 GiB buffer (the `limits` figure xc2 bench's roofline uses);
+//            --reps rounds (at least 5), the three alternating, so each round's ratios compare the same minute
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -64,7 +69,7 @@ struct Options {
 void usage() {
   std::printf(
       "usage: xc2_gemm_bench [options]\n"
-      "  --suite LIST     limits,prefill,decode,sweep,quant,qdecode,qprefill,qplora (default limits,prefill,decode)\n"
+      "  --suite LIST     limits,prefill,decode,sweep,quant,qdecode,qprefill,qplora,qstep (default limits,prefill,decode)\n"
       "  --threads LIST   thread counts (default 1,<all>)\n"
       "  --dtype LIST     bf16,f16,f32 (default all three)\n"
       "  --reps N         timed calls per case (default 3)\n"
@@ -76,7 +81,7 @@ void usage() {
       "  --bw-mib N       buffer for the bandwidth measurement (default 1024)\n"
       "  --lm-head-all    decode the LM head in every dtype (default bf16 only; f32 is 1.5 GB)\n"
       "  --qshape LIST    qprefill shapes: wqkv,wo,w1/w3,w2,plora_a,plora_b (default all)\n"
-      "  --bits LIST      qprefill weight bits: 8,4 (default both)\n"
+      "  --bits LIST      qprefill / qstep weight bits: 8,4 (default both)\n"
       "  --qcold          qprefill: weights rotate over copies (768 MiB), streamed from DRAM as in a model\n");
 }
 
@@ -611,6 +616,85 @@ void run_qplora(const Options& o) {
   }
 }
 
+// One decode step's quantized linears (qlinear_int8, m = 1) against plain reads: see the file comment.
+void run_qstep(const Options& o) {
+  struct Q {
+    const char* name;
+    int64_t n, k;
+  };
+  const Q layer[] = {{"wqkv", 6144, 4096}, {"wo", 4096, 4096}, {"w1", 14336, 4096}, {"w3", 14336, 4096},
+                     {"w2", 4096, 14336}};
+  constexpr int kLayers = 8;
+  const int rounds = std::max(o.reps, 5);
+  std::printf("\n# qstep: a decode step's int8 kernels (m = 1) vs a plain read of the same buffers (same order, per-linear\n"
+              "#  barriers, 2 streams per thread) vs the 1 GiB streaming read; %d decoder layers, group 128, 8-bit head;\n"
+              "#  %d alternating rounds; GB/s = the buffers' bytes / time\n",
+              kLayers, rounds);
+  std::printf("%3s %-4s %3s %9s %9s %9s %10s %9s %12s %11s\n", "thr", "bits", "rnd", "step_ms", "kern_GB/s",
+              "read_GB/s", "1GiB_GB/s", "kern/read", "kern/1GiB", "read/1GiB");
+  for (int t : o.threads) {
+    ThreadPool pool(t);
+    // The 1 GiB buffer as measure_read_bandwidth_gbs(pool, bytes) makes it: 4 KiB-aligned (a std::vector's data
+    // sits 16 bytes past a page, and that read, all its loads split across two lines, ran at 52-55 GB/s against
+    // 72), each thread first-touching the share it reads.
+    const size_t bw_n = o.bw_bytes / sizeof(float) / 64 * 64;
+    std::unique_ptr<float, void (*)(void*)> bw_buf(
+        static_cast<float*>(std::aligned_alloc(4096, (bw_n * sizeof(float) + 4095) / 4096 * 4096)), std::free);
+    float* bw = bw_buf.get();
+    if (!bw) {
+      std::fprintf(stderr, "qstep: cannot allocate %zu bytes\n", bw_n * sizeof(float));
+      return;
+    }
+    pool.run(t, [&](int ti, int nt) {
+      const size_t blocks = bw_n / 64;
+      for (size_t i = blocks * ti / nt * 64; i < blocks * (ti + 1) / nt * 64; ++i) bw[i] = static_cast<float>(i & 7);
+    });
+    for (int bits : o.qbits) {
+      std::vector<QuantMatrix> ws;
+      for (int l = 0; l < kLayers; ++l)
+        for (const Q& q : layer) ws.push_back(make_quant(bits, q.n, q.k, 128));
+      ws.push_back(make_quant(8, 92544, 4096, 128));
+      std::vector<ReadSpan> spans;
+      size_t bytes = 0;
+      for (const QuantMatrix& w : ws) {
+        spans.push_back({w.q.data(), w.q.size() * sizeof(uint32_t), false});
+        spans.push_back({w.scale.data(), w.scale.size() * sizeof(float), false});
+        spans.push_back({w.zero_m1.data(), w.zero_m1.size(), true});
+      }
+      for (const ReadSpan& r : spans) bytes += r.bytes / 64 * 64;
+      std::vector<float> x(14336), y(92544);
+      for (auto& v : x) v = next_uniform();
+      auto step = [&] {
+        for (const QuantMatrix& w : ws) qlinear_int8(x.data(), w.k, w, y.data(), w.n, 1, false, pool);
+      };
+      step();  // warm-ups (the first read of the 1 GiB buffer after the weights are made ran at a third of the rest)
+      read_buffers_gbs(pool, spans);
+      measure_read_bandwidth_gbs(pool, bw, bw_n, 1);
+      std::vector<double> r_kr, r_k1, r_r1;
+      for (int r = 0; r < rounds; ++r) {
+        const auto t0 = Clock::now();
+        step();
+        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        const double kern = static_cast<double>(bytes) / (ms * 1e6);
+        const double read = read_buffers_gbs(pool, spans);
+        const double gib = measure_read_bandwidth_gbs(pool, bw, bw_n, 1);
+        r_kr.push_back(kern / read);
+        r_k1.push_back(kern / gib);
+        r_r1.push_back(read / gib);
+        std::printf("%3d W%-3d %3d %9.2f %9.1f %9.1f %10.1f %8.0f%% %11.0f%% %10.0f%%\n", t, bits, r, ms, kern, read,
+                    gib, 100 * kern / read, 100 * kern / gib, 100 * read / gib);
+        std::fflush(stdout);
+      }
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      std::printf("%3d W%-3d med %9s %9s %9s %10s %8.0f%% %11.0f%% %10.0f%%   (%.2f GB per step)\n", t, bits, "", "",
+                  "", "", 100 * median(r_kr), 100 * median(r_k1), 100 * median(r_r1), static_cast<double>(bytes) / 1e9);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -660,5 +744,6 @@ int main(int argc, char** argv) {
   if (has("qdecode")) run_quant(o, false);
   if (has("qprefill")) run_qprefill(o);
   if (has("qplora")) run_qplora(o);
+  if (has("qstep")) run_qstep(o);
   return 0;
 }

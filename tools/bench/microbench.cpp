@@ -91,6 +91,57 @@ XC2_AVX2 double read_avx2(const float* p, size_t n) {
   return t;
 }
 
+// ---- reading a list of buffers ----
+// 2 streams (the halves of [p, p + lines * 64)), 64-byte loads, integer adds.
+
+uint64_t read_lines_scalar(const uint8_t* p, size_t lines) {
+  const size_t h = lines / 2;
+  const uint8_t *p0 = p, *p1 = p + h * 64;
+  uint64_t a = 0, b = 0;
+  for (size_t i = 0; i < h * 64; i += 64)
+    for (size_t j = 0; j < 64; j += 8) {
+      uint64_t u, v;
+      std::memcpy(&u, p0 + i + j, 8);
+      std::memcpy(&v, p1 + i + j, 8);
+      a += u;
+      b += v;
+    }
+  if (lines % 2) a += p[(lines - 1) * 64];
+  return a + b;
+}
+
+#ifdef XC2_MB_X86
+XC2_AVX512 uint64_t read_lines_avx512(const uint8_t* p, size_t lines) {
+  const size_t h = lines / 2;
+  const uint8_t *p0 = p, *p1 = p + h * 64;
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+  for (size_t i = 0; i < h * 64; i += 64) {
+    a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(p0 + i));
+    a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(p1 + i));
+  }
+  if (lines % 2) a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(p + (lines - 1) * 64));
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(_mm512_add_epi64(a0, a1)));
+}
+
+XC2_AVX2 uint64_t read_lines_avx2(const uint8_t* p, size_t lines) {
+  const size_t h = lines / 2;
+  const uint8_t *p0 = p, *p1 = p + h * 64;
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < h * 64; i += 64) {
+    a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + i + 32)));
+    a2 = _mm256_add_epi64(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + i)));
+    a3 = _mm256_add_epi64(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1 + i + 32)));
+  }
+  alignas(32) uint64_t buf[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(buf),
+                     _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+  uint64_t t = buf[0] + buf[1] + buf[2] + buf[3];
+  if (lines % 2) t += p[(lines - 1) * 64];
+  return t;
+}
+#endif
+
 // ---- fma ----
 
 XC2_AVX512 double fma_avx512(int64_t iters) {
@@ -191,6 +242,39 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
     for (size_t i = b; i < e; ++i) p[i] = static_cast<float>(i & 7);
   });
   return measure_read_bandwidth_gbs(pool, p, n, reps);
+}
+
+double read_buffers_gbs(ThreadPool& pool, const std::vector<ReadSpan>& spans) {
+  const int nt = pool.size();
+  const GemmIsa isa = gemm_resolve_isa(GemmIsa::Auto);
+  std::vector<uint64_t> sums(static_cast<size_t>(nt), 0);
+  size_t total = 0;
+  const auto t0 = Clock::now();
+  for (size_t g0 = 0; g0 < spans.size();) {
+    size_t g1 = g0 + 1;
+    while (g1 < spans.size() && !spans[g1 - 1].barrier_after) ++g1;
+    for (size_t i = g0; i < g1; ++i) total += spans[i].bytes / 64 * 64;
+    pool.run(nt, [&](int t, int) {
+      for (size_t i = g0; i < g1; ++i) {
+        const size_t lines = spans[i].bytes / 64;
+        const size_t b = lines * static_cast<size_t>(t) / static_cast<size_t>(nt);
+        const size_t e = lines * static_cast<size_t>(t + 1) / static_cast<size_t>(nt);
+        const uint8_t* p = static_cast<const uint8_t*>(spans[i].data) + b * 64;
+        uint64_t v;
+#ifdef XC2_MB_X86
+        if (isa == GemmIsa::Avx512) v = read_lines_avx512(p, e - b);
+        else if (isa == GemmIsa::Avx2) v = read_lines_avx2(p, e - b);
+        else
+#endif
+          v = read_lines_scalar(p, e - b);
+        sums[static_cast<size_t>(t)] += v;
+      }
+    });
+    g0 = g1;
+  }
+  const double sec = seconds_since(t0);
+  for (uint64_t v : sums) g_sink = g_sink + static_cast<double>(v & 0xFF);
+  return sec > 0 ? static_cast<double>(total) / sec / 1e9 : 0;
 }
 
 double measure_copy_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "cpu/gemm.h"
@@ -18,6 +19,17 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 
 // The same read over a caller-owned buffer (already written; ideally 64-byte aligned), so it can be interleaved
 // with other timings without allocating: n_floats is rounded down to a multiple of 64.
 double measure_read_bandwidth_gbs(ThreadPool& pool, const float* buf, size_t n_floats, int reps);
+
+// One pass over a list of buffers in order, each split across the threads, a barrier after each span marked so
+// (one pool.run per group of spans, as a decode step runs its linears), each thread reading its share of a buffer
+// as 2 sequential streams (its halves) with integer adds (any bit pattern; no floating-point assists). The bytes
+// past the last whole 64-byte line of a buffer are not read (nor counted). Returns the bytes read / s of the pass.
+struct ReadSpan {
+  const void* data;
+  size_t bytes;
+  bool barrier_after = true;
+};
+double read_buffers_gbs(ThreadPool& pool, const std::vector<ReadSpan>& spans);
 
 // memcpy of `bytes` from one buffer to another, split across threads; counts read + written bytes
 // (2 * bytes / s, STREAM's "Copy" convention; write-allocate traffic, if any, is not counted).
