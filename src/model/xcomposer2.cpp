@@ -409,6 +409,19 @@ void check_batch(const DecoderBatch& b, int64_t hidden) {
 
 }  // namespace
 
+Tensor XComposer2::forward_buffer(Tensor& slot, const std::vector<int64_t>& shape) {
+  // Not on CUDA: a recorded decode graph keeps the addresses of the buffers it was recorded with.
+  if (be_.device() != Device::Cpu) return be_.empty(shape);
+  if (!slot.data || slot.shape[0] < shape[0]) {
+    slot = Tensor();  // the smaller one goes first
+    slot = be_.empty(shape);
+  }
+  Tensor t = slot;
+  t.shape = shape;
+  XC2_CHECK(t.nbytes() <= slot.nbytes(), Internal, "forward buffer ", slot.shape_str(), " cannot hold ", t.shape_str());
+  return t;
+}
+
 Tensor XComposer2::forward(const DecoderBatch& batch, Tensor* logits_out) {
   const io::ModelConfig& c = cfg_;
   const int64_t T = batch.rows.rows(), D = c.hidden_size, I = c.intermediate_size;
@@ -448,13 +461,14 @@ Tensor XComposer2::forward(const DecoderBatch& batch, Tensor* logits_out) {
   }
 
   const std::vector<RowSpan>& spans = batch.image_spans;
-  Tensor h = be_.empty({T, D});
+  ForwardBuffers& fb = fwd_;
+  Tensor h = forward_buffer(fb.h, {T, D});
   be_.copy(batch.rows, h);
   cb("input", -1, h);
   record_hidden(h);
-  Tensor a = be_.empty({T, D}), qkv = be_.empty({T, (H + 2 * Hk) * d}), q = be_.empty({T, H, d});
-  Tensor att = be_.empty({T, H * d}), o = be_.empty({T, D});
-  Tensor gate = be_.empty({T, I}), up = be_.empty({T, I});
+  Tensor a = forward_buffer(fb.a, {T, D}), qkv = forward_buffer(fb.qkv, {T, (H + 2 * Hk) * d});
+  Tensor q = forward_buffer(fb.q, {T, H, d}), att = forward_buffer(fb.att, {T, H * d}), o = forward_buffer(fb.o, {T, D});
+  Tensor gate = forward_buffer(fb.gate, {T, I}), up = forward_buffer(fb.up, {T, I});
   const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {

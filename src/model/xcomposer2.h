@@ -141,6 +141,9 @@ class XComposer2 {
   // (Quantized weights plug in here.)
   void linear(const Tensor& x, const PloraLinear& w, const std::vector<RowSpan>& spans, Tensor& y);
   Tensor vit_forward(const Tensor& pixels_dev, int64_t n_images);
+  // A buffer of `shape` for forward(): on the CPU backend a view of `slot`, which grows to the most rows a forward
+  // has needed and is kept for the next one; on other backends a new tensor.
+  Tensor forward_buffer(Tensor& slot, const std::vector<int64_t>& shape);
 
   Backend& be_;
   io::ModelConfig cfg_;
@@ -161,6 +164,13 @@ class XComposer2 {
   Tensor norm_w_;                // [hidden]
   Tensor output_w_;              // [vocab, hidden]; empty when the head is quantized
   QuantWeight output_q_;         // GPTQ folders with lm_head
+
+  // forward()'s activations, kept between forwards on the CPU (forward_buffer): fresh memory costs a page fault per
+  // 4 KiB at its first touch, and the buffers over glibc's 32 MiB mmap threshold (the FFN's gate and up: 71 MB
+  // each at 1290 positions) came fresh from the kernel on every forward.
+  struct ForwardBuffers {
+    Tensor h, a, qkv, q, att, o, gate, up;
+  } fwd_;
 };
 
 // The position-table resize rule of model-spec §8.3: rows 1.. of `table` ([old_g^2 + 1, dim], f32)
