@@ -317,6 +317,8 @@ struct Scheduler::Impl {
         r->result = start_result(r->seq.prompt, o);
         r->result.stop_reason = StopReason::MaxNewTokens;
         r->cache = m.model->new_cache();
+        // Room for the prompt and the whole answer now, not grown (and copied) during the decode (as generate()).
+        r->cache->reserve(std::min<int64_t>(r->j.reserve, m.context_limit() + 1));
         r->seq.cache = r->cache.get();
         r->seq.result = &r->result;
         r->seq.on_text = r->j.job.on_text;
