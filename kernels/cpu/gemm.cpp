@@ -162,7 +162,8 @@ struct AlignedBuffer {
   }
 };
 
-// Owned by the calling thread and handed to the tasks by index, so worker threads never allocate.
+// Owned by the calling thread and handed to the tasks by index, so worker threads never allocate for a GEMM they
+// help with (one a pool task calls itself, as the prefill attention's, uses that thread's own).
 struct Scratch {
   AlignedBuffer bias;
   std::vector<AlignedBuffer> x, w, src;  // per task; src: blocks of a WeightSource

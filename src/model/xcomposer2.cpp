@@ -467,7 +467,8 @@ Tensor XComposer2::forward(const DecoderBatch& batch, Tensor* logits_out) {
   cb("input", -1, h);
   record_hidden(h);
   Tensor a = forward_buffer(fb.a, {T, D}), qkv = forward_buffer(fb.qkv, {T, (H + 2 * Hk) * d});
-  Tensor q = forward_buffer(fb.q, {T, H, d}), att = forward_buffer(fb.att, {T, H * d}), o = forward_buffer(fb.o, {T, D});
+  Tensor q = forward_buffer(fb.q, {T, H, d}), att = forward_buffer(fb.att, {T, H * d});
+  Tensor o = forward_buffer(fb.o, {T, D});
   Tensor gate = forward_buffer(fb.gate, {T, I}), up = forward_buffer(fb.up, {T, I});
   const float attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
 
