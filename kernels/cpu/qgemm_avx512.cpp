@@ -36,7 +36,7 @@ constexpr int kPrefetchWords = 16 * 32;  // 2 KB ahead in the tile's stream
 // int8 path, one row of x: tiles per pass, each the start of a stream through its share of the thread's range (2
 // against 4: W4 decode 1.05x in 14 pairs of xc2 chat runs, 13 of them faster; 1 stream: 0.7x; 8: as 4), and how
 // many segments ahead their scales and zeros are prefetched. Its weight lines are prefetched non-temporal (read
-// once per step): against T0, a decode step's linears 1.02-1.04x in alternating rounds in one process, xc2 chat
+// once per step): against T0, a decode step's linears 1.01-1.05x in alternating rounds in one process, xc2 chat
 // W4 decode faster in 8 of 12 alternating pairs.
 constexpr int kM1Tiles = 2;
 constexpr int kScalePrefetch = 4;
