@@ -654,6 +654,10 @@ void run_qstep(const Options& o) {
       for (int l = 0; l < kLayers; ++l)
         for (const Q& q : layer) ws.push_back(make_quant(bits, q.n, q.k, 128));
       ws.push_back(make_quant(8, 92544, 4096, 128));
+      if (!std::all_of(ws.begin(), ws.end(), [](const QuantMatrix& w) { return qlinear_int8_supported(w); })) {
+        std::printf("%3d W%-3d (no int8 kernel for these weights on this CPU)\n", t, bits);
+        continue;
+      }
       std::vector<ReadSpan> spans;
       size_t bytes = 0;
       for (const QuantMatrix& w : ws) {
