@@ -177,14 +177,13 @@ void generate(EngineImpl& m, std::vector<GenSequence>& seqs, const GenerationOpt
       l.run = run.get();
       model::KvCache& cache = *s.cache;
       const int64_t end_of_prompt = cache.length() + s.prompt.rows.rows();
+      // The most tokens the answer can take within the context.
+      const int64_t answer = std::max<int64_t>(0, std::min<int64_t>(o.max_new_tokens, ctx_limit + 1 - end_of_prompt));
       if (seqs.size() == 1)
-        l.device = DeviceDecoder::create(model, cache, sp, s.penalty_history, end_of_prompt,
-                                         std::min<int64_t>(o.max_new_tokens, ctx_limit + 1 - end_of_prompt));
+        l.device = DeviceDecoder::create(model, cache, sp, s.penalty_history, end_of_prompt, answer);
       // The cache's room for the whole answer now: grown at the first decode step instead, it was copied (the
       // prompt's 325 MB at the full size with one image) into fresh memory. Capacity never written takes none.
-      if (!l.device)
-        cache.reserve(end_of_prompt + std::max<int64_t>(0, std::min<int64_t>(o.max_new_tokens,
-                                                                             ctx_limit + 1 - end_of_prompt)));
+      if (!l.device) cache.reserve(end_of_prompt + answer);
       const auto t0 = Clock::now();
       if (l.device) l.device->prefill(s.prompt.rows, s.prompt.spans);
       else l.logits = model.forward(s.prompt.rows, s.prompt.spans, cache, 1);
