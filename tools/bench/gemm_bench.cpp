@@ -18,6 +18,10 @@
 //            a plain read of the same buffers in the same order with the same per-linear barriers (2 streams per
 //            thread), and the streaming read of a 1 GiB buffer (the `limits` figure xc2 bench's roofline uses);
 //            --reps rounds (at least 5), the three alternating, so each round's ratios compare the same minute
+//   attn:    one decode step's attention (one query, 32 heads on 8 KV heads of 128, f32 cache) over 8 layers' caches
+//            at --kv positions, against a plain read of the same K and V rows (per-layer barriers) and the 1 GiB
+//            streaming read, alternating as qstep; GB/s = the K and V bytes the step must read / time; then one
+//            layer's prefill attention at --m positions from 0 (causal), ms and GFLOP/s of the keys each query sees
 // Each case: one warm-up call, then `--reps` timed calls (decode: at least one per weight copy);
 // best and median wall time. Run on an idle machine for honest numbers.
 #include <algorithm>
@@ -33,6 +37,7 @@
 
 #include "core/half.h"
 #include "core/thread_pool.h"
+#include "cpu/cpu_kernels.h"
 #include "cpu/gemm.h"
 #include "cpu/qgemm.h"
 #include "microbench.h"
@@ -64,12 +69,13 @@ struct Options {
   std::vector<std::string> qshapes;  // qprefill: wqkv,wo,w1/w3,w2,plora_a,plora_b (default all)
   std::vector<int> qbits = {8, 4};   // qprefill
   bool qcold = false;                // qprefill: weights rotated over copies (streamed from DRAM)
+  std::vector<int64_t> kv_lengths = {1300, 4096};  // attn
 };
 
 void usage() {
   std::printf(
       "usage: xc2_gemm_bench [options]\n"
-      "  --suite LIST     limits,prefill,decode,sweep,quant,qdecode,qprefill,qplora,qstep (default limits,prefill,decode)\n"
+      "  --suite LIST     limits,prefill,decode,sweep,quant,qdecode,qprefill,qplora,qstep,attn (default limits,prefill,decode)\n"
       "  --threads LIST   thread counts (default 1,<all>)\n"
       "  --dtype LIST     bf16,f16,f32 (default all three)\n"
       "  --reps N         timed calls per case (default 3)\n"
@@ -82,7 +88,8 @@ void usage() {
       "  --lm-head-all    decode the LM head in every dtype (default bf16 only; f32 is 1.5 GB)\n"
       "  --qshape LIST    qprefill shapes: wqkv,wo,w1/w3,w2,plora_a,plora_b (default all)\n"
       "  --bits LIST      qprefill / qstep weight bits: 8,4 (default both)\n"
-      "  --qcold          qprefill: weights rotate over copies (768 MiB), streamed from DRAM as in a model\n");
+      "  --qcold          qprefill: weights rotate over copies (768 MiB), streamed from DRAM as in a model\n"
+      "  --kv LIST        attn: cache lengths (default 1300,4096)\n");
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -156,6 +163,9 @@ bool parse(int argc, char** argv, Options* o) {
       o->lm_head_all_dtypes = true;
     } else if (a == "--qshape") {
       o->qshapes = split_list(next());
+    } else if (a == "--kv") {
+      o->kv_lengths.clear();
+      for (const auto& t : split_list(next())) o->kv_lengths.push_back(std::max<int64_t>(1, std::atoll(t.c_str())));
     } else if (a == "--qcold") {
       o->qcold = true;
     } else if (a == "--bits") {
@@ -617,6 +627,19 @@ void run_qplora(const Options& o) {
 }
 
 // One decode step's quantized linears (qlinear_int8, m = 1) against plain reads: see the file comment.
+// A 4 KiB-aligned float buffer (null when out of memory), each thread first-touching the share it reads.
+std::unique_ptr<float, void (*)(void*)> aligned_floats(ThreadPool& pool, size_t n) {
+  std::unique_ptr<float, void (*)(void*)> buf(
+      static_cast<float*>(std::aligned_alloc(4096, (n * sizeof(float) + 4095) / 4096 * 4096)), std::free);
+  if (buf) {
+    float* p = buf.get();
+    pool.run(pool.size(), [&](int ti, int nt) {
+      for (size_t i = n * ti / nt; i < n * (ti + 1) / nt; ++i) p[i] = static_cast<float>(i & 63) * (1.0f / 64) - 0.5f;
+    });
+  }
+  return buf;
+}
+
 void run_qstep(const Options& o) {
   struct Q {
     const char* name;
@@ -638,17 +661,12 @@ void run_qstep(const Options& o) {
     // sits 16 bytes past a page, and that read, all its loads split across two lines, ran at 52-55 GB/s against
     // 72), each thread first-touching the share it reads.
     const size_t bw_n = o.bw_bytes / sizeof(float) / 64 * 64;
-    std::unique_ptr<float, void (*)(void*)> bw_buf(
-        static_cast<float*>(std::aligned_alloc(4096, (bw_n * sizeof(float) + 4095) / 4096 * 4096)), std::free);
-    float* bw = bw_buf.get();
+    const auto bw_buf = aligned_floats(pool, bw_n);
+    const float* bw = bw_buf.get();
     if (!bw) {
       std::fprintf(stderr, "qstep: cannot allocate %zu bytes\n", bw_n * sizeof(float));
       return;
     }
-    pool.run(t, [&](int ti, int nt) {
-      const size_t blocks = bw_n / 64;
-      for (size_t i = blocks * ti / nt * 64; i < blocks * (ti + 1) / nt * 64; ++i) bw[i] = static_cast<float>(i & 7);
-    });
     for (int bits : o.qbits) {
       std::vector<QuantMatrix> ws;
       for (int l = 0; l < kLayers; ++l)
@@ -696,6 +714,117 @@ void run_qstep(const Options& o) {
       std::printf("%3d W%-3d med %9s %9s %9s %10s %8.0f%% %11.0f%% %10.0f%%   (%.2f GB per step)\n", t, bits, "", "",
                   "", "", 100 * median(r_kr), 100 * median(r_k1), 100 * median(r_r1), static_cast<double>(bytes) / 1e9);
     }
+  }
+}
+
+void run_attn(const Options& o) {
+  constexpr int64_t kHeads = 32, kKvHeads = 8, kHeadDim = 128, kLayers = 8, kRow = kKvHeads * kHeadDim;
+  const int rounds = std::max(o.reps, 5);
+  std::printf("\n# attn: a decode step's attention (1 query, %lld heads on %lld KV heads of %lld, f32 cache), %lld layers, vs a\n"
+              "#  plain read of the same K and V rows (per-layer barriers) vs the 1 GiB streaming read; %d alternating\n"
+              "#  rounds; GB/s = K and V bytes / time\n",
+              static_cast<long long>(kHeads), static_cast<long long>(kKvHeads), static_cast<long long>(kHeadDim),
+              static_cast<long long>(kLayers), rounds);
+  std::printf("%3s %6s %3s %9s %9s %9s %10s %9s %12s\n", "thr", "n_kv", "rnd", "step_ms", "attn_GB/s", "read_GB/s",
+              "1GiB_GB/s", "attn/read", "attn/1GiB");
+  for (int t : o.threads) {
+    ThreadPool pool(t);
+    const size_t bw_n = o.bw_bytes / sizeof(float) / 64 * 64;
+    auto bw_buf = aligned_floats(pool, bw_n);
+    for (int64_t n_kv : o.kv_lengths) {
+      const size_t cache_n = static_cast<size_t>(n_kv * kRow);
+      std::vector<std::unique_ptr<float, void (*)(void*)>> ks, vs;
+      for (int64_t l = 0; l < kLayers; ++l) {
+        ks.push_back(aligned_floats(pool, cache_n));
+        vs.push_back(aligned_floats(pool, cache_n));
+      }
+      auto q = aligned_floats(pool, kHeads * kHeadDim), out = aligned_floats(pool, kHeads * kHeadDim);
+      if (!bw_buf || !q || !out ||
+          !std::all_of(ks.begin(), ks.end(), [](const auto& b) { return b != nullptr; }) ||
+          !std::all_of(vs.begin(), vs.end(), [](const auto& b) { return b != nullptr; })) {
+        std::fprintf(stderr, "attn: cannot allocate the caches\n");
+        return;
+      }
+      std::vector<ReadSpan> spans;
+      for (int64_t l = 0; l < kLayers; ++l) {
+        spans.push_back({ks[static_cast<size_t>(l)].get(), cache_n * sizeof(float), false});
+        spans.push_back({vs[static_cast<size_t>(l)].get(), cache_n * sizeof(float), true});
+      }
+      const double bytes = 2.0 * kLayers * static_cast<double>(cache_n * sizeof(float));
+      auto step = [&] {
+        for (int64_t l = 0; l < kLayers; ++l) {
+          kernels::AttentionArgs a;
+          a.q = q.get();
+          a.q_stride = kHeads * kHeadDim;
+          a.k = ks[static_cast<size_t>(l)].get();
+          a.v = vs[static_cast<size_t>(l)].get();
+          a.kv_stride = kRow;
+          a.out = out.get();
+          a.out_stride = kHeads * kHeadDim;
+          a.n_q = 1;
+          a.n_kv = n_kv;
+          a.n_heads = kHeads;
+          a.n_kv_heads = kKvHeads;
+          a.head_dim = kHeadDim;
+          a.q_pos0 = n_kv - 1;
+          a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+          attention(a, pool);
+        }
+      };
+      step();
+      read_buffers_gbs(pool, spans);
+      measure_read_bandwidth_gbs(pool, bw_buf.get(), bw_n, 1);
+      std::vector<double> r_ar, r_a1;
+      for (int r = 0; r < rounds; ++r) {
+        const auto t0 = Clock::now();
+        step();
+        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        const double att = bytes / (ms * 1e6);
+        const double read = read_buffers_gbs(pool, spans);
+        const double gib = measure_read_bandwidth_gbs(pool, bw_buf.get(), bw_n, 1);
+        r_ar.push_back(att / read);
+        r_a1.push_back(att / gib);
+        std::printf("%3d %6lld %3d %9.3f %9.1f %9.1f %10.1f %8.0f%% %11.0f%%\n", t, static_cast<long long>(n_kv), r, ms,
+                    att, read, gib, 100 * att / read, 100 * att / gib);
+        std::fflush(stdout);
+      }
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      std::printf("%3d %6lld med %9s %9s %9s %10s %8.0f%% %11.0f%%   (%.1f MB per step)\n", t,
+                  static_cast<long long>(n_kv), "", "", "", "", 100 * median(r_ar), 100 * median(r_a1), bytes / 1e6);
+    }
+    // The prefill's attention: --m queries from position 0 (causal), one layer, best of --reps calls.
+    const int64_t n = o.prefill_m;
+    auto qp = aligned_floats(pool, static_cast<size_t>(n * kHeads * kHeadDim));
+    auto kp = aligned_floats(pool, static_cast<size_t>(n * kRow)), vp = aligned_floats(pool, static_cast<size_t>(n * kRow));
+    auto op = aligned_floats(pool, static_cast<size_t>(n * kHeads * kHeadDim));
+    if (!qp || !kp || !vp || !op) {
+      std::fprintf(stderr, "attn: cannot allocate the prefill buffers\n");
+      return;
+    }
+    kernels::AttentionArgs a;
+    a.q = qp.get();
+    a.q_stride = kHeads * kHeadDim;
+    a.k = kp.get();
+    a.v = vp.get();
+    a.kv_stride = kRow;
+    a.out = op.get();
+    a.out_stride = kHeads * kHeadDim;
+    a.n_q = n;
+    a.n_kv = n;
+    a.n_heads = kHeads;
+    a.n_kv_heads = kKvHeads;
+    a.head_dim = kHeadDim;
+    a.q_pos0 = 0;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+    // Causal: query i sees i + 1 keys; QK and PV each 2 flops per (query, key, head, column).
+    const double flops = 4.0 * static_cast<double>(kHeads * kHeadDim) * static_cast<double>(n) * static_cast<double>(n + 1) / 2;
+    const double ms = best_ms(o.reps, [&](int = 0) { attention(a, pool); });
+    std::printf("%3d prefill %lld queries (causal): %.1f ms per layer, %.1f GFLOP/s (QK and PV, the keys each query sees)\n",
+                t, static_cast<long long>(n), ms, flops / (ms * 1e6));
+    std::fflush(stdout);
   }
 }
 
@@ -749,5 +878,6 @@ int main(int argc, char** argv) {
   if (has("qprefill")) run_qprefill(o);
   if (has("qplora")) run_qplora(o);
   if (has("qstep")) run_qstep(o);
+  if (has("attn")) run_attn(o);
   return 0;
 }
