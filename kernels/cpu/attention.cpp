@@ -4,8 +4,9 @@
 //   O_h = S . V_g            (gemm against V_g transposed once per KV head into [head_dim, n_kv])
 // Prefill: the threads split the (head, query block) units, each computed on one thread.
 // Up to kAttentionRowsMaxQueries queries (decode steps) take a direct path instead: per KV head with its
-// query heads together (keys and values read once per group, vector accumulators, software prefetch of
-// the strided cache rows) when head_dim is a multiple of 16 and the group size 1, 2, 4 or 8, else per head.
+// query heads together (keys and values read once per group, vector accumulators, the scores four keys at a time
+// with software prefetch of the strided key rows) when head_dim is a multiple of 16 and the group size 1, 2, 4 or
+// 8, else per head.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -123,22 +124,74 @@ void attend_head_rows(const Args& a, int64_t h, float* s) {
   }
 }
 
-// Decode for one query and one KV head g with its G query heads (GQA), G a compile-time constant and
-// head_dim a multiple of 16: each key and value row is read once for all G heads, and the G dot products
-// (and the G output rows, in 64- or 16-column chunks) accumulate in independent 16-lane sums that stay in
-// registers. s: [G, n_kv] scratch.
+// hsum16 of four vectors at once, in lanes: the same additions in the same pairs (lane l with l + 8, then l + 4,
+// then (0 + 2) + (1 + 3)), so the same bits, with a fraction of the shuffles and no scalar extraction per sum.
+inline V4 hsum16x4(V16 v0, V16 v1, V16 v2, V16 v3) {
+  const V16 t0 = __builtin_shufflevector(v0, v1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                 __builtin_shufflevector(v0, v1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const V16 t1 = __builtin_shufflevector(v2, v3, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                 __builtin_shufflevector(v2, v3, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const V16 b = __builtin_shufflevector(t0, t1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+                __builtin_shufflevector(t0, t1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  const V16 c = b + __builtin_shufflevector(b, b, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  const V16 e = c + __builtin_shufflevector(c, c, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return __builtin_shufflevector(e, e, 0, 4, 8, 12);
+}
+
+// The scores of R consecutive keys from key j (R = 4, or 2 for G = 8) for the G query heads of KV head group
+// q / k: each query chunk loaded once for the R keys, R * G independent 16-lane sums, reduced four at a time.
+// Always inlined into the multiversioned caller (a separate function would be built for the baseline target).
+template <int G, int R>
+__attribute__((always_inline)) inline void score_keys(const float* q, const float* k, int64_t kv_stride, int64_t d,
+                                                      float* s, int64_t n_kv) {
+  V16 acc[R][G] = {};
+  for (int64_t c = 0; c < d; c += kLanes) {
+    V16 qc[G];
+    for (int h = 0; h < G; ++h) qc[h] = load16(q + h * d + c);
+    for (int r = 0; r < R; ++r) {
+      const V16 kc = load16(k + r * kv_stride + c);
+      for (int h = 0; h < G; ++h) acc[r][h] += qc[h] * kc;
+    }
+  }
+  if constexpr (R == 4) {
+    for (int h = 0; h < G; ++h) {
+      const V4 o = hsum16x4(acc[0][h], acc[1][h], acc[2][h], acc[3][h]);
+      std::memcpy(s + h * n_kv, &o, sizeof(o));
+    }
+  } else {
+    for (int h = 0; h < G; h += 2) {
+      const V4 o = hsum16x4(acc[0][h], acc[1][h], acc[0][h + 1], acc[1][h + 1]);
+      s[h * n_kv] = o[0];
+      s[h * n_kv + 1] = o[1];
+      s[(h + 1) * n_kv] = o[2];
+      s[(h + 1) * n_kv + 1] = o[3];
+    }
+  }
+}
+
+// Decode for one query and one KV head g with its G query heads (GQA), G a compile-time constant and head_dim a
+// multiple of 16: each key and value row is read once for all G heads; the scores R keys at a time
+// (score_keys), the G output rows in 64- or 16-column chunks of independent 16-lane sums in registers. Each score
+// and output element is computed as for one head and one key on its own (the same bits). s: [G, n_kv] scratch.
 template <int G>
 XC2_MULTIVERSION void attend_group(const Args& a, int64_t g, int64_t i, float* s) {
   const int64_t d = a.head_dim, n_kv = a.n_kv;
   const float* q = a.q + i * a.q_stride + g * G * d;  // the G heads of group g are adjacent
   const int64_t n_valid = a.causal ? std::min(a.n_kv, a.q_pos0 + i + 1) : a.n_kv;
-  // Key and value rows of one head are a whole cache row apart (usually another page), which the hardware
-  // prefetcher does not follow: fetch the row kPrefetch keys ahead.
+  // Key rows of one head are a whole cache row apart (usually another page): the keys kPrefetch rows ahead are
+  // fetched in software (xc2_gemm_bench --suite attn). The value pass below runs faster without.
   constexpr int64_t kPrefetch = 12;
-  for (int64_t j = 0; j < n_valid; ++j) {
+  constexpr int R = G <= 4 ? 4 : 2;
+  int64_t j = 0;
+  for (; j + R <= n_valid; j += R) {
     const float* k = a.k + j * a.kv_stride + g * d;
-    if (j + kPrefetch < n_valid)
-      for (int64_t c = 0; c < d; c += kLanes) __builtin_prefetch(k + kPrefetch * a.kv_stride + c);
+    if (j + kPrefetch + R <= n_valid)
+      for (int r = 0; r < R; ++r)
+        for (int64_t c = 0; c < d; c += kLanes) __builtin_prefetch(k + (kPrefetch + r) * a.kv_stride + c);
+    score_keys<G, R>(q, k, a.kv_stride, d, s + j, n_kv);
+  }
+  for (; j < n_valid; ++j) {
+    const float* k = a.k + j * a.kv_stride + g * d;
     V16 acc[G] = {};
     for (int64_t c = 0; c < d; c += kLanes) {
       const V16 kc = load16(k + c);
@@ -152,12 +205,10 @@ XC2_MULTIVERSION void attend_group(const Args& a, int64_t g, int64_t i, float* s
     constexpr int64_t C = decltype(chunk)::value;
     for (int64_t c0 = 0; c0 < d; c0 += C) {
       float acc[G][C] = {};
-      for (int64_t j = 0; j < n_valid; ++j) {
-        const float* v = a.v + j * a.kv_stride + g * d + c0;
-        if (j + kPrefetch < n_valid)
-          for (int64_t c = 0; c < C; c += kLanes) __builtin_prefetch(v + kPrefetch * a.kv_stride + c);
+      for (int64_t jv = 0; jv < n_valid; ++jv) {
+        const float* v = a.v + jv * a.kv_stride + g * d + c0;
         for (int h = 0; h < G; ++h) {
-          const float p = s[h * n_kv + j];
+          const float p = s[h * n_kv + jv];
           for (int64_t l = 0; l < C; ++l) acc[h][l] += p * v[l];
         }
       }

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -121,6 +122,27 @@ TEST(CpuAttention, BothPathsMatchTheReference) {
       for (int64_t i = 0; i < c.n_q; ++i)
         for (int64_t j = c.n_heads * c.head_dim; j < d.a.out_stride; ++j)
           ASSERT_EQ(d.out[static_cast<size_t>(i * d.a.out_stride + j)], -7.0f);
+    }
+  }
+}
+
+TEST(CpuAttention, DecodeBitsDoNotDependOnTheThreadCount) {
+  // The grouped decode path gives every (query head, key) score and output element one thread and one order: the
+  // same bits with 1, 2 or 3 threads, at every group size and with key counts that are not a multiple of the keys
+  // scored together (4, or 2 at G = 8).
+  const std::vector<Case> cases = {{1, 301, 32, 8, 128, true}, {2, 77, 16, 8, 64, true}, {1, 130, 16, 2, 64, true},
+                                   {3, 45, 8, 1, 32, false},   {1, 6, 4, 4, 16, true}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "n_q " << c.n_q << " n_kv " << c.n_kv << " heads " << c.n_heads << "/"
+                                    << c.n_kv_heads << " d " << c.head_dim);
+    std::vector<float> first;
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      Data d = make(c, 11);
+      kernels::cpu::attention(d.a, pool);
+      const std::vector<float> got = dense_out(d);
+      if (first.empty()) first = got;
+      else ASSERT_EQ(0, std::memcmp(first.data(), got.data(), got.size() * sizeof(float))) << threads << " threads";
     }
   }
 }
