@@ -278,13 +278,19 @@ void attention(const kernels::AttentionArgs& args, ThreadPool& pool) {
   // 2 threads).
   constexpr int64_t kQueryBlock = 128;
   const int64_t n_blocks = (a.n_q + kQueryBlock - 1) / kQueryBlock;
-  // V_g^T for every KV head: [n_kv_heads][head_dim][n_kv].
+  // V_g^T for every KV head: [n_kv_heads][head_dim][n_kv], in blocks of kCols output rows (columns of V): each
+  // cache row's kCols contiguous values go to kCols rows of vt, instead of one value per cache row and pass.
   std::vector<float> vt(static_cast<size_t>(a.n_kv_heads * d * a.n_kv));
-  pool.parallel_for(a.n_kv_heads * d, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* vg = a.v + (r / d) * d + r % d;
-      float* dst = vt.data() + r * a.n_kv;
-      for (int64_t j = 0; j < a.n_kv; ++j) dst[j] = vg[j * a.kv_stride];
+  constexpr int64_t kCols = 16;
+  const int64_t w_v = a.n_kv_heads * d;
+  pool.parallel_for((w_v + kCols - 1) / kCols, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t r0 = u * kCols, nr = std::min(kCols, w_v - r0);
+      float* dst = vt.data() + r0 * a.n_kv;
+      for (int64_t j = 0; j < a.n_kv; ++j) {
+        const float* src = a.v + j * a.kv_stride + r0;  // columns r0.. of cache row j (heads are adjacent in a row)
+        for (int64_t c = 0; c < nr; ++c) dst[c * a.n_kv + j] = src[c];
+      }
     }
   });
   GemmOptions one;
