@@ -126,7 +126,8 @@ void attend_head_rows(const Args& a, int64_t h, float* s) {
 
 // hsum16 of four vectors at once, in lanes: the same additions in the same pairs (lane l with l + 8, then l + 4,
 // then (0 + 2) + (1 + 3)), so the same bits, with a fraction of the shuffles and no scalar extraction per sum.
-inline V4 hsum16x4(V16 v0, V16 v1, V16 v2, V16 v3) {
+// Always inlined, as score_keys.
+__attribute__((always_inline)) inline V4 hsum16x4(V16 v0, V16 v1, V16 v2, V16 v3) {
   const V16 t0 = __builtin_shufflevector(v0, v1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
                  __builtin_shufflevector(v0, v1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
   const V16 t1 = __builtin_shufflevector(v2, v3, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
@@ -138,8 +139,9 @@ inline V4 hsum16x4(V16 v0, V16 v1, V16 v2, V16 v3) {
   return __builtin_shufflevector(e, e, 0, 4, 8, 12);
 }
 
-// The scores of R consecutive keys from key j (R = 4, or 2 for G = 8) for the G query heads of KV head group
-// q / k: each query chunk loaded once for the R keys, R * G independent 16-lane sums, reduced four at a time.
+// The scores of R consecutive keys (the cache rows at k, k + kv_stride, ...; R = 4, or 2 for G = 8) for the G
+// query heads at q, into s[h * n_kv + r]: each query chunk loaded once for the R keys, R * G independent 16-lane
+// sums, reduced four at a time.
 // Always inlined into the multiversioned caller (a separate function would be built for the baseline target).
 template <int G, int R>
 __attribute__((always_inline)) inline void score_keys(const float* q, const float* k, int64_t kv_stride, int64_t d,
