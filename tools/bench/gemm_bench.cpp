@@ -727,6 +727,25 @@ void run_attn(const Options& o) {
               static_cast<long long>(kLayers), rounds);
   std::printf("%3s %6s %3s %9s %9s %9s %10s %9s %12s\n", "thr", "n_kv", "rnd", "step_ms", "attn_GB/s", "read_GB/s",
               "1GiB_GB/s", "attn/read", "attn/1GiB");
+  // n_q queries at the end of n_kv cached positions (causal), dense rows.
+  auto args = [](const float* q, const float* k, const float* v, float* out, int64_t n_q, int64_t n_kv) {
+    kernels::AttentionArgs a;
+    a.q = q;
+    a.q_stride = kHeads * kHeadDim;
+    a.k = k;
+    a.v = v;
+    a.kv_stride = kRow;
+    a.out = out;
+    a.out_stride = kHeads * kHeadDim;
+    a.n_q = n_q;
+    a.n_kv = n_kv;
+    a.n_heads = kHeads;
+    a.n_kv_heads = kKvHeads;
+    a.head_dim = kHeadDim;
+    a.q_pos0 = n_kv - n_q;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+    return a;
+  };
   for (int t : o.threads) {
     ThreadPool pool(t);
     const size_t bw_n = o.bw_bytes / sizeof(float) / 64 * 64;
@@ -752,24 +771,10 @@ void run_attn(const Options& o) {
       }
       const double bytes = 2.0 * kLayers * static_cast<double>(cache_n * sizeof(float));
       auto step = [&] {
-        for (int64_t l = 0; l < kLayers; ++l) {
-          kernels::AttentionArgs a;
-          a.q = q.get();
-          a.q_stride = kHeads * kHeadDim;
-          a.k = ks[static_cast<size_t>(l)].get();
-          a.v = vs[static_cast<size_t>(l)].get();
-          a.kv_stride = kRow;
-          a.out = out.get();
-          a.out_stride = kHeads * kHeadDim;
-          a.n_q = 1;
-          a.n_kv = n_kv;
-          a.n_heads = kHeads;
-          a.n_kv_heads = kKvHeads;
-          a.head_dim = kHeadDim;
-          a.q_pos0 = n_kv - 1;
-          a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-          attention(a, pool);
-        }
+        for (int64_t l = 0; l < kLayers; ++l)
+          attention(args(q.get(), ks[static_cast<size_t>(l)].get(), vs[static_cast<size_t>(l)].get(), out.get(), 1,
+                         n_kv),
+                    pool);
       };
       step();
       read_buffers_gbs(pool, spans);
@@ -804,21 +809,7 @@ void run_attn(const Options& o) {
       std::fprintf(stderr, "attn: cannot allocate the prefill buffers\n");
       return;
     }
-    kernels::AttentionArgs a;
-    a.q = qp.get();
-    a.q_stride = kHeads * kHeadDim;
-    a.k = kp.get();
-    a.v = vp.get();
-    a.kv_stride = kRow;
-    a.out = op.get();
-    a.out_stride = kHeads * kHeadDim;
-    a.n_q = n;
-    a.n_kv = n;
-    a.n_heads = kHeads;
-    a.n_kv_heads = kKvHeads;
-    a.head_dim = kHeadDim;
-    a.q_pos0 = 0;
-    a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+    const kernels::AttentionArgs a = args(qp.get(), kp.get(), vp.get(), op.get(), n, n);
     // Causal: query i sees i + 1 keys; QK and PV each 2 flops per (query, key, head, column).
     const double flops = 4.0 * static_cast<double>(kHeads * kHeadDim) * static_cast<double>(n) * static_cast<double>(n + 1) / 2;
     const double ms = best_ms(o.reps, [&](int = 0) { attention(a, pool); });
