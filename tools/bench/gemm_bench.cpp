@@ -627,6 +627,12 @@ void run_qplora(const Options& o) {
 }
 
 // One decode step's quantized linears (qlinear_int8, m = 1) against plain reads: see the file comment.
+// The middle value of the alternating rounds' ratios (qstep, attn).
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 // A 4 KiB-aligned float buffer (null when out of memory), each thread first-touching the share it reads.
 std::unique_ptr<float, void (*)(void*)> aligned_floats(ThreadPool& pool, size_t n) {
   std::unique_ptr<float, void (*)(void*)> buf(
@@ -707,10 +713,6 @@ void run_qstep(const Options& o) {
                     gib, 100 * kern / read, 100 * kern / gib, 100 * read / gib);
         std::fflush(stdout);
       }
-      auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-      };
       std::printf("%3d W%-3d med %9s %9s %9s %10s %8.0f%% %11.0f%% %10.0f%%   (%.2f GB per step)\n", t, bits, "", "",
                   "", "", 100 * median(r_kr), 100 * median(r_k1), 100 * median(r_r1), static_cast<double>(bytes) / 1e9);
     }
@@ -793,10 +795,6 @@ void run_attn(const Options& o) {
                     att, read, gib, 100 * att / read, 100 * att / gib);
         std::fflush(stdout);
       }
-      auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-      };
       std::printf("%3d %6lld med %9s %9s %9s %10s %8.0f%% %11.0f%%   (%.1f MB per step)\n", t,
                   static_cast<long long>(n_kv), "", "", "", "", 100 * median(r_ar), 100 * median(r_a1), bytes / 1e6);
     }
