@@ -85,6 +85,12 @@ TEST(Bench, CpuQuantRowsOnATinyCopy) {
       EXPECT_GT(row.value, 0) << row.name;
       // The tiny models fit in memory twice over: the ratios come from runs paired with the 16-bit model.
       EXPECT_NE(row.note.find("the paired 16-bit runs' decode"), std::string::npos) << row.note;
+      // Each quantized run is also judged against the read bandwidth measured around it: one figure per run.
+      const size_t at = row.note.find("just before and after it");
+      ASSERT_NE(at, std::string::npos) << row.note;
+      int per_run = 0;
+      for (size_t p = row.note.find("% at ", at); p != std::string::npos; p = row.note.find("% at ", p + 1)) ++per_run;
+      EXPECT_EQ(per_run, tiny_options("cpu").repeats) << row.note;
     }
     if (row.name.rfind("W4 paired 16-bit (", 0) == 0) {
       ++paired_rows;

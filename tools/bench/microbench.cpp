@@ -229,20 +229,24 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, const float* p, size_t n_flo
   return best;
 }
 
-double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) {
+ReadProbe::ReadProbe(ThreadPool& pool, size_t bytes)
+    : pool_(pool), buf_(nullptr, std::free), n_(std::max<size_t>(bytes / sizeof(float) / 64 * 64, 64)) {
+  buf_.reset(static_cast<float*>(std::aligned_alloc(4096, (n_ * 4 + 4095) / 4096 * 4096)));
+  XC2_CHECK(buf_ != nullptr, Internal, "microbench: cannot allocate ", bytes, " bytes");
+  float* p = buf_.get();
+  const size_t n = n_;
   const int nt = pool.size();
-  const size_t n = std::max<size_t>(bytes / sizeof(float) / 64 * 64, 64);
-  std::unique_ptr<float, FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(4096, (n * 4 + 4095) / 4096 * 4096)));
-  XC2_CHECK(buf != nullptr, Internal, "microbench: cannot allocate ", bytes, " bytes");
-  float* p = buf.get();
   // Each thread first-touches the share it later reads.
   pool.run(nt, [&](int t, int) {
     size_t b, e;
     share_blocks(n, nt, t, &b, &e);
     for (size_t i = b; i < e; ++i) p[i] = static_cast<float>(i & 7);
   });
-  return measure_read_bandwidth_gbs(pool, p, n, reps);
 }
+
+double ReadProbe::gbs(int reps) { return measure_read_bandwidth_gbs(pool_, buf_.get(), n_, reps); }
+
+double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes, int reps) { return ReadProbe(pool, bytes).gbs(reps); }
 
 double read_buffers_gbs(ThreadPool& pool, const std::vector<ReadSpan>& spans) {
   const int nt = pool.size();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -19,6 +20,20 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 
 // The same read over a caller-owned buffer (already written; ideally 64-byte aligned), so it can be interleaved
 // with other timings without allocating: n_floats is rounded down to a multiple of 64.
 double measure_read_bandwidth_gbs(ThreadPool& pool, const float* buf, size_t n_floats, int reps);
+
+// The streaming read's buffer made (4 KiB-aligned, each thread writing the share it reads) once and read again on
+// each gbs(): measure_read_bandwidth_gbs(pool, bytes, reps) without the allocation and first touch (about 2.6 s
+// of page faults per GiB on the dev VM), so a roofline can be measured right next to the run it judges.
+class ReadProbe {
+ public:
+  explicit ReadProbe(ThreadPool& pool, size_t bytes = size_t{1} << 30);
+  double gbs(int reps = 5);
+
+ private:
+  ThreadPool& pool_;
+  std::unique_ptr<float, void (*)(void*)> buf_;
+  size_t n_ = 0;
+};
 
 // One pass over a list of buffers in order, each split across the threads, a barrier after each span marked so
 // (one pool.run per group of spans, as a decode step runs its linears), each thread reading its share of a buffer

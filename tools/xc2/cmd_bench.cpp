@@ -25,7 +25,9 @@ The synthetic checkpoint (about 2.6 GB for 2 decoder layers) is written once und
 Decode is reported against the streaming-read roofline (weight + KV bytes per token / measured read
 bandwidth), prefill and ViT against the measured f32 FMA peak of the GEMM's instructions. The
 "decode batch N" rows decode N sequences together (as `xc2 caption --batch-size N` does), each weight read
-once per step for all N, against the same roofline with N tokens per weight read.)");
+once per step for all N, against the same roofline with N tokens per weight read. With --quant, each
+quantized decode is judged against the best read bandwidth measured in the whole run and, run by run, against
+the read bandwidth measured just before and after that run (on a shared machine it changes by minutes).)");
   cmd->add_option("-m,--model", o->model_dir, "Benchmark this model folder instead of a synthetic one")->type_name("DIR");
   cmd->add_option("-t,--threads", o->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--work-dir", o->work_dir, "Where the synthetic checkpoint is cached")->capture_default_str();
