@@ -3,10 +3,11 @@
 // exactly dequantized weights) on the same inputs; the CPU tests (gptq_gpu_layout_test.cpp) tie that path and the
 // CUDA layout to the GPTQ format.
 //   - f32 activations: rel L2 <= 1e-4 (both are f32 sums of the same exact products, in another order: ~1e-6
-//     expected), for m in {1, 3, 16} (the GEMV, vector or generic path) and {17, 40} (dequantize + cuBLASLt),
+//     expected), for m in {1, 2, 3, 16} (the GEMV, vector or generic path) and {17, 40} (dequantize + cuBLASLt),
 //     with and without accumulate, bias;
 //   - bf16 activations: against the CPU on the bf16-rounded x (and y), rel L2 <= 1e-2 (the output's rounding,
-//     and in the prefill path the weights' rounding to bf16: ~3e-3 expected);
+//     and in the prefill path the weights' rounding to bf16: ~3e-3 expected); f16 activations the same way,
+//     rel L2 <= 5e-3 (f16 keeps 3 more significand bits: ~5e-4 expected);
 //   - the two GPU paths against each other at the same m (XC2_CUDA_GEMV=0 dequantizes for every m);
 //   - a decode-sized linear_q recorded in a CUDA graph (act-order: the gathered x lives in the graph's memory)
 //     and replayed, against the eager result;
@@ -47,7 +48,7 @@ Vec run_linear_q(Backend& be, const QuantWeight& qw, const Vec& x, const Vec& y0
 }
 
 struct QBackends {
-  std::unique_ptr<Backend> cpu, f32, bf16;
+  std::unique_ptr<Backend> cpu, f32, bf16, f16;
 };
 
 QBackends make_qbackends() {
@@ -56,6 +57,7 @@ QBackends make_qbackends() {
   b.cpu->set_exact_quant(true);
   b.f32 = make_cuda_backend(0, DType::F32);
   b.bf16 = make_cuda_backend(0, DType::BF16);
+  b.f16 = make_cuda_backend(0, DType::F16);
   return b;
 }
 
@@ -64,9 +66,11 @@ void check_case(QBackends& b, const GptqCase& c, const std::vector<int64_t>& ms,
   const QuantWeight q_cpu = b.cpu->quant_weight(g->views);
   const QuantWeight q_f32 = b.f32->quant_weight(g->views);
   const QuantWeight q_bf16 = b.bf16->quant_weight(g->views);
+  const QuantWeight q_f16 = b.f16->quant_weight(g->views);
   const GptqGpuLayout lay = gptq_gpu_layout(g->views);
   EXPECT_EQ(q_f32.bytes, lay.bytes(4)) << c.str();
   EXPECT_EQ(q_bf16.bytes, lay.bytes(2)) << c.str();
+  EXPECT_EQ(q_f16.bytes, lay.bytes(2)) << c.str();
   for (int64_t m : ms) {
     for (bool accumulate : {false, true}) {
       SCOPED_TRACE(c.str() + " m=" + std::to_string(m) + (accumulate ? " accumulate" : ""));
@@ -77,6 +81,9 @@ void check_case(QBackends& b, const GptqCase& c, const std::vector<int64_t>& ms,
       const Vec xr = test::rounded(x, DType::BF16), yr = test::rounded(y0, DType::BF16);
       expect_rel_l2(run_linear_q(*b.bf16, q_bf16, xr, yr, m, accumulate),
                     run_linear_q(*b.cpu, q_cpu, xr, yr, m, accumulate), 1e-2, "cuda bf16 vs cpu exact");
+      const Vec xh = test::rounded(x, DType::F16), yh = test::rounded(y0, DType::F16);
+      expect_rel_l2(run_linear_q(*b.f16, q_f16, xh, yh, m, accumulate),
+                    run_linear_q(*b.cpu, q_cpu, xh, yh, m, accumulate), 5e-3, "cuda f16 vs cpu exact");
     }
   }
 }
@@ -104,7 +111,7 @@ TEST(CudaQuantOps, LinearQMatchesCpuExactPath) {
   XC2_SKIP_IF_NO_CUDA();
   QBackends b = make_qbackends();
   uint32_t seed = 1;
-  for (const GptqCase& c : op_cases()) check_case(b, c, {1, 3, 16, 17, 40}, seed++);
+  for (const GptqCase& c : op_cases()) check_case(b, c, {1, 2, 3, 16, 17, 40}, seed++);
 }
 
 TEST(CudaQuantOps, RealDecoderShapes) {
