@@ -10,7 +10,7 @@
 //   - GPTQ linears (quant_weight / linear_q): repacked on the host at load into the layout of
 //     kernels/common/gptq_gpu.h (backends/gptq_gpu_layout.h) and uploaded; m <= 16 rows take the W4A16 / W8A16
 //     GEMV (kernels/cuda/qgemv.cu), more rows dequantize the weight into one scratch buffer in the activation
-//     dtype (grow-only, sized by the largest quantized weight) and run the cuBLASLt linear on it. Act-order
+//     dtype (grow-only, sized by the largest weight dequantized so far) and run the cuBLASLt linear on it. Act-order
 //     checkpoints gather x's columns into the layout's order first. XC2_CUDA_GEMV=0 sends every row count
 //     through the dequantize + cuBLASLt path.
 //   - RoPE tables (rope_tables(), f32, exactly the CPU's numbers) are built on the host once per theta for
@@ -401,7 +401,6 @@ class CudaBackend final : public Backend {
     q.group_size = v.group_size;
     q.bytes = lay.bytes(dtype_size(act_));
     q.impl = std::move(g);
-    max_dequant_bytes_ = std::max(max_dequant_bytes_, static_cast<size_t>(v.n * v.k) * dtype_size(act_));
     return q;
   }
 
@@ -722,9 +721,11 @@ class CudaBackend final : public Backend {
   }
 
   // The buffer a quantized weight is dequantized into for the dense GEMM: one grow-only buffer of the main
-  // pool, sized by the largest quantized weight loaded so far (so it grows once), reused by every call (the
-  // calls run in order on the stream). While a graph is being captured a block of the graph's pool is taken
-  // instead (`held` keeps it for this call; the graph keeps it reserved afterwards).
+  // pool, reused by every call (the calls run in order on the stream), grown to the largest weight dequantized so
+  // far: a prefill dequantizes the decoder's linears (117 MB at most in bf16 at the 7B size), not an 8-bit output
+  // head (758 MB), which runs as a GEMV for the few rows whose logits are wanted. While a graph is being captured
+  // a block of the graph's pool is taken instead (`held` keeps it for this call; the graph keeps it reserved
+  // afterwards).
   void* dequant_buffer(size_t bytes, std::shared_ptr<void>* held) {
     if (capturing_) {
       *held = device_alloc(bytes);
@@ -732,9 +733,8 @@ class CudaBackend final : public Backend {
     }
     if (dequant_bytes_ < bytes) {
       dequant_.reset();
-      const size_t want = std::max(bytes, max_dequant_bytes_);
-      dequant_ = alloc_raw(want);
-      dequant_bytes_ = want;
+      dequant_ = alloc_raw(bytes);
+      dequant_bytes_ = bytes;
     }
     return dequant_.get();
   }
@@ -813,7 +813,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<DevicePool> pool_, graph_pool_, active_pool_;
   std::shared_ptr<void> workspace_;
   std::shared_ptr<void> dequant_;  // dequant_buffer()
-  size_t dequant_bytes_ = 0, max_dequant_bytes_ = 0;
+  size_t dequant_bytes_ = 0;
   std::unique_ptr<kc::LtGemm> lt_;
   void* pinned_ = nullptr;
   bool sync_each_op_ = false;
