@@ -6,8 +6,9 @@
 //   int8 (VNNI): per 32-column block, 8 vpdpbusd of the weights' u8 integers (4-bit: the low and the high
 //         nibbles) with the broadcast int8 x; the int32 block sum to f32 times x's block scale; per segment
 //         minus zero * sum(x) and times the weight scale. 4 rows x 2 tiles per pass over a block (6 x 1 at the
-//         end of the range), two dot-product chains each, every weight line prefetched up to 16 rows; one row
-//         of x (decode): int8_m1, 2 tiles half the range apart per pass (2 long weight streams).
+//         end of the range), two dot-product chains each, every weight line prefetched up to 16 rows; up to 4
+//         rows of x (decode steps of 1-4 sequences): int8_mr, 2 tiles half the range apart per pass (2 long
+//         weight streams), each weight line used by all the rows as it is loaded.
 //   quantize_x: x to int8 per 32 columns for the int8 path, the scalar loop's bits.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -42,6 +43,9 @@ constexpr int kM1Tiles = 2;
 constexpr int kScalePrefetch = 4;
 // int8 path: up to this many rows the kernel prefetches every line of its weight stream (see int8_bits).
 constexpr int64_t kStreamRows = 16;
+// int8 path: up to this many rows (a decode step of that many sequences) take int8_mr: the one-row kernel's
+// streams, each weight line loaded once for all the rows.
+constexpr int64_t kMrRows = 4;
 
 template <int BITS>
 XC2_Q512 inline __m512i lane_values(__m512i v, int tt) {
@@ -263,27 +267,31 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
       store_out(y + (i0 + i) * ldy, tile + t, w.n, _mm512_load_ps(total[i][t]), add, bias);
 }
 
-// One row of x (decode): NT tiles per pass, tile + t * ts for t < NT. The weights go straight from the load into
-// the dot products (no other row to keep them for), and each tile's block sum is two vpdpbusd chains of 4 (4-bit:
-// the low and the high nibbles; 8-bit: even and odd words) added at the end: with one 8-long chain per tile the dot
-// products waited on each other. The int32 sums are exact, so the split changes no bits.
-template <int BITS, int NT>
-XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
-                           const float* zs, int64_t n_seg, int64_t i, int64_t tile, int64_t ts, float* y, int64_t ldy,
+// MR rows of x (decode: MR = 1; a few sequences decoded together: up to kMrRows), NT tiles per pass, tile + t * ts
+// for t < NT. The weights go straight from the load into the dot products of the MR rows (no more rows to keep them
+// for). With one row each tile's block sum is two vpdpbusd chains of 4 (4-bit: the low and the high nibbles; 8-bit:
+// even and odd words) added at the end: with one 8-long chain per tile the dot products waited on each other; with
+// more rows the MR x NT chains are independent already. The int32 sums are exact, so the split changes no bits, and
+// the f32 steps are those of int8_tiles: the same results as the prefill kernel for every row.
+template <int BITS, int MR, int NT>
+XC2_Q512_VNNI void int8_mr(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
+                           const float* zs, int64_t n_seg, int64_t i0, int64_t tile, int64_t ts, float* y, int64_t ldy,
                            bool add, const float* bias) {
   constexpr int WPB = BITS == 4 ? 4 : 8;  // words per 32-column block
+  constexpr int C = MR == 1 ? 2 : 1;       // chains per (row, tile)
   const int64_t nb = x.k / 32;
   const int64_t tile_words = w.kw * 16;
   const uint32_t* qt = w.q.data() + tile * tile_words;
   const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
-  const int8_t* xrow = x.q + i * x.k;
-  const float* xsc = x.scale + i * nb;
-  __m512 total[NT];
-  for (int t = 0; t < NT; ++t) total[t] = _mm512_setzero_ps();
+  // Zeroed with vector stores, updated once per segment (registers go to the chains and sums of the rows).
+  alignas(64) float total[MR][NT][16];
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < NT; ++t) _mm512_store_ps(total[i][t], _mm512_setzero_ps());
   for (int64_t sg = s0; sg < s1; ++sg) {
     const KSegment seg = segs[sg];
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    __m512 acc[MR][NT];
+    for (int i = 0; i < MR; ++i)
+      for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
     if (sg + kScalePrefetch < s1) {  // the scales and zeros a few segments ahead (one line per group and tile)
       const int32_t ga = segs[sg + kScalePrefetch].g;
       for (int t = 0; t < NT; ++t) {
@@ -292,43 +300,60 @@ XC2_Q512_VNNI void int8_m1(const QuantMatrix& w, const QuantizedX& x, const KSeg
       }
     }
     for (int32_t b = seg.b0; b < seg.b1; ++b) {
-      const int32_t* xd = reinterpret_cast<const int32_t*>(xrow + static_cast<int64_t>(b) * 32);
-      __m512i d0[NT], d1[NT];
-      for (int t = 0; t < NT; ++t) {
-        d0[t] = _mm512_setzero_si512();
-        d1[t] = _mm512_setzero_si512();
-      }
+      const int32_t* xd = reinterpret_cast<const int32_t*>(x.q + i0 * x.k + static_cast<int64_t>(b) * 32);
+      const int64_t xs = x.k / 4;  // dwords from one row of x to the next
+      __m512i d[MR][NT][C];
+      for (int i = 0; i < MR; ++i)
+        for (int t = 0; t < NT; ++t)
+          for (int c = 0; c < C; ++c) d[i][t][c] = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
-        const __m512i x0 = _mm512_set1_epi32(xd[2 * j]), x1 = _mm512_set1_epi32(xd[2 * j + 1]);
+        __m512i w0[NT], w1[NT];
 #pragma GCC unroll 8
         for (int t = 0; t < NT; ++t) {
           const uint32_t* src = qt + t * ts * tile_words + static_cast<int64_t>(b) * WPB * 16;
           if constexpr (BITS == 4) {
             _mm_prefetch(reinterpret_cast<const char*>(src + j * 16 + kPrefetchWords), _MM_HINT_NTA);
             const __m512i v = _mm512_loadu_si512(src + j * 16);
-            d0[t] = _mm512_dpbusd_epi32(d0[t], _mm512_and_si512(v, nib), x0);
-            d1[t] = _mm512_dpbusd_epi32(d1[t], _mm512_and_si512(_mm512_srli_epi32(v, 4), nib), x1);
+            w0[t] = _mm512_and_si512(v, nib);
+            w1[t] = _mm512_and_si512(_mm512_srli_epi32(v, 4), nib);
           } else {
             _mm_prefetch(reinterpret_cast<const char*>(src + 2 * j * 16 + kPrefetchWords), _MM_HINT_NTA);
             _mm_prefetch(reinterpret_cast<const char*>(src + (2 * j + 1) * 16 + kPrefetchWords), _MM_HINT_NTA);
-            d0[t] = _mm512_dpbusd_epi32(d0[t], _mm512_loadu_si512(src + 2 * j * 16), x0);
-            d1[t] = _mm512_dpbusd_epi32(d1[t], _mm512_loadu_si512(src + (2 * j + 1) * 16), x1);
+            w0[t] = _mm512_loadu_si512(src + 2 * j * 16);
+            w1[t] = _mm512_loadu_si512(src + (2 * j + 1) * 16);
+          }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; ++i) {
+          const __m512i x0 = _mm512_set1_epi32(xd[i * xs + 2 * j]), x1 = _mm512_set1_epi32(xd[i * xs + 2 * j + 1]);
+#pragma GCC unroll 8
+          for (int t = 0; t < NT; ++t) {
+            d[i][t][0] = _mm512_dpbusd_epi32(d[i][t][0], w0[t], x0);
+            d[i][t][C - 1] = _mm512_dpbusd_epi32(d[i][t][C - 1], w1[t], x1);
           }
         }
       }
-      const __m512 sx = _mm512_set1_ps(xsc[b]);
-      for (int t = 0; t < NT; ++t)
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d0[t], d1[t])), sx, acc[t]);
+      for (int i = 0; i < MR; ++i) {
+        const __m512 sx = _mm512_set1_ps(x.scale[(i0 + i) * nb + b]);
+        for (int t = 0; t < NT; ++t) {
+          const __m512i sum = C == 2 ? _mm512_add_epi32(d[i][t][0], d[i][t][C - 1]) : d[i][t][0];
+          acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), sx, acc[i][t]);
+        }
+      }
     }
-    const __m512 z = _mm512_set1_ps(zs[i * n_seg + sg]);
     for (int t = 0; t < NT; ++t) {
       const __m512 zf = _mm512_cvtepi32_ps(zero_points(w, seg.g, tile + t * ts));
       const __m512 sw = _mm512_loadu_ps(w.scale.data() + w.gz_tile(seg.g, tile + t * ts));
-      total[t] = _mm512_fmadd_ps(sw, _mm512_fnmadd_ps(zf, z, acc[t]), total[t]);
+      for (int i = 0; i < MR; ++i) {
+        const __m512 tv = _mm512_fnmadd_ps(zf, _mm512_set1_ps(zs[(i0 + i) * n_seg + sg]), acc[i][t]);
+        _mm512_store_ps(total[i][t], _mm512_fmadd_ps(sw, tv, _mm512_load_ps(total[i][t])));
+      }
     }
   }
-  for (int t = 0; t < NT; ++t) store_out(y + i * ldy, tile + t * ts, w.n, total[t], add, bias);
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < NT; ++t)
+      store_out(y + (i0 + i) * ldy, tile + t * ts, w.n, _mm512_load_ps(total[i][t]), add, bias);
 }
 
 template <int BITS, int NT, bool STREAM>
@@ -357,15 +382,24 @@ XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KS
                              const float* zs, int64_t n_seg, int64_t i0, int64_t i1, int64_t t0, int64_t t1, float* y,
                              int64_t ldy, bool add, const float* bias) {
   int64_t t = t0;
-  if (i1 - i0 == 1) {
+  if (i1 - i0 <= kMrRows) {
     // The pass's tiles 1 / kM1Tiles of the range apart: each of the kM1Tiles streams then runs through its share
     // of the range (tile t + 1 follows tile t in memory), long enough for the hardware prefetchers, where adjacent
     // tiles would end every stream after one tile (k / 2 or k bytes x 16).
-    const int64_t q = (t1 - t0) / kM1Tiles;
-    for (int64_t s = 0; s < q; ++s)
-      int8_m1<BITS, kM1Tiles>(w, x, segs, s0, s1, zs, n_seg, i0, t0 + s, q, y, ldy, add, bias);
-    for (t = t0 + q * kM1Tiles; t < t1; ++t)
-      int8_m1<BITS, 1>(w, x, segs, s0, s1, zs, n_seg, i0, t, 1, y, ldy, add, bias);
+    const auto pass = [&](auto rows) {
+      constexpr int MR = decltype(rows)::value;
+      const int64_t q = (t1 - t0) / kM1Tiles;
+      for (int64_t s = 0; s < q; ++s)
+        int8_mr<BITS, MR, kM1Tiles>(w, x, segs, s0, s1, zs, n_seg, i0, t0 + s, q, y, ldy, add, bias);
+      for (t = t0 + q * kM1Tiles; t < t1; ++t)
+        int8_mr<BITS, MR, 1>(w, x, segs, s0, s1, zs, n_seg, i0, t, 1, y, ldy, add, bias);
+    };
+    switch (i1 - i0) {
+      case 1: pass(std::integral_constant<int, 1>{}); break;
+      case 2: pass(std::integral_constant<int, 2>{}); break;
+      case 3: pass(std::integral_constant<int, 3>{}); break;
+      default: pass(std::integral_constant<int, 4>{}); break;
+    }
     return;
   }
   // A few rows (batched decode: serve, beams, caption batches) use each weight line a few times: prefetch every

@@ -320,7 +320,8 @@ TEST(QGemm, QuantizeXSimdEqualsScalar) {
 }
 
 // The int8 kernels compute the same int32 block sums and the same f32 operations in the same order: identical
-// outputs, bit for bit (store and accumulate, with and without bias, 1 and 2 threads; y's padding untouched).
+// outputs, bit for bit (store and accumulate, with and without bias, 1 and 2 threads; y's padding untouched), for
+// one row, a few (decode steps of 2-4 sequences: AVX-512 VNNI's int8_mr) and many.
 TEST(QGemm, Int8KernelsAgreeBitForBit) {
   const std::vector<QInt8Kernel> kernels_here = int8_kernels();
   if (kernels_here.size() < 2) GTEST_SKIP() << "fewer than two int8 kernels on this CPU";
@@ -329,7 +330,7 @@ TEST(QGemm, Int8KernelsAgreeBitForBit) {
     for (const QCase& c : int8_cases()) {
       const QData d = make(c, 31);
       const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
-      for (int64_t m : {1, 5, 37}) {
+      for (int64_t m : {1, 2, 3, 4, 5, 37}) {
         const int64_t ldx = c.k + 2, ldy = c.n + 3;
         std::vector<float> x = random_x(m, ldx, static_cast<uint32_t>(200 + m));
         if (m > 1)  // a row of zeros (block scale 0) and one with a single large value per block
@@ -363,6 +364,28 @@ TEST(QGemm, Int8KernelsAgreeBitForBit) {
       }
     }
   }
+}
+
+// A row's result does not depend on the rows beside it: each row of an m-row call (decode steps of m sequences,
+// prefill blocks) equals a one-row call on that row, bit for bit, with every int8 kernel.
+TEST(QGemm, Int8RowsEqualOneRowCalls) {
+  ThreadPool pool(2);
+  for (QInt8Kernel kern : int8_kernels())
+    for (const QCase& c : int8_cases()) {
+      const QData d = make(c, 41);
+      const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+      for (int64_t m : {2, 3, 4, 5, 37}) {
+        SCOPED_TRACE(::testing::Message() << kernels::cpu::qint8_kernel_name(kern) << " bits " << c.bits << " n "
+                                          << c.n << " k " << c.k << " gs " << c.group_size << " m " << m);
+        const std::vector<float> x = random_x(m, c.k, static_cast<uint32_t>(300 + m));
+        std::vector<float> y(static_cast<size_t>(m * c.n)), y1(static_cast<size_t>(c.n));
+        kernels::cpu::qlinear_int8(x.data(), c.k, w, y.data(), c.n, m, false, pool, kern);
+        for (int64_t i = 0; i < m; ++i) {
+          kernels::cpu::qlinear_int8(x.data() + i * c.k, c.k, w, y1.data(), c.n, 1, false, pool, kern);
+          ASSERT_EQ(std::memcmp(y.data() + i * c.n, y1.data(), y1.size() * sizeof(float)), 0) << "row " << i;
+        }
+      }
+    }
 }
 
 // Products fused into qlinear_int8's pass (the PLoRA B deltas of image rows) give the bits of separate accumulating
