@@ -402,11 +402,12 @@ XC2_Q512_VNNI void int8_bits(const QuantMatrix& w, const QuantizedX& x, const KS
     }
     return;
   }
-  // A few rows (batched decode: serve, beams, caption batches) use each weight line a few times: prefetch every
-  // line of the stream, not one per block as for a prefill, whose tiles are read again from L2 for each group of
-  // rows. xc2_gemm_bench, 2 threads, weights from DRAM: m = 4 W4/W8 linears 1.2-2x faster (--suite qdecode),
-  // m = 8 1.2-1.35x, m = 16 1.04-1.2x; at m = 32 and 96 every line was 0.8-1.0x one per block (--suite qprefill
-  // --qcold --m M). A template parameter: a run-time flag put a branch into the prefill's inner loop.
+  // 5 to kStreamRows rows (batched decode of more sequences: serve, beams, caption batches) use each weight line a
+  // few times: prefetch every line of the stream, not one per block as for a prefill, whose tiles are read again
+  // from L2 for each group of rows. xc2_gemm_bench, 2 threads, weights from DRAM, against one per block: m = 4
+  // W4/W8 linears 1.2-2x faster (--suite qdecode; m = 4 now takes int8_mr, faster again), m = 8 1.2-1.35x, m = 16
+  // 1.04-1.2x; at m = 32 and 96 every line was 0.8-1.0x one per block (--suite qprefill --qcold --m M). A template
+  // parameter: a run-time flag put a branch into the prefill's inner loop.
   const auto rows = [&](auto stream) {
     constexpr bool S = decltype(stream)::value;
     for (; t + 2 <= t1; t += 2) int8_rows<BITS, 2, S>(w, x, segs, s0, s1, zs, n_seg, i0, i1, t, y, ldy, add, bias);
