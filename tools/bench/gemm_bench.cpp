@@ -626,26 +626,13 @@ void run_qplora(const Options& o) {
   }
 }
 
-// One decode step's quantized linears (qlinear_int8, m = 1) against plain reads: see the file comment.
 // The middle value of the alternating rounds' ratios (qstep, attn).
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
-// A 4 KiB-aligned float buffer (null when out of memory), each thread first-touching the share it reads.
-std::unique_ptr<float, void (*)(void*)> aligned_floats(ThreadPool& pool, size_t n) {
-  std::unique_ptr<float, void (*)(void*)> buf(
-      static_cast<float*>(std::aligned_alloc(4096, (n * sizeof(float) + 4095) / 4096 * 4096)), std::free);
-  if (buf) {
-    float* p = buf.get();
-    pool.run(pool.size(), [&](int ti, int nt) {
-      for (size_t i = n * ti / nt; i < n * (ti + 1) / nt; ++i) p[i] = static_cast<float>(i & 63) * (1.0f / 64) - 0.5f;
-    });
-  }
-  return buf;
-}
-
+// One decode step's quantized linears (qlinear_int8, m = 1) against plain reads: see the file comment.
 void run_qstep(const Options& o) {
   struct Q {
     const char* name;
@@ -663,9 +650,8 @@ void run_qstep(const Options& o) {
               "read_GB/s", "1GiB_GB/s", "kern/read", "kern/1GiB", "read/1GiB");
   for (int t : o.threads) {
     ThreadPool pool(t);
-    // The 1 GiB buffer as measure_read_bandwidth_gbs(pool, bytes) makes it: 4 KiB-aligned (a std::vector's data
-    // sits 16 bytes past a page, and that read, all its loads split across two lines, ran at 52-55 GB/s against
-    // 72), each thread first-touching the share it reads.
+    // The 1 GiB buffer as measure_read_bandwidth_gbs(pool, bytes) makes it (aligned_floats: with a std::vector's
+    // data 16 bytes past a page, every load split across two lines, that read ran at 52-55 GB/s against 72).
     const size_t bw_n = o.bw_bytes / sizeof(float) / 64 * 64;
     const auto bw_buf = aligned_floats(pool, bw_n);
     const float* bw = bw_buf.get();

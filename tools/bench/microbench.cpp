@@ -229,19 +229,22 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, const float* p, size_t n_flo
   return best;
 }
 
+std::unique_ptr<float, void (*)(void*)> aligned_floats(ThreadPool& pool, size_t n) {
+  std::unique_ptr<float, void (*)(void*)> buf(
+      static_cast<float*>(std::aligned_alloc(4096, (n * sizeof(float) + 4095) / 4096 * 4096)), std::free);
+  if (buf) {
+    float* p = buf.get();
+    pool.run(pool.size(), [&](int ti, int nt) {
+      for (size_t i = n * ti / nt; i < n * (ti + 1) / nt; ++i) p[i] = static_cast<float>(i & 63) * (1.0f / 64) - 0.5f;
+    });
+  }
+  return buf;
+}
+
 ReadProbe::ReadProbe(ThreadPool& pool, size_t bytes)
     : pool_(pool), buf_(nullptr, std::free), n_(std::max<size_t>(bytes / sizeof(float) / 64 * 64, 64)) {
-  buf_.reset(static_cast<float*>(std::aligned_alloc(4096, (n_ * 4 + 4095) / 4096 * 4096)));
+  buf_ = aligned_floats(pool, n_);
   XC2_CHECK(buf_ != nullptr, Internal, "microbench: cannot allocate ", bytes, " bytes");
-  float* p = buf_.get();
-  const size_t n = n_;
-  const int nt = pool.size();
-  // Each thread first-touches the share it later reads.
-  pool.run(nt, [&](int t, int) {
-    size_t b, e;
-    share_blocks(n, nt, t, &b, &e);
-    for (size_t i = b; i < e; ++i) p[i] = static_cast<float>(i & 7);
-  });
 }
 
 double ReadProbe::gbs(int reps) { return measure_read_bandwidth_gbs(pool_, buf_.get(), n_, reps); }

@@ -21,9 +21,13 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 
 // with other timings without allocating: n_floats is rounded down to a multiple of 64.
 double measure_read_bandwidth_gbs(ThreadPool& pool, const float* buf, size_t n_floats, int reps);
 
-// The streaming read's buffer made (4 KiB-aligned, each thread writing the share it reads) once and read again on
-// each gbs(): measure_read_bandwidth_gbs(pool, bytes, reps) without the allocation and first touch (about 2.6 s
-// of page faults per GiB on the dev VM), so a roofline can be measured right next to the run it judges.
+// n floats, 4 KiB-aligned (a std::vector's data sits 16 bytes past a page: every 64-byte load of a read split
+// across two lines), each thread first-touching (writing) its contiguous share; null when out of memory.
+std::unique_ptr<float, void (*)(void*)> aligned_floats(ThreadPool& pool, size_t n);
+
+// The streaming read's buffer made (aligned_floats) once and read again on each gbs(): measure_read_bandwidth_gbs(
+// pool, bytes, reps) without the allocation and first touch (about 2.6 s of page faults per GiB on the dev VM), so
+// a roofline can be measured right next to the run it judges.
 class ReadProbe {
  public:
   explicit ReadProbe(ThreadPool& pool, size_t bytes = size_t{1} << 30);
