@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <string>
 
@@ -165,16 +166,22 @@ namespace detail {
 const QKernels* q_scalar_kernels() { return &kScalar; }
 }  // namespace detail
 
-WordArray::WordArray(size_t n) : n_(n) {
-  if (n == 0) return;
+WordArray WordArray::uninitialized(size_t n) {
+  WordArray a;
+  if (n == 0) return a;
   const size_t bytes = n * sizeof(uint32_t);
   const size_t huge = size_t{2} << 20;
   const size_t align = bytes >= huge ? huge : 64;
   void* mem = std::aligned_alloc(align, (bytes + align - 1) / align * align);
   XC2_CHECK(mem != nullptr, Internal, "out of memory for ", bytes, " bytes of quantized weights");
   if (align == huge) madvise(mem, (bytes + align - 1) / align * align, MADV_HUGEPAGE);  // a hint; failure is harmless
-  p_ = static_cast<uint32_t*>(mem);
-  std::memset(p_, 0, bytes);
+  a.p_ = static_cast<uint32_t*>(mem);
+  a.n_ = n;
+  return a;
+}
+
+WordArray::WordArray(size_t n) : WordArray(uninitialized(n)) {
+  if (n_) std::memset(p_, 0, n_ * sizeof(uint32_t));
 }
 
 WordArray::WordArray(const WordArray& o) : WordArray(o.n_) {
@@ -211,10 +218,13 @@ float QuantMatrix::at(int64_t r, int64_t j) const {
   return static_cast<float>(v - z) * scale[gz(g, r)];
 }
 
-QuantMatrix repack_gptq(const GptqTensors& t) {
+namespace {
+
+// Everything of repack_gptq() but the values, scales, zeros and bias: shape, column order, groups, word runs and
+// the int8 path's segments. Reads t.g_idx only.
+QuantMatrix gptq_layout(const GptqTensors& t) {
   XC2_CHECK(t.bits == 4 || t.bits == 8, Internal, "repack_gptq: bits ", t.bits);
   const int p = 32 / t.bits;
-  const uint32_t mask = (1u << t.bits) - 1u;
   XC2_CHECK(t.k % p == 0 && t.n > 0 && t.groups > 0, Internal, "repack_gptq: bad shape");
   QuantMatrix w;
   w.bits = t.bits;
@@ -281,27 +291,59 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
         w.chunk_start.push_back(static_cast<int64_t>(i));
     w.chunk_start.push_back(static_cast<int64_t>(w.segments.size()));
   }
+  return w;
+}
 
-  // Values: qweight [k / p, n] -> q [n_pad / 16][kw][16] in the reordered column order.
-  w.q = WordArray(static_cast<size_t>(w.n_pad * w.kw));
+// Calls fn(t0, t1) over the tiles [0, tiles): on the pool's threads when given, else here.
+void over_tiles(int64_t tiles, ThreadPool* pool, const std::function<void(int64_t, int64_t)>& fn) {
+  if (pool && pool->size() > 1 && tiles > 1) pool->parallel_for(tiles, fn);
+  else fn(0, tiles);
+}
+
+}  // namespace
+
+QuantMatrix repack_gptq(const GptqTensors& t, ThreadPool* pool) {
+  QuantMatrix w = gptq_layout(t);
+  const int p = 32 / t.bits;
+  const uint32_t mask = (1u << t.bits) - 1u;
+  // Values: qweight [k / p, n] -> q [n_pad / 16][kw][16] in the reordered column order, tile by tile (each tile
+  // written whole by one thread), a band of kBand tiles at a time: for every word row the band's columns are one
+  // contiguous read of the GPTQ tensor.
+  w.q = WordArray::uninitialized(static_cast<size_t>(w.n_pad * w.kw));
   std::vector<int32_t> src_col(static_cast<size_t>(t.k));  // reordered position of input column c
   for (int64_t j = 0; j < t.k; ++j)
     src_col[static_cast<size_t>(w.perm.empty() ? j : w.perm[static_cast<size_t>(j)])] = static_cast<int32_t>(j);
-  for (int64_t r = 0; r < t.k / p; ++r) {
-    for (int64_t n = 0; n < t.n; ++n) {
-      const uint32_t word = static_cast<uint32_t>(load_i32(t.qweight, r * t.n + n));
-      uint32_t* tile = w.q.data() + (n / 16) * w.kw * 16 + n % 16;
-      if (w.perm.empty()) {
-        tile[r * 16] = word;
+  constexpr int64_t kBand = 16;
+  const int64_t tiles = w.n_pad / 16;
+  over_tiles((tiles + kBand - 1) / kBand, pool, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t tt0 = b * kBand, tt1 = std::min(tiles, tt0 + kBand);
+      uint32_t* band = w.q.data() + tt0 * w.kw * 16;
+      // Padding rows are zero; act-order words are assembled from several GPTQ words.
+      if (!w.perm.empty() || tt1 * 16 > t.n)
+        std::memset(band, 0, static_cast<size_t>((tt1 - tt0) * w.kw * 16) * sizeof(uint32_t));
+      const int64_t n0 = tt0 * 16, n1 = std::min(t.n, tt1 * 16);
+      if (w.perm.empty()) {  // each tile's 16 words of a word row are 16 adjacent GPTQ words
+        for (int64_t r = 0; r < w.kw; ++r) {
+          const char* src = static_cast<const char*>(t.qweight) + static_cast<size_t>(r * t.n + n0) * 4;
+          for (int64_t c = n0; c < n1; c += 16)
+            std::memcpy(band + ((c - n0) / 16) * w.kw * 16 + r * 16, src + (c - n0) * 4,
+                        static_cast<size_t>(std::min<int64_t>(16, n1 - c)) * 4);
+        }
         continue;
       }
-      for (int i = 0; i < p; ++i) {
-        const int64_t j = src_col[static_cast<size_t>(r * p + i)];
-        const uint32_t v = (word >> (i * t.bits)) & mask;
-        tile[(j / p) * 16] |= v << ((j % p) * t.bits);
-      }
+      for (int64_t r = 0; r < w.kw; ++r)
+        for (int64_t n = n0; n < n1; ++n) {
+          const uint32_t word = static_cast<uint32_t>(load_i32(t.qweight, r * t.n + n));
+          uint32_t* tile = band + ((n - n0) / 16) * w.kw * 16 + n % 16;
+          for (int i = 0; i < p; ++i) {
+            const int64_t j = src_col[static_cast<size_t>(r * p + i)];
+            const uint32_t v = (word >> (i * t.bits)) & mask;
+            tile[(j / p) * 16] |= v << ((j % p) * t.bits);
+          }
+        }
     }
-  }
+  });
   // Scales and zeros: [groups, n] -> [n_pad / 16][groups][16]; the stored zero is zero - 1.
   const int64_t zwords = (t.n + p - 1) / p;
   w.scale.assign(static_cast<size_t>(w.n_pad * t.groups), 0.0f);
@@ -323,41 +365,49 @@ QuantMatrix repack_gptq(const GptqTensors& t) {
 QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k, ThreadPool& pool) {
   XC2_CHECK(n > 0 && k > 0 && k % 32 == 0, InvalidArgument, "quantize_rtn8: [", n, ", ", k,
             "] (k must be a positive multiple of 32)");
-  const int64_t zwords = (n + 3) / 4;
-  std::vector<uint32_t> qweight(static_cast<size_t>(k / 4 * n), 0);
-  std::vector<uint32_t> qzeros(static_cast<size_t>(zwords), 0x7f7f7f7fu);  // GPTQ stores zero - 1 = 127
-  std::vector<float> scales(static_cast<size_t>(n));
-  const size_t esize = dtype_size(dtype);
-  pool.parallel_for(
-      n,
-      [&](int64_t r0, int64_t r1) {
-        std::vector<float> row(static_cast<size_t>(k));
-        for (int64_t r = r0; r < r1; ++r) {  // a qweight word holds 4 columns of one row: threads own whole words
-          to_f32(static_cast<const char*>(w) + static_cast<size_t>(r * k) * esize, dtype, row.data(), k);
-          float amax = 0.0f;
-          for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(row[static_cast<size_t>(j)]));
-          const float scale = amax / 127.0f;
-          scales[static_cast<size_t>(r)] = scale;
-          for (int64_t j = 0; j < k; ++j) {
-            float q = scale > 0.0f ? std::nearbyint(row[static_cast<size_t>(j)] / scale) : 0.0f;
-            q = std::min(127.0f, std::max(-127.0f, q));
-            qweight[static_cast<size_t>((j / 4) * n + r)] |=
-                static_cast<uint32_t>(static_cast<int32_t>(q) + 128) << ((j % 4) * 8);
-          }
-        }
-      },
-      1);
   GptqTensors t;
   t.bits = 8;
   t.n = n;
   t.k = k;
   t.groups = 1;
   t.group_size = -1;
-  t.qweight = qweight.data();
-  t.qzeros = qzeros.data();
-  t.scales = scales.data();
-  t.scales_dtype = DType::F32;
-  return repack_gptq(t);
+  QuantMatrix m = gptq_layout(t);
+  m.q = WordArray::uninitialized(static_cast<size_t>(m.n_pad * m.kw));
+  m.scale.assign(static_cast<size_t>(m.n_pad), 0.0f);  // group 0 of every row; padding rows 0
+  m.zero_m1.assign(static_cast<size_t>(m.n_pad), 0);
+  const size_t esize = dtype_size(dtype);
+  over_tiles(m.n_pad / 16, &pool, [&](int64_t t0, int64_t t1) {
+    std::vector<float> row(static_cast<size_t>(k));
+    for (int64_t tile = t0; tile < t1; ++tile) {
+      uint32_t* q = m.q.data() + tile * m.kw * 16;
+      for (int64_t l = 0; l < 16; ++l) {
+        const int64_t r = tile * 16 + l;
+        if (r >= n) {  // padding row
+          for (int64_t c = 0; c < m.kw; ++c) q[c * 16 + l] = 0;
+          continue;
+        }
+        to_f32(static_cast<const char*>(w) + static_cast<size_t>(r * k) * esize, dtype, row.data(), k);
+        float amax = 0.0f;
+        for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(row[static_cast<size_t>(j)]));
+        const float scale = amax / 127.0f;
+        m.scale[m.gz(0, r)] = scale;
+        m.zero_m1[m.gz(0, r)] = 127;  // zero point 128, stored minus one as GPTQ does
+        for (int64_t c = 0; c < m.kw; ++c) {  // a word holds 4 columns of the row
+          uint32_t word = 0;
+          for (int64_t i = 0; i < 4; ++i) {
+            // Round half to even as nearbyint() in the default rounding mode, without its library call: |x /
+            // scale| <= 127 (plus rounding), and adding 1.5 * 2^23 leaves no fraction bits.
+            constexpr float kRound = 12582912.0f;
+            float v = scale > 0.0f ? (row[static_cast<size_t>(c * 4 + i)] / scale + kRound) - kRound : 0.0f;
+            v = std::min(127.0f, std::max(-127.0f, v));
+            word |= static_cast<uint32_t>(static_cast<int32_t>(v) + 128) << (i * 8);
+          }
+          q[c * 16 + l] = word;
+        }
+      }
+    }
+  });
+  return m;
 }
 
 void dequantize(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t klen, float* dst, int64_t ld) {

@@ -8,8 +8,8 @@
 //   column j of the matrix is input column perm[j]). Per (group, output row): the f32 scale and the zero point
 //   minus one (u8; GPTQ's stored value). w[n, j] = scale[g, n] * (q[n, j] - zero[g, n]), g = group[j], is exact
 //   in f32 (an 11-bit f16 significand times an integer of at most 9 bits).
-//   Load cost: one pass over the GPTQ tensors. Memory: the packed bits plus 5 bytes per (group, row) and
-//   8 bytes per input column (perm, group): W4 with group size 128 is 0.54 bytes per weight.
+//   Load cost: one pass over the GPTQ tensors, by the pool's threads. Memory: the packed bits plus 5 bytes per
+//   (group, row) and 8 bytes per input column (perm, group): W4 with group size 128 is 0.54 bytes per weight.
 //
 //   qlinear(): y (+)= x . w^T (+ bias), the exact path: every product is x times the exactly dequantized weight.
 //     rows path (decode, m up to the GEMM's rows limit): each tile is unpacked once per call in registers and
@@ -61,6 +61,9 @@ class WordArray {
  public:
   WordArray() = default;
   explicit WordArray(size_t n);  // zero-filled
+  // Not filled: the caller writes every word (the first write of each page is its first touch, so threads that
+  // write their own tiles share the page faults, which cost about 10 us per 4 KiB on the development VM).
+  static WordArray uninitialized(size_t n);
   WordArray(const WordArray& o);
   WordArray& operator=(const WordArray& o);
   WordArray(WordArray&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
@@ -113,14 +116,16 @@ struct QuantMatrix {
   float at(int64_t r, int64_t j) const;
 };
 
-QuantMatrix repack_gptq(const GptqTensors& t);
+// The tiles are written by the pool's threads (each its own tiles, whole) when a pool is given.
+QuantMatrix repack_gptq(const GptqTensors& t, ThreadPool* pool = nullptr);
 
 // An 8-bit matrix for the int8 kernels from a 16-bit or f32 weight w [n, k], k a multiple of 32: symmetric round to
 // nearest with one scale per output row (per channel), scale = max |w| / 127 in f32, q = round-half-even(w /
 // scale) clamped to [-127, 127], stored as q + 128 (zero point 128). The fast path runs the 16-bit PLoRA A/B
 // weights of a quantized model this way (half their 16-bit bytes; the int8 kernels instead of the f32 GEMM; one
 // group per row because the kernels' per-group steps cost more than the 256 inputs of a Plora_B row: 32-column
-// groups ran the [14336, 256] shape at 1.1x the f32 GEMM, one group per row at 1.9x). Rows split over the pool.
+// groups ran the [14336, 256] shape at 1.1x the f32 GEMM, one group per row at 1.9x). Tiles of 16 rows split over
+// the pool, written straight into the layout (the same matrix as repack_gptq() of that GPTQ layout).
 QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k, ThreadPool& pool);
 
 // f32 values of rows [row0, row0 + rows) x (reordered) columns [k0, k0 + klen) into dst[r * ld + c].

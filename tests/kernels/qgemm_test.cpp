@@ -160,6 +160,54 @@ TEST(QGemm, RepackKeepsEveryValue) {
   }
 }
 
+// Every field of two repacked matrices.
+void expect_same_matrix(const QuantMatrix& a, const QuantMatrix& b) {
+  ASSERT_EQ(a.bits, b.bits);
+  ASSERT_EQ(a.n, b.n);
+  ASSERT_EQ(a.k, b.k);
+  ASSERT_EQ(a.groups, b.groups);
+  ASSERT_EQ(a.n_pad, b.n_pad);
+  ASSERT_EQ(a.kw, b.kw);
+  ASSERT_EQ(a.q.size(), b.q.size());
+  for (size_t i = 0; i < a.q.size(); ++i) ASSERT_EQ(a.q[i], b.q[i]) << "word " << i;
+  EXPECT_EQ(a.scale, b.scale);
+  EXPECT_EQ(a.zero_m1, b.zero_m1);
+  EXPECT_EQ(a.group, b.group);
+  EXPECT_EQ(a.perm, b.perm);
+  EXPECT_EQ(a.bias, b.bias);
+  EXPECT_EQ(a.run_start, b.run_start);
+  EXPECT_EQ(a.run_group, b.run_group);
+  EXPECT_EQ(a.uniform_group, b.uniform_group);
+  ASSERT_EQ(a.segments.size(), b.segments.size());
+  for (size_t i = 0; i < a.segments.size(); ++i) {
+    EXPECT_EQ(a.segments[i].b0, b.segments[i].b0);
+    EXPECT_EQ(a.segments[i].b1, b.segments[i].b1);
+    EXPECT_EQ(a.segments[i].g, b.segments[i].g);
+  }
+  EXPECT_EQ(a.chunk_start, b.chunk_start);
+}
+
+// The pool's threads write the tiles in bands of 16 (load time): the same matrix as one thread, word for word,
+// with several bands and a partial last one, act-order (words assembled from several GPTQ words) or not.
+TEST(QGemm, RepackOnThePoolEqualsOneThread) {
+  ThreadPool pool(3);
+  for (const QCase& c : std::vector<QCase>{{4, 517, 256, 64, false, false, true},
+                                           {4, 517, 256, 64, true, false, false},
+                                           {8, 530, 128, -1, false, true, true},
+                                           {8, 272, 256, 32, true, false, false}}) {
+    SCOPED_TRACE(::testing::Message() << c.bits << "-bit n " << c.n << (c.act_order ? " act-order" : ""));
+    const QData d = make(c, 11);
+    const QuantMatrix one = kernels::cpu::repack_gptq(d.t);
+    const QuantMatrix many = kernels::cpu::repack_gptq(d.t, &pool);
+    expect_same_matrix(one, many);
+    for (int64_t r = 0; r < c.n; ++r)
+      for (int64_t j = r % 5; j < c.k; j += 5) {
+        const int64_t col = many.perm.empty() ? j : many.perm[static_cast<size_t>(j)];
+        ASSERT_EQ(static_cast<double>(many.at(r, j)), d.w[static_cast<size_t>(r * c.k + col)]) << r << " " << j;
+      }
+  }
+}
+
 TEST(QGemm, EveryIsaAndPathMatchesTheReference) {
   for (int threads : {1, 2}) {
     ThreadPool pool(threads);
@@ -488,6 +536,31 @@ TEST(QGemm, QuantizeRtn8) {
         EXPECT_FALSE(m.segments.empty());
         EXPECT_TRUE(kernels::cpu::qlinear_int8_supported(m, int8_kernels().front()));
       }
+      // The same matrix as repack_gptq() of those values written as a GPTQ checkpoint would hold them (qweight
+      // [k / 4, n] with q + 128 in each byte, every stored zero 127, one f32 scale per row), padding included.
+      std::vector<int32_t> qweight(static_cast<size_t>(k / 4 * n), 0), qzeros(static_cast<size_t>((n + 3) / 4));
+      std::vector<float> scales(static_cast<size_t>(n));
+      for (auto& z : qzeros) z = 0x7f7f7f7f;
+      for (int64_t r = 0; r < n; ++r) {
+        scales[static_cast<size_t>(r)] = m.scale[m.gz(0, r)];
+        for (int64_t j = 0; j < k; ++j) {
+          const float v = float_at(src, dt, r * k + j), scale = scales[static_cast<size_t>(r)];
+          const int32_t q = scale > 0 ? static_cast<int32_t>(std::nearbyint(v / scale)) : 0;
+          qweight[static_cast<size_t>((j / 4) * n + r)] |=
+              static_cast<int32_t>(static_cast<uint32_t>(std::clamp(q, -127, 127) + 128) << ((j % 4) * 8));
+        }
+      }
+      GptqTensors t;
+      t.bits = 8;
+      t.n = n;
+      t.k = k;
+      t.groups = 1;
+      t.group_size = -1;
+      t.qweight = qweight.data();
+      t.qzeros = qzeros.data();
+      t.scales = scales.data();
+      t.scales_dtype = DType::F32;
+      expect_same_matrix(kernels::cpu::repack_gptq(t), m);
     }
     EXPECT_THROW(kernels::cpu::quantize_rtn8(w.data(), DType::F32, n, 80, pool), Error);
   }
