@@ -365,13 +365,7 @@ QuantMatrix repack_gptq(const GptqTensors& t, ThreadPool* pool) {
 QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k, ThreadPool& pool) {
   XC2_CHECK(n > 0 && k > 0 && k % 32 == 0, InvalidArgument, "quantize_rtn8: [", n, ", ", k,
             "] (k must be a positive multiple of 32)");
-  GptqTensors t;
-  t.bits = 8;
-  t.n = n;
-  t.k = k;
-  t.groups = 1;
-  t.group_size = -1;
-  QuantMatrix m = gptq_layout(t);
+  QuantMatrix m = gptq_layout(GptqTensors{8, n, k, 1, -1});  // one group per row, no g_idx
   m.q = WordArray::uninitialized(static_cast<size_t>(m.n_pad * m.kw));
   m.scale.assign(static_cast<size_t>(m.n_pad), 0.0f);  // group 0 of every row; padding rows 0
   m.zero_m1.assign(static_cast<size_t>(m.n_pad), 0);

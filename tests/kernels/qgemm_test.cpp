@@ -15,6 +15,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "core/half.h"
@@ -162,29 +163,18 @@ TEST(QGemm, RepackKeepsEveryValue) {
 
 // Every field of two repacked matrices.
 void expect_same_matrix(const QuantMatrix& a, const QuantMatrix& b) {
-  ASSERT_EQ(a.bits, b.bits);
-  ASSERT_EQ(a.n, b.n);
-  ASSERT_EQ(a.k, b.k);
-  ASSERT_EQ(a.groups, b.groups);
-  ASSERT_EQ(a.n_pad, b.n_pad);
-  ASSERT_EQ(a.kw, b.kw);
+  ASSERT_EQ(std::tie(a.bits, a.n, a.k, a.groups, a.n_pad, a.kw, a.uniform_group),
+            std::tie(b.bits, b.n, b.k, b.groups, b.n_pad, b.kw, b.uniform_group));
   ASSERT_EQ(a.q.size(), b.q.size());
   for (size_t i = 0; i < a.q.size(); ++i) ASSERT_EQ(a.q[i], b.q[i]) << "word " << i;
-  EXPECT_EQ(a.scale, b.scale);
-  EXPECT_EQ(a.zero_m1, b.zero_m1);
-  EXPECT_EQ(a.group, b.group);
-  EXPECT_EQ(a.perm, b.perm);
-  EXPECT_EQ(a.bias, b.bias);
-  EXPECT_EQ(a.run_start, b.run_start);
-  EXPECT_EQ(a.run_group, b.run_group);
-  EXPECT_EQ(a.uniform_group, b.uniform_group);
+  EXPECT_EQ(std::tie(a.scale, a.bias), std::tie(b.scale, b.bias));
+  EXPECT_EQ(std::tie(a.zero_m1, a.group, a.perm, a.run_start, a.run_group, a.chunk_start),
+            std::tie(b.zero_m1, b.group, b.perm, b.run_start, b.run_group, b.chunk_start));
   ASSERT_EQ(a.segments.size(), b.segments.size());
-  for (size_t i = 0; i < a.segments.size(); ++i) {
-    EXPECT_EQ(a.segments[i].b0, b.segments[i].b0);
-    EXPECT_EQ(a.segments[i].b1, b.segments[i].b1);
-    EXPECT_EQ(a.segments[i].g, b.segments[i].g);
-  }
-  EXPECT_EQ(a.chunk_start, b.chunk_start);
+  for (size_t i = 0; i < a.segments.size(); ++i)
+    EXPECT_EQ(std::tie(a.segments[i].b0, a.segments[i].b1, a.segments[i].g),
+              std::tie(b.segments[i].b0, b.segments[i].b1, b.segments[i].g))
+        << "segment " << i;
 }
 
 // The pool's threads write the tiles in bands of 16 (load time): the same matrix as one thread, word for word,
@@ -550,16 +540,7 @@ TEST(QGemm, QuantizeRtn8) {
               static_cast<int32_t>(static_cast<uint32_t>(std::clamp(q, -127, 127) + 128) << ((j % 4) * 8));
         }
       }
-      GptqTensors t;
-      t.bits = 8;
-      t.n = n;
-      t.k = k;
-      t.groups = 1;
-      t.group_size = -1;
-      t.qweight = qweight.data();
-      t.qzeros = qzeros.data();
-      t.scales = scales.data();
-      t.scales_dtype = DType::F32;
+      const GptqTensors t{8, n, k, 1, -1, qweight.data(), qzeros.data(), scales.data(), DType::F32};
       expect_same_matrix(kernels::cpu::repack_gptq(t), m);
     }
     EXPECT_THROW(kernels::cpu::quantize_rtn8(w.data(), DType::F32, n, 80, pool), Error);
