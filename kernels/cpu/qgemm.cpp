@@ -326,9 +326,11 @@ QuantMatrix repack_gptq(const GptqTensors& t, ThreadPool* pool) {
       if (w.perm.empty()) {  // each tile's 16 words of a word row are 16 adjacent GPTQ words
         for (int64_t r = 0; r < w.kw; ++r) {
           const char* src = static_cast<const char*>(t.qweight) + static_cast<size_t>(r * t.n + n0) * 4;
-          for (int64_t c = n0; c < n1; c += 16)
-            std::memcpy(band + ((c - n0) / 16) * w.kw * 16 + r * 16, src + (c - n0) * 4,
-                        static_cast<size_t>(std::min<int64_t>(16, n1 - c)) * 4);
+          for (int64_t c = n0; c < n1; c += 16) {
+            uint32_t* dst = band + ((c - n0) / 16) * w.kw * 16 + r * 16;
+            if (n1 - c >= 16) std::memcpy(dst, src + (c - n0) * 4, 64);  // a whole tile line: a fixed-size copy
+            else std::memcpy(dst, src + (c - n0) * 4, static_cast<size_t>(n1 - c) * 4);
+          }
         }
         continue;
       }
