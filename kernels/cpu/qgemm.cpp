@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <numeric>
 #include <string>
 
@@ -294,12 +293,6 @@ QuantMatrix gptq_layout(const GptqTensors& t) {
   return w;
 }
 
-// Calls fn(t0, t1) over the tiles [0, tiles): on the pool's threads when given, else here.
-void over_tiles(int64_t tiles, ThreadPool* pool, const std::function<void(int64_t, int64_t)>& fn) {
-  if (pool && pool->size() > 1 && tiles > 1) pool->parallel_for(tiles, fn);
-  else fn(0, tiles);
-}
-
 }  // namespace
 
 QuantMatrix repack_gptq(const GptqTensors& t, ThreadPool* pool) {
@@ -315,7 +308,7 @@ QuantMatrix repack_gptq(const GptqTensors& t, ThreadPool* pool) {
     src_col[static_cast<size_t>(w.perm.empty() ? j : w.perm[static_cast<size_t>(j)])] = static_cast<int32_t>(j);
   constexpr int64_t kBand = 16;
   const int64_t tiles = w.n_pad / 16;
-  over_tiles((tiles + kBand - 1) / kBand, pool, [&](int64_t b0, int64_t b1) {
+  const auto bands = [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t tt0 = b * kBand, tt1 = std::min(tiles, tt0 + kBand);
       uint32_t* band = w.q.data() + tt0 * w.kw * 16;
@@ -345,7 +338,10 @@ QuantMatrix repack_gptq(const GptqTensors& t, ThreadPool* pool) {
           }
         }
     }
-  });
+  };
+  const int64_t n_bands = (tiles + kBand - 1) / kBand;
+  if (pool) pool->parallel_for(n_bands, bands);
+  else bands(0, n_bands);
   // Scales and zeros: [groups, n] -> [n_pad / 16][groups][16]; the stored zero is zero - 1.
   const int64_t zwords = (t.n + p - 1) / p;
   w.scale.assign(static_cast<size_t>(w.n_pad * t.groups), 0.0f);
@@ -372,7 +368,7 @@ QuantMatrix quantize_rtn8(const void* w, DType dtype, int64_t n, int64_t k, Thre
   m.scale.assign(static_cast<size_t>(m.n_pad), 0.0f);  // group 0 of every row; padding rows 0
   m.zero_m1.assign(static_cast<size_t>(m.n_pad), 0);
   const size_t esize = dtype_size(dtype);
-  over_tiles(m.n_pad / 16, &pool, [&](int64_t t0, int64_t t1) {
+  pool.parallel_for(m.n_pad / 16, [&](int64_t t0, int64_t t1) {
     std::vector<float> row(static_cast<size_t>(k));
     for (int64_t tile = t0; tile < t1; ++tile) {
       uint32_t* q = m.q.data() + tile * m.kw * 16;
