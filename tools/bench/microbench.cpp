@@ -235,7 +235,10 @@ std::unique_ptr<float, void (*)(void*)> aligned_floats(ThreadPool& pool, size_t 
   if (buf) {
     float* p = buf.get();
     pool.run(pool.size(), [&](int ti, int nt) {
-      for (size_t i = n * ti / nt; i < n * (ti + 1) / nt; ++i) p[i] = static_cast<float>(i & 63) * (1.0f / 64) - 0.5f;
+      size_t b, e;
+      share_blocks(n, nt, ti, &b, &e);  // the share measure_read_bandwidth_gbs() has this thread read
+      if (ti == nt - 1) e = n;          // and the tail past the last 64-float block
+      for (size_t i = b; i < e; ++i) p[i] = static_cast<float>(i & 63) * (1.0f / 64) - 0.5f;
     });
   }
   return buf;

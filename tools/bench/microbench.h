@@ -22,7 +22,8 @@ double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 
 double measure_read_bandwidth_gbs(ThreadPool& pool, const float* buf, size_t n_floats, int reps);
 
 // n floats, 4 KiB-aligned (a std::vector's data sits 16 bytes past a page: every 64-byte load of a read split
-// across two lines), each thread first-touching (writing) its contiguous share; null when out of memory.
+// across two lines), each thread first-touching (writing) the share measure_read_bandwidth_gbs() reads on it;
+// null when out of memory.
 std::unique_ptr<float, void (*)(void*)> aligned_floats(ThreadPool& pool, size_t n);
 
 // The streaming read's buffer made (aligned_floats) once and read again on each gbs(): measure_read_bandwidth_gbs(
