@@ -528,9 +528,9 @@ TEST(QGemm, QuantizeRtn8) {
       }
       // The same matrix as repack_gptq() of those values written as a GPTQ checkpoint would hold them (qweight
       // [k / 4, n] with q + 128 in each byte, every stored zero 127, one f32 scale per row), padding included.
-      std::vector<int32_t> qweight(static_cast<size_t>(k / 4 * n), 0), qzeros(static_cast<size_t>((n + 3) / 4));
+      std::vector<int32_t> qweight(static_cast<size_t>(k / 4 * n), 0);
+      const std::vector<int32_t> qzeros(static_cast<size_t>((n + 3) / 4), 0x7f7f7f7f);
       std::vector<float> scales(static_cast<size_t>(n));
-      for (auto& z : qzeros) z = 0x7f7f7f7f;
       for (int64_t r = 0; r < n; ++r) {
         scales[static_cast<size_t>(r)] = m.scale[m.gz(0, r)];
         for (int64_t j = 0; j < k; ++j) {
