@@ -6,7 +6,8 @@
 //   int8 (VNNI): per 32-column block, 8 vpdpbusd of the weights' u8 integers (4-bit: the low and the high
 //         nibbles) with the broadcast int8 x; the int32 block sum to f32 times x's block scale; per segment
 //         minus zero * sum(x) and times the weight scale. 4 rows x 2 tiles per pass over a block (6 x 1 at the
-//         end of the range), two dot-product chains each, every weight line prefetched up to 16 rows; up to 4
+//         end of the range), word by word across the rows, two dot-product chains each (even and odd words),
+//         every weight line prefetched up to 16 rows; up to 4
 //         rows of x (decode steps of 1-4 sequences): int8_mr, 2 tiles half the range apart per pass (2 long
 //         weight streams), each weight line used by all the rows as it is loaded.
 //   quantize_x: x to int8 per 32 columns for the int8 path, the scalar loop's bits.
@@ -198,7 +199,12 @@ void pack(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t 
 // ---- int8 activations (VNNI) -------------------------------------------------------------------------
 
 // NT adjacent tiles (16 * NT output columns) x MR rows: each broadcast x dword feeds NT vpdpbusd, so that the
-// loads of x do not outnumber the dot products.
+// loads of x do not outnumber the dot products. Word positions outermost: per word of the block the NT weight
+// lines (4-bit: one nibble of a loaded line) and then, row by row, one broadcast and NT dot products, two chains per
+// (row, tile) (even and odd words, added at the end: exact int32 sums). Consecutive dot products are then
+// independent and each chain's next one comes 2 * MR * NT dot products later; with the rows outermost (each row's
+// 2 * NT chains of 4 run to the end before the next row's) xc2_gemm_bench --suite qprefill took 1.05-1.09x (W4) and
+// 1.10-1.22x (W8) as long at m = 1225.
 template <int BITS, int MR, int NT, bool STREAM>
 XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
                               const float* zs, int64_t n_seg, int64_t i0, int64_t tile, float* y, int64_t ldy, bool add,
@@ -207,6 +213,12 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
   const int64_t nb = x.k / 32;
   const int64_t tile_words = w.kw * 16;
   const uint32_t* qt = w.q.data() + tile * tile_words;
+  const int32_t* xr[MR];  // each row's int8 x as words
+  const float* xs[MR];
+  for (int i = 0; i < MR; ++i) {
+    xr[i] = reinterpret_cast<const int32_t*>(x.q + (i0 + i) * x.k);
+    xs[i] = x.scale + (i0 + i) * nb;
+  }
   const __m512i nib = _mm512_set1_epi32(0x0F0F0F0F);
   // Zeroed with vector stores: `= {}` compiled to `rep stosq`, whose start-up held up the pass (perf: about a third
   // of the samples of a short-k product such as the PLoRA B delta sat on the instructions after it).
@@ -219,38 +231,34 @@ XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const K
     for (int i = 0; i < MR; ++i)
       for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
     for (int32_t b = seg.b0; b < seg.b1; ++b) {
-      __m512i wv[NT][8];
-#pragma GCC unroll 2
-      for (int t = 0; t < NT; ++t) {
-        const uint32_t* src = qt + t * tile_words + static_cast<int64_t>(b) * WPB * 16;
+      const uint32_t* src = qt + static_cast<int64_t>(b) * WPB * 16;
+      const int64_t xo = static_cast<int64_t>(b) * 8;
+      for (int t = 0; t < NT; ++t)
         for (int j = 0; j < (STREAM ? WPB : 1); ++j)
-          _mm_prefetch(reinterpret_cast<const char*>(src + j * 16 + kPrefetchWords), _MM_HINT_T0);
-        if constexpr (BITS == 4) {
-#pragma GCC unroll 4
-          for (int j = 0; j < 4; ++j) {
-            const __m512i v = _mm512_loadu_si512(src + j * 16);
-            wv[t][2 * j] = _mm512_and_si512(v, nib);
-            wv[t][2 * j + 1] = _mm512_and_si512(_mm512_srli_epi32(v, 4), nib);
-          }
-        } else {
+          _mm_prefetch(reinterpret_cast<const char*>(src + t * tile_words + j * 16 + kPrefetchWords), _MM_HINT_T0);
+      __m512i d[MR][NT][2];
+      for (int i = 0; i < MR; ++i)
+        for (int t = 0; t < NT; ++t) d[i][t][0] = d[i][t][1] = _mm512_setzero_si512();
 #pragma GCC unroll 8
-          for (int j = 0; j < 8; ++j) wv[t][j] = _mm512_loadu_si512(src + j * 16);
+      for (int j = 0; j < 8; ++j) {
+        __m512i wv[NT];
+        for (int t = 0; t < NT; ++t) {
+          if constexpr (BITS == 4) {
+            const __m512i v = _mm512_loadu_si512(src + t * tile_words + (j / 2) * 16);
+            wv[t] = _mm512_and_si512(j % 2 ? _mm512_srli_epi32(v, 4) : v, nib);
+          } else {
+            wv[t] = _mm512_loadu_si512(src + t * tile_words + j * 16);
+          }
+        }
+        for (int i = 0; i < MR; ++i) {
+          const __m512i xv = _mm512_set1_epi32(xr[i][xo + j]);
+          for (int t = 0; t < NT; ++t) d[i][t][j % 2] = _mm512_dpbusd_epi32(d[i][t][j % 2], wv[t], xv);
         }
       }
-#pragma GCC unroll 6
       for (int i = 0; i < MR; ++i) {
-        const int32_t* xd = reinterpret_cast<const int32_t*>(x.q + (i0 + i) * x.k + static_cast<int64_t>(b) * 32);
-        // Two chains per tile (even and odd words), added at the end: exact int32 sums, more dot products in flight.
-        __m512i d[NT][2];
-        for (int t = 0; t < NT; ++t) d[t][0] = d[t][1] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) {
-          const __m512i xv = _mm512_set1_epi32(xd[j]);
-          for (int t = 0; t < NT; ++t) d[t][j % 2] = _mm512_dpbusd_epi32(d[t][j % 2], wv[t][j], xv);
-        }
-        const __m512 sx = _mm512_set1_ps(x.scale[(i0 + i) * nb + b]);
+        const __m512 sx = _mm512_set1_ps(xs[i][b]);
         for (int t = 0; t < NT; ++t)
-          acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d[t][0], d[t][1])), sx, acc[i][t]);
+          acc[i][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(d[i][t][0], d[i][t][1])), sx, acc[i][t]);
       }
     }
     for (int t = 0; t < NT; ++t) {
