@@ -203,8 +203,8 @@ void pack(const QuantMatrix& w, int64_t row0, int64_t rows, int64_t k0, int64_t 
 // lines (4-bit: one nibble of a loaded line) and then, row by row, one broadcast and NT dot products, two chains per
 // (row, tile) (even and odd words, added at the end: exact int32 sums). Consecutive dot products are then
 // independent and each chain's next one comes 2 * MR * NT dot products later; with the rows outermost (each row's
-// 2 * NT chains of 4 run to the end before the next row's) xc2_gemm_bench --suite qprefill took 1.05-1.09x (W4) and
-// 1.10-1.22x (W8) as long at m = 1225.
+// 2 * NT chains of 4 run to the end before the next row's) the 7B linears took 1.01-1.06x (W4) and 1.04-1.09x (W8)
+// as long at m = 1225 (xc2_gemm_bench --suite qprefill, 1 and 2 threads).
 template <int BITS, int MR, int NT, bool STREAM>
 XC2_Q512_VNNI void int8_tiles(const QuantMatrix& w, const QuantizedX& x, const KSegment* segs, int64_t s0, int64_t s1,
                               const float* zs, int64_t n_seg, int64_t i0, int64_t tile, float* y, int64_t ldy, bool add,
