@@ -441,10 +441,10 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
       Scratch* scratch;
       int64_t units;
     } job{&a, isa, bias, &scratch, units};
-    auto body = [j = &job](int t, int nt) {
+    // Each output row of the GEMM is computed whole by one task: the split (learned by run_balanced) changes no
+    // bits.
+    auto body = [j = &job](int t, int64_t b, int64_t e) {
       const GemmArgs& g = *j->a;
-      int64_t b, e;
-      split(j->units, nt, t, &b, &e);
       b *= 16;
       e = std::min(e * 16, g.n);
       float* rs = j->scratch->w[static_cast<size_t>(t)].data;
@@ -460,7 +460,7 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
         j->isa->rows(g.x, g.ldx, g.w, g.w_dtype, g.ldw, j->bias, g.y, g.ldy, g.m, g.k, b, e, g.accumulate, rs);
       }
     };
-    if (tasks == 1) body(0, 1); else pool.run(tasks, body);
+    if (tasks == 1) body(0, 0, units); else pool.run_balanced(tasks, units, body);
     return;
   }
 
@@ -502,17 +502,27 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
     int64_t units_n, units_m;
     int tn, tm;
   } job{&a, bias, &pk, bl, &scratch, units_n, units_m, tn, tm};
-  auto body = [j = &job](int t, int /*nt*/) {
+  auto range = [j = &job](int t, int64_t nb, int64_t ne, int64_t mb, int64_t me) {
     const GemmArgs& g = *j->a;
     const int64_t mr = j->pk->mr, nr = j->pk->nr;
-    int64_t nb, ne, mb, me;
-    split(j->units_n, j->tn, t % j->tn, &nb, &ne);
-    split(j->units_m, j->tm, t / j->tn, &mb, &me);
     packed_range(g, j->bias, *j->pk, j->bl, mb * mr, std::min(me * mr, g.m), nb * nr, std::min(ne * nr, g.n),
                  j->scratch->x[static_cast<size_t>(t)].data, j->scratch->w[static_cast<size_t>(t)].data,
                  j->scratch->src[static_cast<size_t>(t)].data);
   };
-  if (tasks == 1) body(0, 1); else pool.run(tasks, body);
+  if (tasks == 1) {
+    range(0, 0, units_n, 0, units_m);
+  } else if (tm == 1) {
+    // Threads split n alone: in proportion to their speeds (run_balanced). Every output element is computed with
+    // the same k blocks in the same order whichever task computes it: the same bits.
+    pool.run_balanced(tasks, units_n, [&range, units_m](int t, int64_t nb, int64_t ne) { range(t, nb, ne, 0, units_m); });
+  } else {
+    pool.run(tasks, [&range, &job](int t, int) {
+      int64_t nb, ne, mb, me;
+      split(job.units_n, job.tn, t % job.tn, &nb, &ne);
+      split(job.units_m, job.tm, t / job.tn, &mb, &me);
+      range(t, nb, ne, mb, me);
+    });
+  }
 }
 
 }  // namespace xc2::kernels::cpu

@@ -416,16 +416,17 @@ void qlinear(const float* x, int64_t ldx, const QuantMatrix& w, float* y, int64_
   x = reorder_x(x, &ldx, w, m, tls_q.xp);
 
   if (path == GemmPath::Rows) {
-    // Threads split the tiles; each tile is read by one thread, once, for all m rows.
+    // Threads split the tiles (in proportion to their speeds: ThreadPool::run_balanced; a tile's outputs are
+    // computed whole by one thread, so the split changes no bits); each tile is read by one thread, once, for all
+    // m rows.
     const int64_t tiles = w.n_pad / 16;
     int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tiles)));
     if (m * w.n * w.k < (int64_t{1} << 17)) tasks = 1;
     const detail::QRowsFn rows = w.run_start.empty() ? detail::q_scalar_kernels()->rows : qk->rows;
-    auto body = [&](int t, int nt) {
-      const int64_t b = tiles * t / nt, e = tiles * (t + 1) / nt;
+    auto body = [&](int, int64_t b, int64_t e) {
       if (b < e) rows(w, x, ldx, m, y, ldy, b, e, accumulate);
     };
-    if (tasks == 1) body(0, 1); else pool.run(tasks, body);
+    if (tasks == 1) body(0, 0, tiles); else pool.run_balanced(tasks, tiles, body);
     return;
   }
   PackCtx ctx{&w, w.run_start.empty() ? detail::q_scalar_kernels()->pack : qk->pack};
@@ -598,9 +599,10 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
     if (d.rows > 0) ex[e] = prepare_int8_x(d.x, d.ldx, *d.w, d.rows, s.extra[e], pool);
   }
 
-  // Threads split the tiles; each walks m in blocks of kMb rows (x block in L2), its tiles in runs of kTc (all of
-  // them without fused products), per run the k chunks of the main product, then the fused products' rows in this
-  // block over the same tiles (their y lines still in cache: a separate call would read and write y again).
+  // Threads split the tiles (in proportion to their speeds: ThreadPool::run_balanced); each walks m in blocks of
+  // kMb rows (x block in L2), its tiles in runs of kTc (all of them without fused products), per run the k chunks
+  // of the main product, then the fused products' rows in this block over the same tiles (their y lines still in
+  // cache: a separate call would read and write y again).
   const int64_t tiles = w.n_pad / 16;
   const int tasks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(pool.size(), tiles)));
   constexpr int64_t kMb = 96;
@@ -614,9 +616,8 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
       kern(mw, mx, mw.segments.data(), chunk_seg[c], chunk_seg[c + 1], ms.zs.data(), n_seg, i0, i1, t0, t1, my, ldy,
            c > 0 || add, c == 0 ? mbias : nullptr);
   };
-  auto body = [&](int t, int nt) {
-    const int64_t tb = tiles * t / nt, te = tiles * (t + 1) / nt;
-    if (tb >= te) return;
+  // Each output is computed whole by one task, so the split changes no bits.
+  auto body = [&](int, int64_t tb, int64_t te) {
     for (int64_t i0 = 0; i0 < m; i0 += kMb) {
       const int64_t i1 = std::min(m, i0 + kMb);
       for (int64_t tc = tb; tc < te; tc += kTc) {
@@ -632,7 +633,7 @@ void qlinear_int8(const float* x, int64_t ldx, const QuantMatrix& w, float* y, i
       }
     }
   };
-  if (tasks == 1) body(0, 1); else pool.run(tasks, body);
+  if (tasks == 1) body(0, 0, tiles); else pool.run_balanced(tasks, tiles, body);
 }
 
 void quantize_x_int8(const float* x, int64_t ldx, int64_t m, int64_t k, int bits, int8_t* q, float* scale,

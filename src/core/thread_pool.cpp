@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <exception>
+#include <string>
 #include <system_error>
+#include <vector>
 
 #include "core/check.h"
 
@@ -50,6 +53,8 @@ int hardware_threads() {
 
 ThreadPool::ThreadPool(int n_threads) {
   n_threads_ = n_threads > 0 ? n_threads : hardware_threads();
+  speed_.reset(new std::atomic<double>[static_cast<size_t>(n_threads_)]);
+  for (int i = 0; i < n_threads_; ++i) speed_[i].store(1.0, std::memory_order_relaxed);
   try {
     for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
   } catch (const std::system_error& e) {
@@ -170,6 +175,87 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     const int64_t end = n * (t + 1) / nt;
     if (begin < end) fn(begin, end);
   });
+}
+
+namespace {
+
+bool even_split() {
+  static const bool even = [] {
+    const char* e = std::getenv("XC2_SPLIT");
+    return e && std::string(e) == "even";
+  }();
+  return even;
+}
+
+}  // namespace
+
+void ThreadPool::balanced_cuts(int n_tasks, int64_t units, int64_t* cuts) const {
+  n_tasks = std::max(1, std::min(n_tasks, n_threads_));
+  if (even_split()) {
+    for (int t = 0; t <= n_tasks; ++t) cuts[t] = units * t / n_tasks;
+    return;
+  }
+  double total = 0;
+  for (int t = 0; t < n_tasks; ++t) total += speed_[t].load(std::memory_order_relaxed);
+  double acc = 0;
+  cuts[0] = 0;
+  for (int t = 0; t < n_tasks; ++t) {
+    acc += speed_[t].load(std::memory_order_relaxed);
+    const auto at = static_cast<int64_t>(static_cast<double>(units) * (acc / total) + 0.5);
+    cuts[t + 1] = t + 1 == n_tasks ? units : std::max(cuts[t], std::min(units, at));
+  }
+}
+
+void ThreadPool::run_balanced(int n_tasks, int64_t units,
+                              const std::function<void(int task, int64_t begin, int64_t end)>& fn) {
+  n_tasks = std::max(1, std::min(n_tasks, n_threads_));
+  if (n_tasks == 1) {
+    fn(0, 0, units);
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  // On the stack for up to kInline tasks (no allocation per call: a decode step makes dozens of these calls).
+  constexpr int kInline = 16;
+  struct Run {
+    const std::function<void(int, int64_t, int64_t)>* fn;
+    int64_t* cuts;
+    double* finish;
+    Clock::time_point start;
+    std::thread::id caller;
+    std::atomic<bool> serial{false};  // a nested call runs its tasks one after another on the caller
+  } r;
+  int64_t cuts_inline[kInline + 1];
+  double finish_inline[kInline];
+  std::vector<int64_t> cuts_heap;
+  std::vector<double> finish_heap;
+  if (n_tasks > kInline) {
+    cuts_heap.resize(static_cast<size_t>(n_tasks) + 1);
+    finish_heap.resize(static_cast<size_t>(n_tasks));
+  }
+  r.fn = &fn;
+  r.cuts = n_tasks > kInline ? cuts_heap.data() : cuts_inline;
+  r.finish = n_tasks > kInline ? finish_heap.data() : finish_inline;
+  balanced_cuts(n_tasks, units, r.cuts);
+  r.caller = std::this_thread::get_id();
+  r.start = Clock::now();
+  run(n_tasks, [p = &r](int t, int) {
+    if (t > 0 && std::this_thread::get_id() == p->caller) p->serial.store(true, std::memory_order_relaxed);
+    if (p->cuts[t] < p->cuts[t + 1]) (*p->fn)(t, p->cuts[t], p->cuts[t + 1]);
+    p->finish[t] = std::chrono::duration<double>(Clock::now() - p->start).count();
+  });
+  if (r.serial.load(std::memory_order_relaxed) || even_split()) return;
+  // Each task's rate in units per second, normalised to a mean of 1; nothing learned when a task had no work or
+  // finished within 20 us (its clock readings would be mostly the wake-up).
+  double sum = 0;
+  for (int t = 0; t < n_tasks; ++t) {
+    if (r.cuts[t + 1] <= r.cuts[t] || r.finish[t] < 20e-6) return;
+    sum += static_cast<double>(r.cuts[t + 1] - r.cuts[t]) / r.finish[t];
+  }
+  for (int t = 0; t < n_tasks; ++t) {
+    const double target = static_cast<double>(r.cuts[t + 1] - r.cuts[t]) / r.finish[t] * n_tasks / sum;
+    const double v = speed_[t].load(std::memory_order_relaxed);
+    speed_[t].store(std::min(4.0, std::max(0.25, v + 0.2 * (target - v))), std::memory_order_relaxed);
+  }
 }
 
 }  // namespace xc2

@@ -4,6 +4,8 @@
 // Between jobs a worker spins for a short while (kSpinMicros in thread_pool.cpp) before it sleeps on the
 // condition variable, and the caller spins before it waits for the workers: a decode step runs about ten jobs
 // per layer, and a futex wake-up costs tens of microseconds on a virtual machine.
+//   run_balanced(n, units, fn): fn(task, begin, end) over [0, units) in contiguous runs sized by the tasks'
+//   speeds, learned from when each task of earlier balanced runs finished (see there).
 #pragma once
 
 #include <atomic>
@@ -11,6 +13,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -33,6 +36,19 @@ class ThreadPool {
   // Runs fn(task, n_tasks) for task in [0, n_tasks) with n_tasks <= size(); task 0 on the caller.
   void run(int n_tasks, const std::function<void(int task, int n_tasks)>& fn);
 
+  // Runs fn(task, begin, end) for task in [0, n_tasks), n_tasks <= size(), over contiguous runs that cover
+  // [0, units) in task order, each run in proportion to its task's speed (task 0 on the caller). After each run
+  // every task's rate (units per second from the common start to its finish) moves the speeds a fifth of the way
+  // towards the rates measured. One vCPU of a shared machine can run slower than the other for seconds at a time
+  // (another process or virtual machine on its core), and a worker starts some microseconds after the caller:
+  // with even runs the faster thread waits at every join (7-10% of a 2-thread W4 decode's linears, docs/perf.md).
+  // Callers use it where the results do not depend on the split (each output computed whole by one task).
+  // XC2_SPLIT=even keeps even runs (no learning). Nested calls run serially and learn nothing.
+  void run_balanced(int n_tasks, int64_t units, const std::function<void(int task, int64_t begin, int64_t end)>& fn);
+
+  // The runs run_balanced() would give now: cuts[t] to cuts[t + 1] for task t (n_tasks + 1 values).
+  void balanced_cuts(int n_tasks, int64_t units, int64_t* cuts) const;
+
  private:
   void worker_loop(int index);
 
@@ -49,6 +65,7 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   bool busy_ = false;
   std::exception_ptr worker_error_;
+  std::unique_ptr<std::atomic<double>[]> speed_;  // per task index (the caller is task 0; worker i runs task i)
 };
 
 int hardware_threads();

@@ -7,7 +7,8 @@
 //     bias of every dtype, accumulate, strides wider than the rows (padding filled with NaN, which must
 //     not leak in) and y padding that must stay untouched.
 //   Tolerance cases: random normal data, relative L2 <= 1e-6 against the double reference.
-//   Determinism: 1, 2 and 3 threads give identical bits; a row's result does not depend on m within a path.
+//   Determinism: 1, 2 and 3 threads (even or learned uneven splits) give identical bits; a row's result does not
+//   depend on m within a path.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -245,7 +246,8 @@ TEST_P(GemmRandom, DeterministicAcrossThreadsAndRowGrouping) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   auto gen = [&] { return normal(rng); };
-  ThreadPool p1(1), p2(2), p3(3);
+  ThreadPool p1(1), p2(2), p3(3), pskew(3);
+  ASSERT_GT(test::skew_pool_speeds(pskew), 0.36);  // uneven splits (ThreadPool::run_balanced); even: 1/3
   const int64_t n = 1000, k = 700;
   const Mat w = make_mat(dt, n, k, k, gen);
   for (int64_t m : {int64_t{1}, int64_t{3}, int64_t{50}}) {
@@ -255,10 +257,13 @@ TEST_P(GemmRandom, DeterministicAcrossThreadsAndRowGrouping) {
         GemmOptions opts;
         opts.isa = isa;
         opts.path = path;
-        std::vector<float> y1(static_cast<size_t>(m * n)), y2 = y1, y3 = y1;
+        std::vector<float> y1(static_cast<size_t>(m * n)), y2 = y1, y3 = y1, y4 = y1;
         gemm(make_args(x, w, nullptr, y1.data(), n, false), p1, opts);
         gemm(make_args(x, w, nullptr, y2.data(), n, false), p2, opts);
         gemm(make_args(x, w, nullptr, y3.data(), n, false), p3, opts);
+        gemm(make_args(x, w, nullptr, y4.data(), n, false), pskew, opts);
+        EXPECT_EQ(bits_mismatch(y4, y1), "") << "uneven 3-thread split vs 1 thread, m=" << m << " isa " << int(isa)
+                                             << " path " << int(path);
         EXPECT_EQ(bits_mismatch(y2, y1), "") << "2 vs 1 threads, m=" << m << " isa " << int(isa) << " path "
                                              << int(path);
         EXPECT_EQ(bits_mismatch(y3, y1), "") << "3 vs 1 threads, m=" << m << " isa " << int(isa) << " path "

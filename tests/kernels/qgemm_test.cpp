@@ -23,6 +23,7 @@
 #include "cpu/gemm.h"
 #include "cpu/qgemm.h"
 #include "support/gptq_random.h"
+#include "support/test_util.h"
 #include "xc2/error.h"
 
 namespace xc2 {
@@ -481,6 +482,38 @@ TEST(QGemm, FusedProductsEqualSeparateCalls) {
       EXPECT_THROW(kernels::cpu::qlinear_int8(x.data(), mains[1].k, w, y.data(), mains[1].n, 4, false, pool, kern, &bad),
                    Error);
     }
+}
+
+// Thread pools that split the tiles unevenly (ThreadPool::run_balanced after learning a slower task) give the bits
+// of an even split: every int8 kernel and the exact path (rows and packed), one row, a few and many.
+TEST(QGemm, UnevenThreadSplitsGiveTheSameBits) {
+  ThreadPool even(2), skewed(2);
+  ASSERT_GT(test::skew_pool_speeds(skewed), 0.6);
+  for (const QCase& c : int8_cases()) {
+    const QData d = make(c, 77);
+    const QuantMatrix w = kernels::cpu::repack_gptq(d.t);
+    for (int64_t m : {1, 3, 37}) {
+      const int64_t ldx = c.k + 1, ldy = c.n + 2;
+      const std::vector<float> x = random_x(m, ldx, static_cast<uint32_t>(300 + m));
+      auto same = [&](auto&& run, const char* what) {
+        std::vector<float> y1(static_cast<size_t>(m * ldy), 0.5f), y2 = y1;
+        run(even, y1.data());
+        run(skewed, y2.data());
+        SCOPED_TRACE(::testing::Message() << what << " bits " << c.bits << " n " << c.n << " k " << c.k << " m " << m);
+        for (size_t i = 0; i < y1.size(); ++i)
+          ASSERT_EQ(std::memcmp(&y1[i], &y2[i], sizeof(float)), 0) << "row " << i / ldy << " out " << i % ldy;
+      };
+      for (QInt8Kernel kern : int8_kernels())
+        same([&](ThreadPool& p, float* y) { kernels::cpu::qlinear_int8(x.data(), ldx, w, y, ldy, m, false, p, kern); },
+             kernels::cpu::qint8_kernel_name(kern));
+      for (GemmPath path : {GemmPath::Rows, GemmPath::Packed}) {
+        kernels::cpu::QLinearOptions o;
+        o.path = path;
+        same([&](ThreadPool& p, float* y) { kernels::cpu::qlinear(x.data(), ldx, w, y, ldy, m, false, p, o); },
+             path == GemmPath::Rows ? "exact rows" : "exact packed");
+      }
+    }
+  }
 }
 
 // quantize_rtn8 (the fast path's 8-bit PLoRA weights): per output row, scale = max |w| / 127 in f32, values

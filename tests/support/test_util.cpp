@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -10,7 +11,23 @@
 #include <random>
 #include <sstream>
 
+#include "core/thread_pool.h"
+
 namespace xc2::test {
+
+double skew_pool_speeds(ThreadPool& pool) {
+  // Task 1 spins 3 us per unit, the others 1 us: its measured rate is a third of theirs whatever else the machine
+  // runs (a spin ends on the clock, preempted or not).
+  for (int i = 0; i < 40; ++i)
+    pool.run_balanced(pool.size(), 600, [](int t, int64_t b, int64_t e) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds((e - b) * (t == 1 ? 3 : 1));
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    });
+  std::vector<int64_t> cuts(static_cast<size_t>(pool.size()) + 1);
+  pool.balanced_cuts(pool.size(), 1000, cuts.data());
+  return static_cast<double>(cuts[1]) / 1000.0;
+}
 
 std::string data_path(const std::string& rel) { return std::string(XC2_TEST_DATA_DIR) + "/" + rel; }
 

@@ -9,7 +9,15 @@
 
 #include "xc2/error.h"
 
+namespace xc2 {
+class ThreadPool;
+}
+
 namespace xc2::test {
+
+// Teaches `pool` (2 threads or more) that its task 1 runs 3x slower than the others (run_balanced on a busy-wait
+// job), so that its later run_balanced splits are uneven; returns task 0's share of 1000 units after it.
+double skew_pool_speeds(ThreadPool& pool);
 
 // Absolute path of a file under tests/data.
 std::string data_path(const std::string& rel);
