@@ -38,10 +38,11 @@ class ThreadPool {
 
   // Runs fn(task, begin, end) for task in [0, n_tasks), n_tasks <= size(), over contiguous runs that cover
   // [0, units) in task order, each run in proportion to its task's speed (task 0 on the caller). After each run
-  // every task's rate (units per second from the common start to its finish) moves the speeds a fifth of the way
+  // every task's rate (units per second from the common start to its finish) moves the speeds a tenth of the way
   // towards the rates measured. One vCPU of a shared machine can run slower than the other for seconds at a time
   // (another process or virtual machine on its core), and a worker starts some microseconds after the caller:
-  // with even runs the faster thread waits at every join (7-10% of a 2-thread W4 decode's linears, docs/perf.md).
+  // with even runs the faster thread waits at every join (1.5-10% of a 2-thread W4 decode's linear time, by the
+  // minute; 1.2-4% with learned runs: docs/perf.md).
   // Callers use it where the results do not depend on the split (each output computed whole by one task).
   // XC2_SPLIT=even keeps even runs (no learning). Nested calls run serially and learn nothing.
   void run_balanced(int n_tasks, int64_t units, const std::function<void(int task, int64_t begin, int64_t end)>& fn);
