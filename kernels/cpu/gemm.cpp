@@ -441,8 +441,8 @@ void gemm(const GemmArgs& a, ThreadPool& pool, const GemmOptions& opts) {
       Scratch* scratch;
       int64_t units;
     } job{&a, isa, bias, &scratch, units};
-    // Each output row of the GEMM is computed whole by one task: the split (learned by run_balanced) changes no
-    // bits.
+    // Each output (a dot product over all of k) is computed whole by one task: the split (learned by run_balanced)
+    // changes no bits.
     auto body = [j = &job](int t, int64_t b, int64_t e) {
       const GemmArgs& g = *j->a;
       b *= 16;
