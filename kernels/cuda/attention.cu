@@ -21,7 +21,9 @@
 //    to shared memory, so rows can be rescaled without knowing the fragment layout). Causal blocks stop
 //    at their last visible key; the heaviest (last) query tiles are scheduled first.
 //    Shared memory (D = 128): K 17 KB + V 17 KB + S 17 KB + P 9 KB + O 33 KB = 93 KB: two blocks per H100 SM.
+#if !XC2_CUDA_EMULATOR
 #include <mma.h>
+#endif
 
 #include "cuda/common.cuh"
 #include "cuda/cuda_kernels.h"
@@ -197,7 +199,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) attn_prefill_wmma(AttnArgs
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   using namespace nvcuda;
   using Smem = PrefillSmem<D>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  XC2_DYNAMIC_SHARED(smem);
   T* sk = reinterpret_cast<T*>(smem + Smem::kK);
   T* sv = reinterpret_cast<T*>(smem + Smem::kV);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -324,15 +326,15 @@ void launch_prefill(const AttnArgs<T>& a, cudaStream_t stream) {
               D, "): ", cudaGetErrorString(e));
   }
   const dim3 grid(static_cast<unsigned>(ceil_div(a.n_q, kBq)), static_cast<unsigned>(a.n_heads));
-  attn_prefill_wmma<T, D><<<grid, kPrefillWarps * 32, Smem::kBytes, stream>>>(a);
+  launch_kernel(attn_prefill_wmma<T, D>, grid, kPrefillWarps * 32, Smem::kBytes, stream, a);
 }
 
 template <typename T, int EPL>
 void launch_split(const AttnArgs<T>& a, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.n_kv_heads), static_cast<unsigned>(a.n_q), static_cast<unsigned>(a.n_splits));
-  attn_split_kernel<T, EPL><<<grid, kSplitWarps * 32, 0, stream>>>(a);
+  launch_kernel(attn_split_kernel<T, EPL>, grid, kSplitWarps * 32, 0, stream, a);
   if (a.n_splits > 1) {
-    attn_combine_kernel<T><<<static_cast<unsigned>(a.n_q * a.n_heads), EPL * 32, 0, stream>>>(a, EPL * 32);
+    launch_kernel(attn_combine_kernel<T>, static_cast<unsigned>(a.n_q * a.n_heads), EPL * 32, 0, stream, a, EPL * 32);
   }
 }
 

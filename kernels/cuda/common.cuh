@@ -3,6 +3,8 @@
 //   - warp / block reductions (sum, max) with xor shuffles, so every lane ends with the result;
 //   - gemv_store_rows: the end of the warp-per-column GEMVs;
 //   - XC2_CUDA_DISPATCH: a runtime DType -> element type T switch (flash-attention's static_switch habit);
+//   - launch_kernel(): every launch (kernel<<<grid, block, smem, stream>>>(args), or the CUDA emulator's launch in
+//     the -DXC2_CUDA_EMULATOR=ON build, tests/cuda_emu);
 //   - launch_check(): cudaGetLastError() after a launch -> xc2::Error{Cuda} naming the kernel.
 #pragma once
 
@@ -13,6 +15,15 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
+
+#if XC2_CUDA_EMULATOR
+#include "cuda_emu_device.h"
+// A kernel's dynamic shared memory, 128-byte aligned, as `unsigned char name[]`.
+#define XC2_DYNAMIC_SHARED(name) unsigned char* name = ::xc2emu::dynamic_smem()
+#else
+#define XC2_DYNAMIC_SHARED(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
 
 #include "core/check.h"
 #include "xc2/dtype.h"
@@ -88,6 +99,16 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// kernel<<<grid, block, smem, stream>>>(args...); the arguments convert to the kernel's parameter types.
+template <typename... P, typename... A>
+inline void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+#if XC2_CUDA_EMULATOR
+  ::xc2emu::launch(kernel, grid, block, smem, stream, std::forward<A>(args)...);
+#else
+  kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+#endif
+}
 
 // Throws xc2::Error{Cuda} if the last launch failed.
 inline void launch_check(const char* what) {

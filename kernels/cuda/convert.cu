@@ -26,7 +26,8 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64
     return;
   }
   XC2_CUDA_DISPATCH(src_dtype, S, XC2_CUDA_DISPATCH(dst_dtype, D, {
-    convert_kernel<S, D><<<grid_for(n), 256, 0, stream>>>(static_cast<const S*>(src), static_cast<D*>(dst), n);
+    launch_kernel(convert_kernel<S, D>, grid_for(n), 256, 0, stream, static_cast<const S*>(src), static_cast<D*>(dst),
+                  n);
   }));
   launch_check("convert");
 }

@@ -53,8 +53,8 @@ void embedding(const void* table, const int32_t* ids, int64_t n_ids, int64_t dim
                cudaStream_t stream) {
   if (n_ids <= 0) return;
   XC2_CUDA_DISPATCH(dtype, T, {
-    embedding_kernel<T><<<static_cast<unsigned>(n_ids), 256, 0, stream>>>(static_cast<const T*>(table), ids, dim,
-                                                                          static_cast<T*>(y));
+    launch_kernel(embedding_kernel<T>, static_cast<unsigned>(n_ids), 256, 0, stream, static_cast<const T*>(table), ids,
+                  dim, static_cast<T*>(y));
   });
   launch_check("embedding");
 }
@@ -65,8 +65,8 @@ void im2col_patches(const void* pixels, int64_t n_images, int64_t size, int64_t 
   if (n <= 0) return;
   const int grid = static_cast<int>(std::min<int64_t>(ceil_div(n, 256), 65535));
   XC2_CUDA_DISPATCH(dtype, T, {
-    im2col_kernel<T><<<grid, 256, 0, stream>>>(static_cast<const T*>(pixels), n_images, size, patch,
-                                               static_cast<T*>(cols));
+    launch_kernel(im2col_kernel<T>, grid, 256, 0, stream, static_cast<const T*>(pixels), n_images, size, patch,
+                  static_cast<T*>(cols));
   });
   launch_check("im2col_patches");
 }
@@ -75,9 +75,8 @@ void split_qkv(const void* qkv, int64_t n_tokens, int64_t n_heads, int64_t n_kv_
                void* k, void* v, const int32_t* pos_dev, DType dtype, cudaStream_t stream) {
   if (n_tokens <= 0) return;
   XC2_CUDA_DISPATCH(dtype, T, {
-    split_qkv_kernel<T><<<static_cast<unsigned>(n_tokens), 256, 0, stream>>>(
-        static_cast<const T*>(qkv), n_heads, n_kv_heads, head_dim, static_cast<T*>(q), static_cast<T*>(k),
-        static_cast<T*>(v), pos_dev);
+    launch_kernel(split_qkv_kernel<T>, static_cast<unsigned>(n_tokens), 256, 0, stream, static_cast<const T*>(qkv),
+                  n_heads, n_kv_heads, head_dim, static_cast<T*>(q), static_cast<T*>(k), static_cast<T*>(v), pos_dev);
   });
   launch_check("split_qkv");
 }

@@ -74,9 +74,9 @@ template <typename T, int M>
 void launch(const void* x, const void* w, const void* bias, void* y, int64_t m, int64_t n, int64_t k, bool acc,
             cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>(ceil_div(n, 8));
-  gemv_kernel<T, M><<<grid, 256, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
-                                              static_cast<const T*>(bias), static_cast<T*>(y), static_cast<int>(m),
-                                              static_cast<int>(n), static_cast<int>(k), acc ? 1 : 0);
+  launch_kernel(gemv_kernel<T, M>, grid, 256, 0, stream, static_cast<const T*>(x), static_cast<const T*>(w),
+                static_cast<const T*>(bias), static_cast<T*>(y), static_cast<int>(m), static_cast<int>(n),
+                static_cast<int>(k), acc ? 1 : 0);
 }
 
 // The plain linear: 16 x 16 output tiles through shared memory, any shape and alignment, f32 accumulation.
@@ -121,9 +121,8 @@ void linear_simple(const void* x, const void* w, const void* bias, void* y, int6
   const dim3 grid(static_cast<unsigned>(ceil_div(n, kTile)), static_cast<unsigned>(ceil_div(m, kTile)));
   const dim3 block(kTile, kTile);
   XC2_CUDA_DISPATCH(dtype, T, {
-    linear_simple_kernel<T><<<grid, block, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
-                                                        static_cast<const T*>(bias), static_cast<T*>(y), m, n, k,
-                                                        accumulate ? 1 : 0);
+    launch_kernel(linear_simple_kernel<T>, grid, block, 0, stream, static_cast<const T*>(x), static_cast<const T*>(w),
+                  static_cast<const T*>(bias), static_cast<T*>(y), m, n, k, accumulate ? 1 : 0);
   });
   launch_check("linear_simple");
 }

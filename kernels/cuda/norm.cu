@@ -54,8 +54,8 @@ void rms_norm(const void* x, const void* w, void* y, int64_t n_rows, int64_t dim
   if (n_rows <= 0) return;
   XC2_CHECK(n_rows < (int64_t(1) << 31), InvalidArgument, "rms_norm: too many rows (", n_rows, ")");
   XC2_CUDA_DISPATCH(dtype, T, {
-    rms_norm_kernel<T><<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(y), dim, eps);
+    launch_kernel(rms_norm_kernel<T>, static_cast<unsigned>(n_rows), kThreads, 0, stream, static_cast<const T*>(x),
+                  static_cast<const T*>(w), static_cast<T*>(y), dim, eps);
   });
   launch_check("rms_norm");
 }
@@ -65,8 +65,8 @@ void layer_norm(const void* x, const void* w, const void* b, void* y, int64_t n_
   if (n_rows <= 0) return;
   XC2_CHECK(n_rows < (int64_t(1) << 31), InvalidArgument, "layer_norm: too many rows (", n_rows, ")");
   XC2_CUDA_DISPATCH(dtype, T, {
-    layer_norm_kernel<T><<<static_cast<unsigned>(n_rows), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y), dim, eps);
+    launch_kernel(layer_norm_kernel<T>, static_cast<unsigned>(n_rows), kThreads, 0, stream, static_cast<const T*>(x),
+                  static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y), dim, eps);
   });
   launch_check("layer_norm");
 }

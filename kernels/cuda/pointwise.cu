@@ -59,7 +59,8 @@ __global__ void add_bias_kernel(T* y, const T* __restrict__ bias, int64_t m, int
 void add_bias_rows(void* y, const void* bias, int64_t m, int64_t n, DType dtype, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return;
   XC2_CUDA_DISPATCH(dtype, T, {
-    add_bias_kernel<T><<<grid_for(m * n), kThreads, 0, stream>>>(static_cast<T*>(y), static_cast<const T*>(bias), m, n);
+    launch_kernel(add_bias_kernel<T>, grid_for(m * n), kThreads, 0, stream, static_cast<T*>(y),
+                  static_cast<const T*>(bias), m, n);
   });
   launch_check("add_bias_rows");
 }
@@ -67,36 +68,39 @@ void add_bias_rows(void* y, const void* bias, int64_t m, int64_t n, DType dtype,
 void add(const void* a, const void* b, void* y, int64_t n, DType dtype, cudaStream_t stream) {
   if (n <= 0) return;
   XC2_CUDA_DISPATCH(dtype, T, {
-    add_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const T*>(a), static_cast<const T*>(b),
-                                                        static_cast<T*>(y), n);
+    launch_kernel(add_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<const T*>(a), static_cast<const T*>(b),
+                  static_cast<T*>(y), n);
   });
   launch_check("add");
 }
 
 void scale(void* x, float s, int64_t n, DType dtype, cudaStream_t stream) {
   if (n <= 0) return;
-  XC2_CUDA_DISPATCH(dtype, T, { scale_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(x), s, n); });
+  XC2_CUDA_DISPATCH(dtype, T,
+                    { launch_kernel(scale_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<T*>(x), s, n); });
   launch_check("scale");
 }
 
 void silu_mul(const void* gate, const void* up, void* y, int64_t n, DType dtype, cudaStream_t stream) {
   if (n <= 0) return;
   XC2_CUDA_DISPATCH(dtype, T, {
-    silu_mul_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
-                                                             static_cast<T*>(y), n);
+    launch_kernel(silu_mul_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<const T*>(gate),
+                  static_cast<const T*>(up), static_cast<T*>(y), n);
   });
   launch_check("silu_mul");
 }
 
 void gelu_erf(void* x, int64_t n, DType dtype, cudaStream_t stream) {
   if (n <= 0) return;
-  XC2_CUDA_DISPATCH(dtype, T, { gelu_erf_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(x), n); });
+  XC2_CUDA_DISPATCH(dtype, T,
+                    { launch_kernel(gelu_erf_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<T*>(x), n); });
   launch_check("gelu_erf");
 }
 
 void quick_gelu(void* x, int64_t n, DType dtype, cudaStream_t stream) {
   if (n <= 0) return;
-  XC2_CUDA_DISPATCH(dtype, T, { quick_gelu_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(x), n); });
+  XC2_CUDA_DISPATCH(dtype, T,
+                    { launch_kernel(quick_gelu_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<T*>(x), n); });
   launch_check("quick_gelu");
 }
 

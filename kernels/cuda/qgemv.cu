@@ -165,9 +165,12 @@ unsigned stride_grid(int64_t total) {
 template <typename T, int M>
 void launch_rows(const GptqDeviceWeight& w, bool vec, const T* x, T* y, int m, int acc, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>(ceil_div(w.n, kColsPerBlock));
-  if (!vec) qgemv_generic_kernel<T, M><<<grid, kThreads, 0, stream>>>(w, x, y, m, acc);
-  else if (w.bits == 4) qgemv_vec_kernel<T, M, 4><<<grid, kThreads, 0, stream>>>(w, x, y, m, acc);
-  else qgemv_vec_kernel<T, M, 8><<<grid, kThreads, 0, stream>>>(w, x, y, m, acc);
+  if (!vec)
+    launch_kernel(qgemv_generic_kernel<T, M>, grid, kThreads, 0, stream, w, x, y, m, acc);
+  else if (w.bits == 4)
+    launch_kernel(qgemv_vec_kernel<T, M, 4>, grid, kThreads, 0, stream, w, x, y, m, acc);
+  else
+    launch_kernel(qgemv_vec_kernel<T, M, 8>, grid, kThreads, 0, stream, w, x, y, m, acc);
 }
 
 template <typename T>
@@ -206,9 +209,8 @@ void gptq_dequantize(const GptqDeviceWeight& w, void* out, DType dtype, cudaStre
   XC2_CHECK((w.bits == 4 || w.bits == 8) && w.kw * (32 / w.bits) == w.k, Internal, "gptq_dequantize: bits ", w.bits,
             ", k ", w.k, ", kw ", w.kw);
   const unsigned grid = stride_grid(w.n * w.kw);
-  XC2_CUDA_DISPATCH(dtype, T, {
-    dequantize_kernel<T><<<grid, kThreads, 0, stream>>>(w, static_cast<T*>(out));
-  });
+  XC2_CUDA_DISPATCH(dtype, T,
+                    { launch_kernel(dequantize_kernel<T>, grid, kThreads, 0, stream, w, static_cast<T*>(out)); });
   launch_check("gptq_dequantize");
 }
 
@@ -217,7 +219,8 @@ void gather_columns(const void* x, const int32_t* perm, void* xp, int64_t m, int
   if (m <= 0 || k <= 0) return;
   const unsigned grid = stride_grid(m * k);
   XC2_CUDA_DISPATCH(dtype, T, {
-    gather_columns_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), perm, static_cast<T*>(xp), m, k);
+    launch_kernel(gather_columns_kernel<T>, grid, kThreads, 0, stream, static_cast<const T*>(x), perm,
+                  static_cast<T*>(xp), m, k);
   });
   launch_check("gather_columns");
 }

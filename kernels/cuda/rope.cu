@@ -36,8 +36,8 @@ void rope(void* x, int64_t n_tokens, int64_t n_heads, int64_t head_dim, int64_t 
   if (n_tokens <= 0) return;
   const int threads = static_cast<int>(std::min<int64_t>(256, std::max<int64_t>(32, n_heads * head_dim / 2)));
   XC2_CUDA_DISPATCH(dtype, T, {
-    rope_kernel<T><<<static_cast<unsigned>(n_tokens), threads, 0, stream>>>(
-        static_cast<T*>(x), n_heads, head_dim, token_stride, cos, sin, pos0, pos_dev, rows_follow_pos);
+    launch_kernel(rope_kernel<T>, static_cast<unsigned>(n_tokens), threads, 0, stream, static_cast<T*>(x), n_heads,
+                  head_dim, token_stride, cos, sin, pos0, pos_dev, rows_follow_pos);
   });
   launch_check("rope");
 }

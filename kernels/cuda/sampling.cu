@@ -129,32 +129,33 @@ void prepare_logits(const void* logits, DType dtype, int64_t vocab, const int32_
             temperature);
   const int grid = static_cast<int>(std::min<int64_t>(ceil_div(vocab, 256), 1024));
   XC2_CUDA_DISPATCH(dtype, T, {
-    prepare_kernel<T><<<grid, 256, 0, stream>>>(static_cast<const T*>(logits), vocab, seen, penalty, temperature, work);
+    launch_kernel(prepare_kernel<T>, grid, 256, 0, stream, static_cast<const T*>(logits), vocab, seen, penalty,
+                  temperature, work);
   });
   launch_check("prepare_logits");
 }
 
 void argmax(const float* work, int64_t vocab, int32_t* out_id, cudaStream_t stream) {
   XC2_CHECK(vocab > 0 && vocab < INT_MAX, InvalidArgument, "argmax: bad vocabulary size ", vocab);
-  argmax_kernel<<<1, kBlock, 0, stream>>>(work, static_cast<int>(vocab), out_id);
+  launch_kernel(argmax_kernel, 1, kBlock, 0, stream, work, static_cast<int>(vocab), out_id);
   launch_check("argmax");
 }
 
 void topk_candidates(const float* work, int64_t vocab, int k, int cap, int32_t* out_count, int32_t* out_ids,
                      float* out_vals, cudaStream_t stream) {
   XC2_CHECK(vocab > 0 && vocab < INT_MAX && k >= 1, InvalidArgument, "topk_candidates: bad sizes");
-  topk_kernel<<<1, kBlock, 0, stream>>>(work, static_cast<int>(vocab), std::min<int>(k, static_cast<int>(vocab)), cap,
-                                        out_count, out_ids, out_vals);
+  launch_kernel(topk_kernel, 1, kBlock, 0, stream, work, static_cast<int>(vocab),
+                std::min<int>(k, static_cast<int>(vocab)), cap, out_count, out_ids, out_vals);
   launch_check("topk_candidates");
 }
 
 void mark_seen(int32_t* seen, const int32_t* id, cudaStream_t stream) {
-  mark_seen_kernel<<<1, 1, 0, stream>>>(seen, id);
+  launch_kernel(mark_seen_kernel, 1, 1, 0, stream, seen, id);
   launch_check("mark_seen");
 }
 
 void add_scalar(int32_t* x, int32_t delta, cudaStream_t stream) {
-  add_scalar_kernel<<<1, 1, 0, stream>>>(x, delta);
+  launch_kernel(add_scalar_kernel, 1, 1, 0, stream, x, delta);
   launch_check("add_scalar");
 }
 

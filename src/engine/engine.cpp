@@ -102,7 +102,8 @@ ModelInfo inspect_model(const std::string& model_dir, bool check) {
 
 std::string version_string() {
   std::string s = std::string("xc2 ") + XC2_VERSION + " (" + XC2_GIT_SHA + "), CUDA ";
-  if (XC2_WITH_CUDA) s += std::string("on (sm ") + XC2_CUDA_ARCHS + ")";
+  if (XC2_CUDA_EMULATOR) s += "emulated on the CPU (a test build: tests/cuda_emu)";
+  else if (XC2_WITH_CUDA) s += std::string("on (sm ") + XC2_CUDA_ARCHS + ")";
   else s += "off";
   return s;
 }
