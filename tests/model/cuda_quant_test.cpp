@@ -53,7 +53,10 @@ struct QBackends {
 
 QBackends make_qbackends() {
   QBackends b;
-  b.cpu = make_cpu_backend(0);
+  // Mapped: the default (Auto) CPU backend drops the pages of the GPTQ tensors it has repacked (MADV_DONTNEED),
+  // which for a checkpoint's file mapping only leaves the resident set, but zeroes these tests' heap tensors, which
+  // the CUDA backends read next.
+  b.cpu = make_cpu_backend(0, CpuWeights::Mapped);
   b.cpu->set_exact_quant(true);
   b.f32 = make_cuda_backend(0, DType::F32);
   b.bf16 = make_cuda_backend(0, DType::BF16);
