@@ -15,8 +15,10 @@
 //   - launch limits: at most 1024 threads per block, grid y and z at most 65535, dynamic shared memory above 48 KiB
 //     only after cudaFuncSetAttribute(MaxDynamicSharedMemorySize) and never above 227 KiB (H100): otherwise the
 //     launch fails with cudaErrorInvalidConfiguration / cudaErrorInvalidValue, reported by cudaGetLastError();
-//   - memory: cudaMalloc'd blocks are host memory filled with 0xFF bytes (NaN as floats; blocks up to 16 MiB) so
-//     that reading what was never written shows; cudaMemcpy* check that their pointers lie in device or host
+//   - memory: cudaMalloc'd blocks are host memory of exactly the size asked for (so that a sanitizer build,
+//     -DXC2_SANITIZE=ON, catches kernels' accesses past a buffer; the fiber switches are declared to
+//     AddressSanitizer), filled with 0xFF bytes (NaN as floats; blocks up to 16 MiB) so that reading what was
+//     never written shows; cudaMemcpy* check that their pointers lie in device or host
 //     memory as `kind` says; kernels' pointer arguments must be null, device memory or cudaMallocHost memory;
 //   - streams run in order at once; a capture (cudaStreamBeginCapture) records the launches, copies and memsets
 //     and runs nothing; cudaGraphLaunch replays them; synchronising a capturing stream fails and invalidates it;

@@ -140,6 +140,17 @@ TEST(CudaEmulatorDeathTest, ShuffleWithAnExitedLaneIsAFault) {
   EXPECT_FAULT(launch(shuffle_after_exit, dim3(1), dim3(32), 0, nullptr, d), "lane 5, which has exited");
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+// In a sanitizer build (-DXC2_SANITIZE=ON) device memory is exactly what was asked for: a kernel writing past the
+// end of its buffer is caught where it happens.
+TEST(CudaEmulatorDeathTest, AddressSanitizerCatchesAKernelOverrun) {
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d), 100 * sizeof(float)), cudaSuccess);
+  EXPECT_DEATH(launch(add_one, dim3(1), dim3(128), 0, nullptr, d, 101), "heap-buffer-overflow");
+  cudaFree(d);
+}
+#endif
+
 TEST(CudaEmulator, LaunchLimits) {
   float* d = nullptr;
   ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&d), 1024 * sizeof(float)), cudaSuccess);

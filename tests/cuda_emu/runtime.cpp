@@ -1,5 +1,6 @@
 // The CUDA emulator's runtime (see cuda_emu.h): the fiber scheduler that runs a kernel's blocks, and the subset of
 // the CUDA runtime API xc2 calls, over host memory.
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -16,6 +17,13 @@
 #include <vector>
 
 #include "cuda_emu.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define XC2EMU_ASAN 1
+#else
+#define XC2EMU_ASAN 0
+#endif
 
 // ---- fibers ---------------------------------------------------------------------------------------------------
 // xc2emu_switch(save, load): saves the callee-saved registers, MXCSR and the x87 control word on the current stack,
@@ -72,6 +80,7 @@ enum class State : uint8_t { Ready, Running, WaitBlock, WaitWarp, Done };
 
 struct Thread {
   void* sp = nullptr;
+  char* stack_lo = nullptr;  // its fiber stack [stack_lo, stack_lo + kStackBytes)
   uint3 idx{};
   int linear = 0;
   State state = State::Ready;
@@ -99,6 +108,8 @@ struct Block {
   uint64_t slots[2][kMaxThreads];
   Thread* cur = nullptr;
   void* sched_sp = nullptr;
+  void* sched_lo = nullptr;  // the scheduler's (the calling thread's) stack, for AddressSanitizer
+  size_t sched_size = 0;
   uint64_t rng = 0;  // xorshift state for the shuffled orders
   std::vector<int> group;  // scratch: the threads a barrier releases
 };
@@ -123,6 +134,19 @@ struct Stacks {
 
 thread_local Block* g_block = nullptr;
 thread_local Stacks g_stacks;
+
+// xc2emu_switch, told to AddressSanitizer where the stack goes (its fiber API) in a sanitizer build.
+void switch_stack(void** save, void* load, const void* to_lo, size_t to_size, bool dying) {
+#if XC2EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(dying ? nullptr : &fake, to_lo, to_size);
+  xc2emu_switch(save, load);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  (void)to_lo, (void)to_size, (void)dying;
+  xc2emu_switch(save, load);
+#endif
+}
 
 void make_ready(Block& b, std::vector<int>& group) {
   for (size_t i = group.size(); i > 1; --i) {  // Fisher-Yates with xorshift64
@@ -170,20 +194,23 @@ void settle(Block& b, int warp) {
 }
 
 // Leaves the current thread (already marked waiting or done) for the next runnable one, or the scheduler.
-void switch_away(Thread* t) {
+void switch_away(Thread* t, bool dying) {
   Block& b = *g_block;
   if (b.error.empty() && b.ready_head < b.ready.size()) {
     Thread* next = &b.threads[static_cast<size_t>(b.ready[b.ready_head++])];
     next->state = State::Running;
     b.cur = next;
     if (next == t) return;  // released by its own arrival
-    xc2emu_switch(&t->sp, next->sp);
+    switch_stack(&t->sp, next->sp, next->stack_lo, kStackBytes, dying);
     return;
   }
-  xc2emu_switch(&t->sp, b.sched_sp);
+  switch_stack(&t->sp, b.sched_sp, b.sched_lo, b.sched_size, dying);
 }
 
 extern "C" void xc2emu_fiber_main(Thread* t) {
+#if XC2EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
   (*g_block->body)();
   Block& b = *g_block;
   t->state = State::Done;
@@ -191,7 +218,7 @@ extern "C" void xc2emu_fiber_main(Thread* t) {
   --b.warp_live[static_cast<size_t>(t->linear >> 5)];
   b.warp_alive[static_cast<size_t>(t->linear >> 5)] &= ~(1u << (t->linear & 31));
   settle(b, t->linear >> 5);
-  switch_away(t);
+  switch_away(t, true);
   std::abort();  // a finished fiber is never resumed
 }
 
@@ -225,7 +252,7 @@ void yield(State s, unsigned mask) {
     ++b.block_waiting;
     settle(b, -1);
   }
-  switch_away(t);
+  switch_away(t, false);
 }
 
 // Runs one block to completion; returns an empty string or what went wrong.
@@ -246,6 +273,7 @@ std::string run_block(Block& b) {
     t.idx = make_uint3(static_cast<unsigned>(i) % b.block.x, static_cast<unsigned>(i) / b.block.x % b.block.y,
                        static_cast<unsigned>(i) / (b.block.x * b.block.y));
     t.parity = 0;
+    t.stack_lo = g_stacks.top(i) - kStackBytes;
     init_fiber(t, g_stacks.top(i));
     ++b.warp_live[static_cast<size_t>(i >> 5)];
     b.warp_alive[static_cast<size_t>(i >> 5)] |= 1u << (i & 31);
@@ -255,7 +283,19 @@ std::string run_block(Block& b) {
   Thread* first = &b.threads[static_cast<size_t>(b.ready[b.ready_head++])];
   first->state = State::Running;
   b.cur = first;
-  xc2emu_switch(&b.sched_sp, first->sp);  // back here when no thread can run
+#if XC2EMU_ASAN
+  thread_local void* lo = nullptr;
+  thread_local size_t size = 0;
+  if (!lo) {
+    pthread_attr_t attr;
+    pthread_getattr_np(pthread_self(), &attr);
+    pthread_attr_getstack(&attr, &lo, &size);
+    pthread_attr_destroy(&attr);
+  }
+  b.sched_lo = lo;
+  b.sched_size = size;
+#endif
+  switch_stack(&b.sched_sp, first->sp, first->stack_lo, kStackBytes, false);  // back here when no thread can run
   b.cur = nullptr;
   if (!b.error.empty()) return b.error;
   if (b.live == 0) return {};
@@ -544,8 +584,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
 
 static cudaError_t alloc(void** p, size_t bytes, Mem kind) {
   if (bytes > (size_t(64) << 30)) return fail(cudaErrorMemoryAllocation);
-  void* q = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
-  if (!q) return fail(cudaErrorMemoryAllocation);
+  void* q = nullptr;  // exactly `bytes` (a sanitizer build then catches accesses past the end), 256-byte aligned
+  if (posix_memalign(&q, 256, std::max<size_t>(bytes, 1)) != 0) return fail(cudaErrorMemoryAllocation);
   // Device memory reads as NaN until written, so that a read of what was never written shows (blocks up to 16 MiB:
   // tensors; larger ones are scratch such as cuBLASLt's workspace, and filling them costs the tests' time).
   if (kind == Mem::Device && bytes <= (size_t(16) << 20)) std::memset(q, 0xFF, bytes);
