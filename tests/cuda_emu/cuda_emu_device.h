@@ -53,26 +53,19 @@ inline T __ldcs(const T* p) {
   return *p;
 }
 
-inline float __uint_as_float(unsigned u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
+namespace xc2emu {
+template <typename To, typename From>
+inline To bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  To t;
+  std::memcpy(&t, &v, sizeof(To));
+  return t;
 }
-inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float __int_as_float(int u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline int __float_as_int(float f) {
-  int u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+}  // namespace xc2emu
+inline float __uint_as_float(unsigned u) { return ::xc2emu::bit_cast<float>(u); }
+inline unsigned __float_as_uint(float f) { return ::xc2emu::bit_cast<unsigned>(f); }
+inline float __int_as_float(int u) { return ::xc2emu::bit_cast<float>(u); }
+inline int __float_as_int(float f) { return ::xc2emu::bit_cast<int>(f); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 
