@@ -8,10 +8,12 @@
 //   - a kernel launch: every block in turn (x fastest), each thread of a block a fiber on its own 64 KiB stack
 //     (guard page below) switched by a few instructions; __syncthreads() waits for every thread of the block that
 //     has not exited, __syncwarp() / __shfl_xor_sync() for the warp's lanes (all 32 must be alive and named in the
-//     mask). A barrier that can never complete (threads of a block waiting at different kinds of barrier, a shuffle
-//     with an exited lane) is a kernel fault: reported on stderr, and the launch's error (cudaErrorLaunchFailure) is
-//     returned by the next synchronising call, as on a GPU. The threads of a block run in a shuffled order (fixed
-//     seed), so code that reads another thread's shared-memory writes without a barrier sees stale values;
+//     mask; a partial mask is not modelled: every warp barrier waits for all the warp's live lanes, which is what
+//     xc2's kernels use). A barrier that can never complete (threads of a block waiting at different kinds of
+//     barrier, a shuffle with an exited lane) is a kernel fault: reported on stderr, and the launch's error
+//     (cudaErrorLaunchFailure) is returned by the next synchronising call, as on a GPU. The threads of a block
+//     run in a shuffled order (fixed seed), so code that reads another thread's shared-memory writes without a
+//     barrier sees stale values;
 //   - launch limits: at most 1024 threads per block, grid y and z at most 65535, dynamic shared memory above 48 KiB
 //     only after cudaFuncSetAttribute(MaxDynamicSharedMemorySize) and never above 227 KiB (H100): otherwise the
 //     launch fails with cudaErrorInvalidConfiguration / cudaErrorInvalidValue, reported by cudaGetLastError();
