@@ -266,7 +266,7 @@ std::string run_block(Block& b) {
   b.error.clear();
   b.ready.clear();
   b.ready_head = 0;
-  std::vector<int> all;
+  b.group.clear();
   for (int i = 0; i < b.n; ++i) {
     Thread& t = b.threads[static_cast<size_t>(i)];
     t.linear = i;
@@ -277,9 +277,9 @@ std::string run_block(Block& b) {
     init_fiber(t, g_stacks.top(i));
     ++b.warp_live[static_cast<size_t>(i >> 5)];
     b.warp_alive[static_cast<size_t>(i >> 5)] |= 1u << (i & 31);
-    all.push_back(i);
+    b.group.push_back(i);
   }
-  make_ready(b, all);
+  make_ready(b, b.group);
   Thread* first = &b.threads[static_cast<size_t>(b.ready[b.ready_head++])];
   first->state = State::Running;
   b.cur = first;
@@ -377,11 +377,17 @@ namespace {
 CUstream_st g_default_stream;
 CUstream_st* st(cudaStream_t s) { return s ? s : &g_default_stream; }
 
-// Runs op now, or records it when the stream is capturing.
+// Runs op now, or records it when the stream is capturing. After a kernel fault nothing more runs (checked when
+// the op would run: now, or at each replay of a captured graph), as in a GPU's faulted context.
 void enqueue(cudaStream_t s, Op op) {
   CUstream_st* x = st(s);
-  if (x->capturing) x->captured.push_back(std::move(op));
-  else op();
+  if (x->capturing) {
+    x->captured.push_back([op = std::move(op)]() {
+      if (g_err.sticky == cudaSuccess) op();
+    });
+  } else if (g_err.sticky == cudaSuccess) {
+    op();
+  }
 }
 
 cudaError_t fail(cudaError_t e) {
@@ -427,7 +433,6 @@ void launch_closure(const void* kernel, dim3 grid, dim3 block, size_t smem, cuda
     return;
   }
   enqueue(stream, [grid, block, smem, body = std::move(body)]() {
-    if (g_err.sticky != cudaSuccess) return;  // a faulted context runs nothing more
     auto b = std::make_unique<Block>();
     b->grid = grid;
     b->block = block;
@@ -454,11 +459,7 @@ void launch_closure(const void* kernel, dim3 grid, dim3 block, size_t smem, cuda
   });
 }
 
-void enqueue_host_work(cudaStream_t stream, std::function<void()> op) {
-  enqueue(stream, [op = std::move(op)]() {
-    if (g_err.sticky == cudaSuccess) op();
-  });
-}
+void enqueue_host_work(cudaStream_t stream, std::function<void()> op) { enqueue(stream, std::move(op)); }
 
 uint3 thread_idx() { return g_block->cur->idx; }
 uint3 block_idx() { return g_block->bidx; }
